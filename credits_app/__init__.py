@@ -1,0 +1,30 @@
+"""credits: a credit-management service. `create_app()` is the only way to build the app."""
+import os
+
+from flask import Flask
+
+from . import config, errors
+from .extensions import configure_sqlite, db, migrate, openapi
+
+
+def create_app(env=None):
+    """Build the app from `env` (default: os.environ). Connects to nothing."""
+    env = os.environ if env is None else env
+    app = Flask(__name__, instance_relative_config=True)
+    os.makedirs(app.instance_path, exist_ok=True)
+    app.config.update(config.load(env, app.instance_path))
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            configure_sqlite(db.engine)
+    openapi.init_app(app)
+    errors.init_app(app)  # after the Api, whose own HTTP error handler it replaces
+
+    from .api import register
+    register(openapi)
+
+    from . import cli
+    cli.init_app(app)
+    return app

@@ -1,0 +1,7 @@
+"""One blueprint module per resource."""
+from . import credits, users
+
+
+def register(api):
+    api.register_blueprint(users.blp)
+    api.register_blueprint(credits.blp)

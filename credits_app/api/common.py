@@ -1,0 +1,75 @@
+"""Plumbing shared by the resource blueprints: strict body parsing, the Idempotency-Key
+header, opaque cursors."""
+import base64
+import re
+
+from flask import request
+from flask_smorest import Blueprint as SmorestBlueprint
+from webargs import core
+from webargs.flaskparser import FlaskParser
+
+from ..errors import UnsupportedMediaType, parse_json_body
+from ..exceptions import DomainError
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII: no spaces, CR/LF or NUL
+
+
+class StrictParser(FlaskParser):
+    """A body must be JSON (415 otherwise) and strictly valid JSON (400 otherwise)."""
+
+    def _raw_load_json(self, req):
+        raw = req.get_data(cache=True)
+        if not raw:
+            return core.missing
+        if not req.is_json:
+            raise UnsupportedMediaType(req.content_type or "")
+        return parse_json_body(raw)
+
+
+class Blueprint(SmorestBlueprint):
+    ARGUMENTS_PARSER = StrictParser()
+
+
+class BadHeader(DomainError):
+    status, code = 400, "invalid_header"
+
+
+class InvalidCursor(DomainError):
+    status, code = 400, "invalid_cursor"
+
+    def __init__(self):
+        super().__init__("the cursor is not one this service issued")
+
+
+def idempotency_key():
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _KEY.match(key):
+        raise BadHeader("Idempotency-Key must be 1-255 visible ASCII characters", header="Idempotency-Key")
+    return key
+
+
+def encode_cursor(last_id):
+    return base64.urlsafe_b64encode(f"v1:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor):
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, value = raw.split(":", 1)
+        number = int(value)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor() from None
+    if prefix != "v1" or not 0 < number < 2**63:
+        raise InvalidCursor()
+    return number
+
+
+def page(items, limit, id_of):
+    """Split one over-fetched row off to know whether another page exists."""
+    more = len(items) > limit
+    items = items[:limit]
+    return {"items": items, "next_cursor": encode_cursor(id_of(items[-1])) if more else None}

@@ -1,0 +1,102 @@
+"""Request and response schemas (marshmallow): they validate input and document the API."""
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
+
+
+class StrictInteger(fields.Integer):
+    """A JSON integer: refuses booleans, floats (even 5.0) and numeric strings."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return value
+
+
+def text(maximum, required=False, minimum=0):
+    return fields.String(required=required, allow_none=not required,
+                         validate=[validate.Length(min=minimum, max=maximum), NO_NUL])
+
+
+class AmountIn(Schema):
+    amount = StrictInteger(required=True, metadata={"description": "positive integer, at most MAX_AMOUNT",
+                                                     "example": 10})
+    reason = text(500)
+
+
+class ResetIn(Schema):
+    reason = text(500)
+
+
+class EntryOut(Schema):
+    id = fields.Integer()
+    user_id = fields.Integer()
+    kind = fields.String(metadata={"enum": ["add", "deduct", "reset", "daily_grant"]})
+    amount = fields.Integer(metadata={"description": "signed: positive adds, negative removes"})
+    balance_after = fields.Integer()
+    reason = fields.String(allow_none=True)
+    actor = fields.String()
+    idempotency_key = fields.String(allow_none=True)
+    grant_date = fields.Date(allow_none=True)
+    created_at = fields.DateTime()
+
+
+class BalanceOut(Schema):
+    user_id = fields.Integer()
+    credits = fields.Integer()
+    last_updated = fields.DateTime(allow_none=True)
+
+
+class ChangeOut(BalanceOut):
+    entry = fields.Nested(EntryOut)
+
+
+class PageArgs(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.String(load_default=None, validate=validate.Length(max=100))
+
+
+class EntryPage(Schema):
+    items = fields.List(fields.Nested(EntryOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class UserIn(Schema):
+    email = fields.Email(required=True, validate=[validate.Length(max=320), NO_NUL])
+    name = text(200, required=True, minimum=1)
+
+
+class UserPatch(Schema):
+    email = fields.Email(validate=[validate.Length(max=320), NO_NUL])
+    name = fields.String(validate=[validate.Length(min=1, max=200), NO_NUL])
+
+    @validates_schema
+    def _not_empty(self, data, **_):
+        if not data:
+            raise ValidationError("give at least one of email, name")
+
+
+class UserOut(Schema):
+    user_id = fields.Integer()
+    email = fields.String()
+    name = fields.String()
+    created_at = fields.DateTime()
+
+
+class UserListArgs(PageArgs):
+    email = fields.String(load_default=None, validate=validate.Length(max=320))
+
+
+class UserPage(Schema):
+    items = fields.List(fields.Nested(UserOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class ErrorBody(Schema):
+    code = fields.String()
+    message = fields.String()
+    details = fields.Dict()
+
+
+class ErrorOut(Schema):
+    error = fields.Nested(ErrorBody)

@@ -1,0 +1,89 @@
+"""`flask users ...` and `flask credits ...`: the same functions the API calls."""
+import sys
+
+import click
+from flask.cli import AppGroup
+
+from . import ledger, users
+from .exceptions import DomainError
+
+users_cli = AppGroup("users", help="Manage users.")
+credits_cli = AppGroup("credits", help="Read and change balances; verify the ledger.")
+CLI_ACTOR = "cli"
+
+
+def _fail(e):
+    click.echo(f"error: {e.code}: {e.message}", err=True)
+    sys.exit(1)
+
+
+def _show_change(change):
+    e = change.entry
+    click.echo(f"user {change.user_id}: {change.credits} credits (entry {e.id}: {e.kind} {e.amount:+d})")
+
+
+@users_cli.command("create")
+@click.option("--email", required=True)
+@click.option("--name", required=True)
+def create_user(email, name):
+    try:
+        user = users.create(email, name)
+    except DomainError as e:
+        _fail(e)
+    click.echo(f"created user {user.user_id} <{user.email}>")
+
+
+@credits_cli.command("show")
+@click.argument("user_id", type=int)
+def show(user_id):
+    try:
+        b = ledger.balance(user_id)
+    except DomainError as e:
+        _fail(e)
+    click.echo(f"user {b.user_id}: {b.credits} credits (last updated {b.last_updated})")
+
+
+def _change_command(name, fn):
+    @credits_cli.command(name)
+    @click.argument("user_id", type=int)
+    @click.argument("amount", type=int)
+    @click.option("--reason")
+    def command(user_id, amount, reason):
+        try:
+            _show_change(fn(user_id, amount, actor=CLI_ACTOR, reason=reason))
+        except DomainError as e:
+            _fail(e)
+    command.__doc__ = f"{name.capitalize()} AMOUNT credits for USER_ID."
+    return command
+
+
+_change_command("add", ledger.add)
+_change_command("deduct", ledger.deduct)
+
+
+@credits_cli.command("reset")
+@click.argument("user_id", type=int)
+@click.option("--reason")
+def reset(user_id, reason):
+    """Set USER_ID's balance to zero."""
+    try:
+        _show_change(ledger.reset(user_id, actor=CLI_ACTOR, reason=reason))
+    except DomainError as e:
+        _fail(e)
+
+
+@credits_cli.command("verify")
+def verify():
+    """Recompute every balance from the ledger; exit 1 listing users that drift."""
+    drift = ledger.verify()
+    for user_id, stored, ledger_sum in drift:
+        click.echo(f"user {user_id}: stored {stored} != ledger sum {ledger_sum}")
+    if drift:
+        click.echo(f"{len(drift)} user(s) drift from the ledger", err=True)
+        sys.exit(1)
+    click.echo("ledger verified: every balance equals the sum of its entries")
+
+
+def init_app(app):
+    app.cli.add_command(users_cli)
+    app.cli.add_command(credits_cli)

@@ -1,0 +1,95 @@
+"""Configuration read from the environment (a `.env` file is honoured by the `flask` CLI
+and by `wsgi.py`). Invalid values fail fast with a message naming the variable."""
+import os
+
+PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "your_jwt_secret", "dev"}
+
+
+class ConfigError(RuntimeError):
+    """A configuration variable is missing or invalid; the message names it."""
+
+
+def _int(env, name, default, minimum=None, maximum=None):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
+    return value
+
+
+def _bool(env, name, default):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def database_url(raw, instance_path):
+    """Normalise DATABASE_URL. Platforms hand out `postgres://`; both spellings map to the
+    pinned psycopg2 driver explicitly so a SQLAlchemy default change cannot swap it."""
+    if not raw:
+        return "sqlite:///" + os.path.join(instance_path, "credits.db")
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg2://" + raw[len(prefix):]
+    if raw.startswith(("postgresql+psycopg2://", "sqlite:")):
+        return raw
+    raise ConfigError(f"DATABASE_URL must be a postgresql:// or sqlite: URL, got {raw.split(':')[0]}:")
+
+
+# BIGINT holds 9.2e18; capping balances far below it means no sum can ever overflow.
+BIGINT_MAX = 2**63 - 1
+
+
+def load(env, instance_path):
+    """Return the Flask config mapping for this environment."""
+    max_amount = _int(env, "MAX_AMOUNT", 1_000_000_000, minimum=1)
+    max_balance = _int(env, "MAX_BALANCE", 10**15, minimum=max_amount, maximum=BIGINT_MAX // 2)
+    url = database_url(env.get("DATABASE_URL"), instance_path)
+    return {
+        "SQLALCHEMY_DATABASE_URI": url,
+        "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(url, env),
+        "MAX_AMOUNT": max_amount,
+        "MAX_BALANCE": max_balance,
+        "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024),
+        "IDEMPOTENCY_TTL_HOURS": _int(env, "IDEMPOTENCY_TTL_HOURS", 72, minimum=24),
+        "PAGE_SIZE_MAX": 200,
+        "REDIS_URL": env.get("REDIS_URL", ""),
+        "JWT_SECRET_KEY": env.get("JWT_SECRET_KEY", ""),
+        "TESTING": _bool(env, "TESTING", False),
+        "DEBUG": _bool(env, "FLASK_DEBUG", False),
+        # OpenAPI (flask-smorest)
+        "API_TITLE": "credits",
+        "API_VERSION": "1.0.0",
+        "OPENAPI_VERSION": "3.0.3",
+        "OPENAPI_URL_PREFIX": "/",
+        "OPENAPI_JSON_PATH": "openapi.json",
+    }
+
+
+def _engine_options(url, env):
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    return {
+        "pool_pre_ping": True,
+        "pool_size": _int(env, "DB_POOL_SIZE", 10, minimum=1),
+        "max_overflow": _int(env, "DB_MAX_OVERFLOW", 5, minimum=0),
+        "pool_timeout": _int(env, "DB_POOL_TIMEOUT", 10, minimum=1),
+        "connect_args": {
+            "connect_timeout": _int(env, "DB_CONNECT_TIMEOUT", 5, minimum=1),
+            "application_name": "credits",
+            # A stuck statement must not hold a request (and a pooled connection) forever.
+            "options": f"-c statement_timeout={_int(env, 'DB_STATEMENT_TIMEOUT_MS', 15000, minimum=100)}",
+        },
+    }

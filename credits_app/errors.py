@@ -1,0 +1,108 @@
+"""Every error, whatever raised it, leaves as one JSON shape:
+{"error": {"code", "message", "details"}, plus an X-Request-ID header}."""
+import json
+import logging
+import re
+import uuid
+
+from flask import g, jsonify, request
+from sqlalchemy import exc as sa_exc
+from werkzeug.exceptions import HTTPException
+
+from .exceptions import DomainError
+from .extensions import db
+
+log = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+    415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
+    500: "internal_error", 503: "service_unavailable",
+}
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def error_response(status, code, message, details=None, headers=None):
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    response = jsonify(body)
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def _domain(e):
+    return error_response(e.status, e.code, e.message, e.details)
+
+
+def _http(e):
+    data = getattr(e, "data", None) or {}
+    details = {}
+    if "messages" in data:  # webargs/marshmallow validation: {"json": {"field": [...]}}
+        messages = data["messages"]
+        details = {"fields": messages.get("json", messages) if isinstance(messages, dict) else messages}
+    message = e.description if isinstance(e.description, str) else HTTP_CODES.get(e.code, "error")
+    headers = {}
+    if e.code == 405 and hasattr(e, "valid_methods") and e.valid_methods:
+        headers["Allow"] = ", ".join(sorted(e.valid_methods))
+    if e.code == 422 and details:
+        message = "the request body is invalid"
+    return error_response(e.code or 500, HTTP_CODES.get(e.code, "error"), message, details, headers)
+
+
+def _database_down(e):
+    db.session.rollback()
+    log.warning("database unavailable: %s", e)
+    return error_response(503, "database_unavailable", "the database is unavailable; retry later")
+
+
+def _unexpected(e):
+    db.session.rollback()
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
+
+
+def parse_json_body(raw):
+    """Strict JSON: refuses NaN/Infinity, bad UTF-8 and nesting deep enough to blow the
+    stack, all as a 400 rather than a 500."""
+    def _no_constants(name):
+        raise ValueError(f"{name} is not valid JSON")
+
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+    except (ValueError, RecursionError, UnicodeDecodeError) as e:
+        raise MalformedJSON(str(e)[:200]) from None
+
+
+class MalformedJSON(DomainError):
+    status, code = 400, "malformed_json"
+
+    def __init__(self, reason):
+        super().__init__("the request body is not valid JSON", reason=reason)
+
+
+class UnsupportedMediaType(DomainError):
+    status, code = 415, "unsupported_media_type"
+
+    def __init__(self, content_type):
+        super().__init__("send the body as application/json", content_type=content_type)
+
+
+def init_app(app):
+    @app.before_request
+    def _request_id():
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+    @app.after_request
+    def _echo_request_id(response):
+        response.headers["X-Request-ID"] = getattr(g, "request_id", "")
+        return response
+
+    app.register_error_handler(DomainError, _domain)
+    app.register_error_handler(HTTPException, _http)
+    app.register_error_handler(sa_exc.OperationalError, _database_down)
+    app.register_error_handler(sa_exc.InterfaceError, _database_down)
+    app.register_error_handler(sa_exc.TimeoutError, _database_down)  # pool exhausted
+    app.register_error_handler(Exception, _unexpected)

@@ -1,0 +1,68 @@
+"""Domain errors, raised by the core and turned into the JSON error shape by errors.py."""
+
+
+class DomainError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message, **details):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class NotFound(DomainError):
+    status, code = 404, "not_found"
+
+
+class UserNotFound(NotFound):
+    code = "user_not_found"
+
+    def __init__(self, user_id):
+        super().__init__(f"user {user_id} does not exist", user_id=user_id)
+
+
+class InvalidRequest(DomainError):
+    status, code = 422, "validation_error"
+
+
+class Conflict(DomainError):
+    status, code = 409, "conflict"
+
+
+class InsufficientCredits(Conflict):
+    code = "insufficient_credits"
+
+    def __init__(self, balance, requested):
+        super().__init__(f"balance {balance} is less than the requested {requested}",
+                         balance=balance, requested=requested)
+
+
+class BalanceLimitExceeded(Conflict):
+    code = "balance_limit_exceeded"
+
+    def __init__(self, balance, requested, max_balance):
+        super().__init__(f"adding {requested} to {balance} would exceed the maximum balance {max_balance}",
+                         balance=balance, requested=requested, max_balance=max_balance)
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+
+    def __init__(self, email):
+        super().__init__("a user with this email already exists", email=email)
+
+
+class IdempotencyMismatch(DomainError):
+    status, code = 422, "idempotency_key_reused"
+
+    def __init__(self, key):
+        super().__init__("this Idempotency-Key was already used for a different request", idempotency_key=key)
+
+
+class IdempotencyKeyExpired(DomainError):
+    status, code = 422, "idempotency_key_expired"
+
+    def __init__(self, key):
+        super().__init__("this Idempotency-Key took effect before and its record has expired; use a new key",
+                         idempotency_key=key)

@@ -1,0 +1,336 @@
+"""The only code that changes balances.
+
+Guarantees (DESIGN.md invariants 1, 4, 5):
+- a balance never goes below zero nor above MAX_BALANCE: the UPDATE is conditional and the
+  CHECK constraint backs it;
+- each change writes exactly one ledger row in the same transaction as the balance;
+- an Idempotency-Key (scoped to the actor) takes effect at most once: the claim is written in
+  the same transaction, and a UNIQUE index on the ledger refuses a second entry even if two
+  requests race.
+
+On PostgreSQL a change is ONE autocommit statement (lock row, conditional UPDATE, ledger
+INSERT, key claim), so the success path costs one round trip. SQLite runs the same steps as
+separate statements inside one BEGIN IMMEDIATE transaction, which serialises writers.
+"""
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from flask import current_app
+from sqlalchemy import bindparam, exc, text
+
+from .config import BIGINT_MAX
+from .exceptions import (BalanceLimitExceeded, IdempotencyKeyExpired, IdempotencyMismatch,
+                         InsufficientCredits, InvalidRequest, UserNotFound)
+from .extensions import db
+from .types import UTCDateTime, utcnow
+
+ENTRY_COLUMNS = "id, user_id, kind, amount, balance_after, reason, actor, idempotency_key, grant_date, created_at"
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    user_id: int
+    kind: str
+    amount: int
+    balance_after: int
+    reason: str | None
+    actor: str
+    idempotency_key: str | None
+    grant_date: date | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Change:
+    """The outcome of a balance change. `replayed` is true when an Idempotency-Key matched
+    an earlier request and the original outcome is returned unchanged."""
+
+    entry: Entry
+    replayed: bool = False
+
+    @property
+    def user_id(self):
+        return self.entry.user_id
+
+    @property
+    def credits(self):
+        return self.entry.balance_after
+
+    @property
+    def last_updated(self):
+        return self.entry.created_at
+
+
+@dataclass(frozen=True)
+class Balance:
+    user_id: int
+    credits: int
+    last_updated: datetime | None  # None for a seed-era user who never had a credits row
+
+
+# --- public API -------------------------------------------------------------------------
+
+def add(user_id, amount, *, actor, reason=None, idempotency_key=None):
+    """Add `amount` credits. Raises UserNotFound, InvalidRequest, BalanceLimitExceeded,
+    IdempotencyMismatch, IdempotencyKeyExpired."""
+    _check_amount(amount)
+    return _change("add", user_id, amount, amount, actor, reason, idempotency_key)
+
+
+def deduct(user_id, amount, *, actor, reason=None, idempotency_key=None):
+    """Deduct `amount` credits; never below zero. Raises InsufficientCredits and as add()."""
+    _check_amount(amount)
+    return _change("deduct", user_id, -amount, amount, actor, reason, idempotency_key)
+
+
+def reset(user_id, *, actor, reason=None, idempotency_key=None):
+    """Set the balance to zero, recorded as a ledger entry of -(old balance)."""
+    return _change("reset", user_id, None, None, actor, reason, idempotency_key)
+
+
+def balance(user_id):
+    """The current balance. Raises UserNotFound."""
+    _check_user_id(user_id)
+    stmt = text("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated FROM users u "
+                "LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid"
+                ).columns(last_updated=UTCDateTime)
+    with db.engine.connect() as conn:
+        row = conn.execute(stmt, {"uid": user_id}).first()
+    if row is None:
+        raise UserNotFound(user_id)
+    return Balance(row.user_id, row.credits, row.last_updated)
+
+
+def entries(user_id, *, limit, before_id=None):
+    """Ledger entries of a user, newest first, with id < before_id. Raises UserNotFound."""
+    _check_user_id(user_id)
+    stmt = text(f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE user_id = :uid AND id < :before "
+                "ORDER BY id DESC LIMIT :limit").columns(created_at=UTCDateTime)
+    with db.engine.connect() as conn:
+        rows = conn.execute(stmt, {"uid": user_id, "before": before_id or BIGINT_MAX, "limit": limit}).all()
+        if not rows and conn.execute(text("SELECT 1 FROM users WHERE user_id = :uid"), {"uid": user_id}).first() is None:
+            raise UserNotFound(user_id)
+    return [_entry(r) for r in rows]
+
+
+def verify():
+    """Users whose stored balance differs from the sum of their ledger entries (invariant 2).
+    Returns a list of (user_id, stored, ledger_sum); empty when the books balance."""
+    stmt = text("""
+        SELECT u.user_id, COALESCE(c.credits, 0) AS stored, COALESCE(l.total, 0) AS ledger_sum
+        FROM users u
+        LEFT JOIN credits c ON c.user_id = u.user_id
+        LEFT JOIN (SELECT user_id, SUM(amount) AS total FROM ledger_entries GROUP BY user_id) l
+               ON l.user_id = u.user_id
+        WHERE COALESCE(c.credits, 0) <> COALESCE(l.total, 0)
+        ORDER BY u.user_id""")
+    with db.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(stmt)]
+
+
+# --- validation --------------------------------------------------------------------------
+
+def _check_user_id(user_id):
+    # Ids outside BIGINT cannot exist; refusing them here keeps the driver from overflowing.
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 1 <= user_id <= BIGINT_MAX:
+        raise UserNotFound(user_id)
+
+
+def _check_amount(amount):
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise InvalidRequest("amount must be an integer", field="amount")
+    if amount <= 0:
+        raise InvalidRequest("amount must be positive", field="amount", amount=amount)
+    maximum = current_app.config["MAX_AMOUNT"]
+    if amount > maximum:
+        raise InvalidRequest(f"amount must be at most {maximum}", field="amount", maximum=maximum)
+
+
+def _request_hash(kind, user_id, amount, reason):
+    return hashlib.sha256(repr((kind, user_id, amount, reason)).encode()).hexdigest()
+
+
+# --- the change itself -------------------------------------------------------------------
+
+@dataclass
+class _Op:
+    kind: str
+    user_id: int
+    delta: int | None  # None for reset: the delta is minus the locked balance
+    amount: int | None  # what the caller asked for (positive), for error details
+    actor: str
+    reason: str | None
+    key: str | None
+    request_hash: str | None
+    max_balance: int
+
+
+def _change(kind, user_id, delta, amount, actor, reason, key):
+    _check_user_id(user_id)
+    op = _Op(kind, user_id, delta, amount, actor, reason, key,
+             _request_hash(kind, user_id, amount, reason) if key else None,
+             current_app.config["MAX_BALANCE"])
+    apply = _apply_postgres if db.engine.dialect.name == "postgresql" else _apply_sqlite
+    for _ in range(3):
+        try:
+            outcome = apply(op)
+        except exc.IntegrityError as e:
+            # A concurrent request with the same key won the race (claim PK or ledger UNIQUE).
+            if key and _is_key_conflict(e):
+                return _replay(op)
+            raise
+        if outcome == "replay":
+            return _replay(op)
+        if outcome == "no_credits_row":
+            _ensure_credits_row(user_id)
+            continue
+        if isinstance(outcome, Exception):
+            raise outcome
+        return Change(outcome)
+    raise RuntimeError("credits row for user %s vanished during the change" % user_id)
+
+
+_PG_CHANGE = """
+WITH cur AS (
+    SELECT user_id, credits FROM credits WHERE user_id = :uid FOR UPDATE
+), upd AS (
+    UPDATE credits AS c SET credits = c.credits + {delta}, last_updated = :now
+    FROM cur
+    WHERE c.user_id = cur.user_id AND c.credits + {delta} BETWEEN 0 AND :max_balance {unclaimed}
+    RETURNING c.user_id, c.credits, c.last_updated, {delta} AS amount
+), led AS (
+    INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, idempotency_key, created_at)
+    SELECT user_id, :kind, amount, credits, :reason, :actor, :key, last_updated FROM upd
+    RETURNING {entry_columns}
+){claim}
+SELECT (SELECT credits FROM cur) AS current_balance, {seen} AS seen, led.*
+FROM (SELECT 1) AS one LEFT JOIN led ON TRUE
+"""
+_PG_UNCLAIMED = "AND NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE scope = :actor AND key = :key)"
+# A plain INSERT (no ON CONFLICT): if a concurrent request claimed the key first, this
+# statement fails as a whole and the caller answers from the winner's record.
+_PG_CLAIM = """, claim AS (
+    INSERT INTO idempotency_keys (scope, key, request_hash, status_code, refused_balance, created_at)
+    SELECT :actor, :key, :hash, CASE WHEN EXISTS (SELECT 1 FROM led) THEN 200 ELSE 409 END,
+           CASE WHEN EXISTS (SELECT 1 FROM led) THEN NULL ELSE cur.credits END, :now
+    FROM cur {unclaimed}
+)"""
+
+
+def _pg_statement(kind, keyed):
+    unclaimed = _PG_UNCLAIMED if keyed else ""
+    sql = _PG_CHANGE.format(
+        delta="(-cur.credits)" if kind == "reset" else ":delta",
+        unclaimed=unclaimed,
+        entry_columns=ENTRY_COLUMNS,
+        claim=_PG_CLAIM.format(unclaimed="WHERE TRUE " + unclaimed) if keyed else "",
+        seen="(SELECT count(*) FROM idempotency_keys WHERE scope = :actor AND key = :key)" if keyed else "0",
+    )
+    return text(sql).bindparams(bindparam("now", type_=UTCDateTime)).columns(created_at=UTCDateTime)
+
+
+_PG_STATEMENTS = {}
+
+
+def _apply_postgres(op):
+    keyed = op.key is not None
+    stmt = _PG_STATEMENTS.get((op.kind, keyed))
+    if stmt is None:
+        stmt = _PG_STATEMENTS[(op.kind, keyed)] = _pg_statement(op.kind, keyed)
+    params = {"uid": op.user_id, "delta": op.delta, "now": utcnow(), "max_balance": op.max_balance,
+              "kind": op.kind, "reason": op.reason, "actor": op.actor, "key": op.key, "hash": op.request_hash}
+    # Autocommit: the single statement is its own transaction (no BEGIN/COMMIT round trips).
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        row = conn.execute(stmt, params).one()
+    if row.seen:
+        return "replay"
+    if row.id is not None:
+        return _entry(row)
+    if row.current_balance is None:
+        return "no_credits_row"
+    return _refusal(op, row.current_balance)
+
+
+def _apply_sqlite(op):
+    now = utcnow()
+    with db.engine.begin() as conn:  # BEGIN IMMEDIATE: we hold the write lock from here
+        if op.key is not None and conn.execute(
+                text("SELECT 1 FROM idempotency_keys WHERE scope = :actor AND key = :key"),
+                {"actor": op.actor, "key": op.key}).first():
+            return "replay"
+        current = conn.execute(text("SELECT credits FROM credits WHERE user_id = :uid"), {"uid": op.user_id}).scalar()
+        if current is None:
+            return "no_credits_row"
+        delta = -current if op.kind == "reset" else op.delta
+        updated = conn.execute(
+            text("UPDATE credits SET credits = credits + :delta, last_updated = :now "
+                 "WHERE user_id = :uid AND credits + :delta BETWEEN 0 AND :max_balance RETURNING credits"
+                 ).bindparams(bindparam("now", type_=UTCDateTime)),
+            {"uid": op.user_id, "delta": delta, "now": now, "max_balance": op.max_balance}).first()
+        outcome = None
+        if updated is not None:
+            outcome = _entry(conn.execute(
+                text("INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, "
+                     f"idempotency_key, created_at) VALUES (:uid, :kind, :delta, :bal, :reason, :actor, :key, :now) "
+                     f"RETURNING {ENTRY_COLUMNS}").bindparams(bindparam("now", type_=UTCDateTime))
+                .columns(created_at=UTCDateTime),
+                {"uid": op.user_id, "kind": op.kind, "delta": delta, "bal": updated.credits, "reason": op.reason,
+                 "actor": op.actor, "key": op.key, "now": now}).one())
+        if op.key is not None:
+            conn.execute(
+                text("INSERT INTO idempotency_keys (scope, key, request_hash, status_code, refused_balance, created_at)"
+                     " VALUES (:actor, :key, :hash, :status, :refused, :now)"
+                     ).bindparams(bindparam("now", type_=UTCDateTime)),
+                {"actor": op.actor, "key": op.key, "hash": op.request_hash, "now": now,
+                 "status": 200 if outcome else 409, "refused": None if outcome else current})
+    return outcome or _refusal(op, current)
+
+
+def _refusal(op, current_balance):
+    if op.kind == "deduct":
+        return InsufficientCredits(current_balance, op.amount)
+    return BalanceLimitExceeded(current_balance, op.amount, op.max_balance)
+
+
+def _replay(op):
+    """Answer a request whose key was claimed before: the original outcome, unchanged."""
+    with db.engine.connect() as conn:
+        claim = conn.execute(text("SELECT request_hash, status_code, refused_balance FROM idempotency_keys "
+                                  "WHERE scope = :actor AND key = :key"), {"actor": op.actor, "key": op.key}).first()
+        if claim is None:
+            # The claim was purged after its TTL but the ledger still knows the key.
+            raise IdempotencyKeyExpired(op.key)
+        if claim.request_hash != op.request_hash:
+            raise IdempotencyMismatch(op.key)
+        if claim.status_code != 200:
+            raise _refusal(op, claim.refused_balance)
+        row = conn.execute(text(f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE actor = :actor "
+                                "AND idempotency_key = :key").columns(created_at=UTCDateTime),
+                           {"actor": op.actor, "key": op.key}).one()
+    return Change(_entry(row), replayed=True)
+
+
+def _ensure_credits_row(user_id):
+    """Seed-era users may have no credits row: create it at zero, race-free. Raises UserNotFound."""
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO credits (user_id, credits, last_updated) "
+                          "SELECT user_id, 0, :now FROM users WHERE user_id = :uid "
+                          "ON CONFLICT (user_id) DO NOTHING").bindparams(bindparam("now", type_=UTCDateTime)),
+                     {"uid": user_id, "now": utcnow()})
+        if conn.execute(text("SELECT 1 FROM users WHERE user_id = :uid"), {"uid": user_id}).first() is None:
+            raise UserNotFound(user_id)
+
+
+def _is_key_conflict(error):
+    message = str(error.orig)
+    return "idempotency_key" in message  # the claim PK or the ledger UNIQUE (both dialects)
+
+
+def _entry(row):
+    grant_date = row.grant_date
+    if isinstance(grant_date, str):  # SQLite returns DATE as text from raw SQL
+        grant_date = date.fromisoformat(grant_date)
+    return Entry(row.id, row.user_id, row.kind, row.amount, row.balance_after, row.reason, row.actor,
+                 row.idempotency_key, grant_date, row.created_at)

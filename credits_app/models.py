@@ -1,0 +1,77 @@
+"""Tables. Alembic migrations are the source of truth; these mirror them for the ORM
+(users API) and for `db.create_all()`-free tests, which always migrate."""
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from .extensions import db
+from .types import BigId, UTCDateTime
+
+LEDGER_KINDS = ("add", "deduct", "reset", "daily_grant")
+
+
+class User(db.Model):
+    __tablename__ = "users"
+    user_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    email: Mapped[str] = mapped_column(String(320), nullable=False)
+    name: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
+
+    __table_args__ = (Index("uq_users_email_lower", func.lower(email), unique=True),)
+
+
+class Credit(db.Model):
+    """The seed's balance table, widened to BIGINT. A user without a row has balance 0."""
+
+    __tablename__ = "credits"
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.user_id", ondelete="RESTRICT"), primary_key=True)
+    credits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    last_updated = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
+
+    __table_args__ = (CheckConstraint("credits >= 0", name="non_negative"),)
+
+
+class LedgerEntry(db.Model):
+    """Append-only: one row per balance change. Database triggers refuse UPDATE/DELETE."""
+
+    __tablename__ = "ledger_entries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(BigId, ForeignKey("users.user_id", ondelete="RESTRICT"), nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    amount: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    balance_after: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    reason = mapped_column(String(500))
+    actor: Mapped[str] = mapped_column(String(200), nullable=False)
+    idempotency_key = mapped_column(String(255))
+    grant_date = mapped_column(Date)
+    created_at = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('add', 'deduct', 'reset', 'daily_grant')", name="kind"),
+        CheckConstraint(
+            "(kind IN ('add', 'daily_grant') AND amount > 0) OR (kind = 'deduct' AND amount < 0)"
+            " OR (kind = 'reset' AND amount <= 0)",
+            name="amount_sign",
+        ),
+        CheckConstraint("balance_after >= 0", name="balance_after_non_negative"),
+        CheckConstraint("(kind = 'daily_grant') = (grant_date IS NOT NULL)", name="grant_date_iff_grant"),
+        # Invariant 3: one daily grant per (user, UTC date). NULL grant dates never collide.
+        Index("uq_ledger_user_grant_date", "user_id", "grant_date", unique=True),
+        # Invariant 4, belt and braces: an idempotency key yields at most one entry, ever.
+        Index("uq_ledger_actor_idempotency_key", "actor", "idempotency_key", unique=True),
+        Index("ix_ledger_user_id_id", "user_id", "id"),
+    )
+
+
+class IdempotencyKey(db.Model):
+    """A claimed Idempotency-Key, scoped to the caller (the actor). A successful request is
+    answered again from its ledger entry; a refused one (409) from the balance kept here."""
+
+    __tablename__ = "idempotency_keys"
+    scope: Mapped[str] = mapped_column(String(200), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    status_code: Mapped[int] = mapped_column(Integer, nullable=False)
+    refused_balance = mapped_column(BigInteger)  # the balance a refused (409) request saw
+    created_at = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
+
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
