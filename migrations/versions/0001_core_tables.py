@@ -34,7 +34,7 @@ def upgrade():
         sa.Column("last_updated", TS, nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("user_id", name="pk_credits"),
         sa.ForeignKeyConstraint(["user_id"], ["users.user_id"], name="fk_credits_user_id_users", ondelete="RESTRICT"),
-        sa.CheckConstraint("credits >= 0", name="ck_credits_non_negative"),
+        sa.CheckConstraint("credits >= 0", name="non_negative"),
     )
 
     op.create_table(
@@ -52,12 +52,12 @@ def upgrade():
         sa.PrimaryKeyConstraint("id", name="pk_ledger_entries"),
         sa.ForeignKeyConstraint(["user_id"], ["users.user_id"], name="fk_ledger_entries_user_id_users",
                                 ondelete="RESTRICT"),
-        sa.CheckConstraint("kind IN ('add', 'deduct', 'reset', 'daily_grant')", name="ck_ledger_entries_kind"),
+        sa.CheckConstraint("kind IN ('add', 'deduct', 'reset', 'daily_grant')", name="kind"),
         sa.CheckConstraint("(kind IN ('add', 'daily_grant') AND amount > 0) OR (kind = 'deduct' AND amount < 0)"
-                           " OR (kind = 'reset' AND amount <= 0)", name="ck_ledger_entries_amount_sign"),
-        sa.CheckConstraint("balance_after >= 0", name="ck_ledger_entries_balance_after_non_negative"),
+                           " OR (kind = 'reset' AND amount <= 0)", name="amount_sign"),
+        sa.CheckConstraint("balance_after >= 0", name="balance_after_non_negative"),
         sa.CheckConstraint("(kind = 'daily_grant') = (grant_date IS NOT NULL)",
-                           name="ck_ledger_entries_grant_date_iff_grant"),
+                           name="grant_date_iff_grant"),
     )
     # Invariant 3: one daily grant per (user, UTC date); NULL grant dates never collide.
     op.create_index("uq_ledger_user_grant_date", "ledger_entries", ["user_id", "grant_date"], unique=True)
@@ -74,6 +74,7 @@ def upgrade():
         sa.Column("refused_balance", sa.BigInteger),
         sa.Column("created_at", TS, nullable=False, server_default=sa.func.now()),
         sa.PrimaryKeyConstraint("scope", "key", name="pk_idempotency_keys"),
+        # names of CHECKs above are completed by the metadata naming convention (ck_<table>_<name>)
     )
     op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
 
@@ -86,7 +87,7 @@ def _ledger_append_only():
         op.execute("""
             CREATE FUNCTION ledger_entries_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
-                RAISE EXCEPTION 'ledger_entries is append-only: % refused', TG_OP;
+                RAISE EXCEPTION USING MESSAGE = 'ledger_entries is append-only: ' || TG_OP || ' refused';
             END $$""")
         op.execute("CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries "
                    "FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only()")

@@ -1,0 +1,82 @@
+-- schema.sql: GENERATED from migrations/ by `make schema`. Do not edit by hand.
+-- Apply to an empty PostgreSQL database with: psql "$DATABASE_URL" -f schema.sql
+-- It records the Alembic revision, so `flask db upgrade` continues from here.
+
+BEGIN;
+
+CREATE TABLE alembic_version (
+    version_num VARCHAR(32) NOT NULL, 
+    CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num)
+);
+
+-- Running upgrade  -> 0001
+
+CREATE TABLE users (
+    user_id BIGSERIAL NOT NULL, 
+    email VARCHAR(320) NOT NULL, 
+    name VARCHAR(200) NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    CONSTRAINT pk_users PRIMARY KEY (user_id)
+);
+
+CREATE UNIQUE INDEX uq_users_email_lower ON users (lower(email));
+
+CREATE TABLE credits (
+    user_id BIGINT NOT NULL, 
+    credits BIGINT DEFAULT '0' NOT NULL, 
+    last_updated TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    CONSTRAINT pk_credits PRIMARY KEY (user_id), 
+    CONSTRAINT fk_credits_user_id_users FOREIGN KEY(user_id) REFERENCES users (user_id) ON DELETE RESTRICT, 
+    CONSTRAINT ck_credits_non_negative CHECK (credits >= 0)
+);
+
+CREATE TABLE ledger_entries (
+    id BIGSERIAL NOT NULL, 
+    user_id BIGINT NOT NULL, 
+    kind VARCHAR(20) NOT NULL, 
+    amount BIGINT NOT NULL, 
+    balance_after BIGINT NOT NULL, 
+    reason VARCHAR(500), 
+    actor VARCHAR(200) NOT NULL, 
+    idempotency_key VARCHAR(255), 
+    grant_date DATE, 
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    CONSTRAINT pk_ledger_entries PRIMARY KEY (id), 
+    CONSTRAINT fk_ledger_entries_user_id_users FOREIGN KEY(user_id) REFERENCES users (user_id) ON DELETE RESTRICT, 
+    CONSTRAINT ck_ledger_entries_kind CHECK (kind IN ('add', 'deduct', 'reset', 'daily_grant')), 
+    CONSTRAINT ck_ledger_entries_amount_sign CHECK ((kind IN ('add', 'daily_grant') AND amount > 0) OR (kind = 'deduct' AND amount < 0) OR (kind = 'reset' AND amount <= 0)), 
+    CONSTRAINT ck_ledger_entries_balance_after_non_negative CHECK (balance_after >= 0), 
+    CONSTRAINT ck_ledger_entries_grant_date_iff_grant CHECK ((kind = 'daily_grant') = (grant_date IS NOT NULL))
+);
+
+CREATE UNIQUE INDEX uq_ledger_user_grant_date ON ledger_entries (user_id, grant_date);
+
+CREATE UNIQUE INDEX uq_ledger_actor_idempotency_key ON ledger_entries (actor, idempotency_key);
+
+CREATE INDEX ix_ledger_user_id_id ON ledger_entries (user_id, id);
+
+CREATE TABLE idempotency_keys (
+    scope VARCHAR(200) NOT NULL, 
+    key VARCHAR(255) NOT NULL, 
+    request_hash VARCHAR(64) NOT NULL, 
+    status_code INTEGER NOT NULL, 
+    refused_balance BIGINT, 
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    CONSTRAINT pk_idempotency_keys PRIMARY KEY (scope, key)
+);
+
+CREATE INDEX ix_idempotency_keys_created_at ON idempotency_keys (created_at);
+
+CREATE FUNCTION ledger_entries_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE EXCEPTION USING MESSAGE = 'ledger_entries is append-only: ' || TG_OP || ' refused';
+            END $$;
+
+CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE OR DELETE ON ledger_entries FOR EACH ROW EXECUTE FUNCTION ledger_entries_append_only();
+
+CREATE TRIGGER ledger_entries_no_truncate BEFORE TRUNCATE ON ledger_entries FOR EACH STATEMENT EXECUTE FUNCTION ledger_entries_append_only();
+
+INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_version.version_num;
+
+COMMIT;
+

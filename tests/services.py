@@ -1,0 +1,124 @@
+"""Throwaway real servers for tests and benchmarks: a PostgreSQL cluster and a redis-server,
+each in its own temp dir on a free loopback port. PostgreSQL refuses to run as root, so
+as root the cluster runs as the `postgres` OS user. Missing binaries raise: CI must fail,
+never skip, when a real store cannot be started."""
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bindir():
+    if shutil.which("pg_config"):
+        candidate = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True).stdout.strip()
+        if os.path.exists(os.path.join(candidate, "initdb")):
+            return candidate
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        raise ServiceError("PostgreSQL server binaries (initdb) not found; install postgresql (see .ci/run)")
+    return os.path.dirname(found[-1])
+
+
+class Postgres:
+    """A throwaway cluster. `durable=False` turns fsync off: for tests only, never benchmarks."""
+
+    def __init__(self, durable=False, extra=()):
+        self.bindir = pg_bindir()
+        self.dir = tempfile.mkdtemp(prefix="credits-pg-")
+        self.port = free_port()
+        self.durable = durable
+        self.extra = list(extra)
+        self.as_root = os.geteuid() == 0
+
+    def _run(self, *args, check=True, stdin=None):
+        cmd = [os.path.join(self.bindir, args[0]), *args[1:]]
+        if self.as_root:
+            cmd = ["runuser", "-u", "postgres", "--", *cmd]
+        result = subprocess.run(cmd, capture_output=True, text=True, input=stdin)
+        if check and result.returncode != 0:
+            raise ServiceError(f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
+        return result
+
+    def start(self):
+        if self.as_root:
+            shutil.chown(self.dir, "postgres", "postgres")
+        self._run("initdb", "-D", f"{self.dir}/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
+        opts = [f"-p {self.port}", f"-k {self.dir}", "-c listen_addresses=127.0.0.1", "-c max_connections=300",
+                "-c timezone=UTC"]
+        if not self.durable:
+            opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        opts += self.extra
+        self._run("pg_ctl", "-D", f"{self.dir}/data", "-l", f"{self.dir}/log", "-w", "-t", "60", "start",
+                  "-o", " ".join(opts))
+        return self
+
+    def createdb(self, name):
+        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
+        return self.url(name)
+
+    def url(self, name):
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{name}"
+
+    def psql(self, dbname, sql):
+        """Run SQL (one command or a whole script) through psql, stopping at the first error."""
+        return self._run("psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", dbname,
+                         "-v", "ON_ERROR_STOP=1", "-qAt", stdin=sql).stdout
+
+    def stop(self, mode="immediate"):
+        self._run("pg_ctl", "-D", f"{self.dir}/data", "-m", mode, "-w", "stop", check=False)
+
+    def restart(self):
+        self._run("pg_ctl", "-D", f"{self.dir}/data", "-w", "start", check=True)
+
+    def destroy(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Redis:
+    def __init__(self):
+        self.binary = shutil.which("redis-server")
+        if not self.binary:
+            raise ServiceError("redis-server not found; install redis-server (see .ci/run)")
+        self.dir = tempfile.mkdtemp(prefix="credits-redis-")
+        self.port = free_port()
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", self.dir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.05)
+        raise ServiceError("redis-server did not start")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def destroy(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,23 @@
+"""Configuration fails fast and names the variable."""
+import pytest
+
+from credits_app import config
+from credits_app.config import ConfigError
+
+
+@pytest.mark.parametrize("raw", ["postgres://u:p@h:5432/d", "postgresql://u:p@h:5432/d"])
+def test_postgres_urls_use_the_pinned_driver(raw):
+    assert config.database_url(raw, "/i") == "postgresql+psycopg2://u:p@h:5432/d"
+
+
+def test_default_is_sqlite_in_instance_folder():
+    assert config.database_url(None, "/inst") == "sqlite:////inst/credits.db"
+
+
+def test_bad_values_name_the_variable():
+    with pytest.raises(ConfigError, match="MAX_AMOUNT"):
+        config.load({"MAX_AMOUNT": "lots"}, "/i")
+    with pytest.raises(ConfigError, match="MAX_BALANCE"):
+        config.load({"MAX_AMOUNT": "100", "MAX_BALANCE": "10"}, "/i")
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        config.load({"DATABASE_URL": "mysql://x"}, "/i")

@@ -1,0 +1,136 @@
+"""Credits API on both backends: balances, changes, refusals, ledger history."""
+from sqlalchemy import text
+
+from credits_app.extensions import db
+from tests.conftest import new_user
+
+
+def test_new_user_has_zero_balance(client):
+    uid = new_user(client)
+    body = client.get(f"/api/credits/{uid}").get_json()
+    assert body["user_id"] == uid and body["credits"] == 0 and body["last_updated"]
+
+
+def test_add_deduct_reset_flow_writes_ledger(client):
+    uid = new_user(client)
+    r = client.post(f"/api/credits/{uid}/add", json={"amount": 10, "reason": "publishing"})
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["credits"] == 10
+    assert body["entry"]["kind"] == "add" and body["entry"]["amount"] == 10
+    assert body["entry"]["balance_after"] == 10 and body["entry"]["reason"] == "publishing"
+    assert body["entry"]["actor"] == "anonymous"
+    assert body["last_updated"] == body["entry"]["created_at"]
+
+    r = client.post(f"/api/credits/{uid}/deduct", json={"amount": 4})
+    assert r.status_code == 200 and r.get_json()["credits"] == 6
+    assert r.get_json()["entry"]["amount"] == -4
+
+    r = client.patch(f"/api/credits/{uid}/reset", json={"reason": "fraud review"})
+    assert r.status_code == 200
+    assert r.get_json()["credits"] == 0 and r.get_json()["entry"]["amount"] == -6
+
+    assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 0
+    kinds = [e["kind"] for e in client.get(f"/api/credits/{uid}/transactions").get_json()["items"]]
+    assert kinds == ["reset", "deduct", "add"]
+
+
+def test_reset_without_body(client):
+    uid = new_user(client)
+    client.post(f"/api/credits/{uid}/add", json={"amount": 3})
+    r = client.patch(f"/api/credits/{uid}/reset")
+    assert r.status_code == 200 and r.get_json()["credits"] == 0
+
+
+def test_deduct_more_than_balance_is_409_and_changes_nothing(client):
+    uid = new_user(client)
+    client.post(f"/api/credits/{uid}/add", json={"amount": 5})
+    r = client.post(f"/api/credits/{uid}/deduct", json={"amount": 6})
+    assert r.status_code == 409
+    err = r.get_json()["error"]
+    assert err["code"] == "insufficient_credits"
+    assert err["details"] == {"balance": 5, "requested": 6}
+    assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 5
+    assert len(client.get(f"/api/credits/{uid}/transactions").get_json()["items"]) == 1
+
+
+def test_deduct_exact_balance_reaches_zero(client):
+    uid = new_user(client)
+    client.post(f"/api/credits/{uid}/add", json={"amount": 5})
+    r = client.post(f"/api/credits/{uid}/deduct", json={"amount": 5})
+    assert r.status_code == 200 and r.get_json()["credits"] == 0
+
+
+def test_balance_cannot_exceed_maximum(app, client):
+    app.config["MAX_BALANCE"] = 100
+    uid = new_user(client)
+    assert client.post(f"/api/credits/{uid}/add", json={"amount": 100}).status_code == 200
+    r = client.post(f"/api/credits/{uid}/add", json={"amount": 1})
+    assert r.status_code == 409
+    assert r.get_json()["error"]["code"] == "balance_limit_exceeded"
+    assert r.get_json()["error"]["details"]["max_balance"] == 100
+    assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 100
+
+
+def test_unknown_user_is_404_everywhere(client):
+    for method, path, body in [("get", "/api/credits/999", None), ("post", "/api/credits/999/add", {"amount": 1}),
+                               ("post", "/api/credits/999/deduct", {"amount": 1}),
+                               ("patch", "/api/credits/999/reset", {}),
+                               ("get", "/api/credits/999/transactions", None),
+                               ("get", f"/api/credits/{2**64}", None),
+                               ("post", f"/api/credits/{10**30}/add", {"amount": 1})]:
+        r = getattr(client, method)(path, json=body) if body is not None else getattr(client, method)(path)
+        assert r.status_code == 404, (path, r.get_json())
+        assert r.get_json()["error"]["code"] == "user_not_found"
+
+
+def test_seed_user_without_credits_row(app, client):
+    """The seed's schema.sql flow: a user inserted by SQL with no credits row."""
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO users (user_id, email, name) VALUES (500, 'seed@example.com', 'Seed')"))
+    assert client.get("/api/credits/500").get_json() == {"user_id": 500, "credits": 0, "last_updated": None}
+    r = client.post("/api/credits/500/deduct", json={"amount": 1})
+    assert r.status_code == 409 and r.get_json()["error"]["details"]["balance"] == 0
+    r = client.post("/api/credits/500/add", json={"amount": 7})
+    assert r.status_code == 200 and r.get_json()["credits"] == 7
+    with app.app_context():
+        assert db.session.execute(text("SELECT credits FROM credits WHERE user_id = 500")).scalar() == 7
+
+
+def test_seed_user_reset_creates_row(app, client):
+    with app.app_context():
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO users (user_id, email, name) VALUES (501, 'seed2@example.com', 'S')"))
+    r = client.patch("/api/credits/501/reset", json={})
+    assert r.status_code == 200 and r.get_json()["credits"] == 0 and r.get_json()["entry"]["amount"] == 0
+
+
+def test_transactions_paginate_newest_first(client):
+    uid = new_user(client)
+    for amount in range(1, 8):
+        client.post(f"/api/credits/{uid}/add", json={"amount": amount})
+    seen, cursor = [], None
+    while True:
+        url = f"/api/credits/{uid}/transactions?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        body = client.get(url).get_json()
+        seen += [e["amount"] for e in body["items"]]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [7, 6, 5, 4, 3, 2, 1]
+
+
+def test_transactions_bad_cursor_and_limit(client):
+    uid = new_user(client)
+    r = client.get(f"/api/credits/{uid}/transactions?cursor=not-a-cursor")
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid_cursor"
+    for bad in ("0", "201", "-1", "abc"):
+        r = client.get(f"/api/credits/{uid}/transactions?limit={bad}")
+        assert r.status_code == 422, bad
+        assert "limit" in r.get_json()["error"]["details"]["fields"]["query"]
+
+
+def test_empty_history_of_existing_user(client):
+    uid = new_user(client)
+    assert client.get(f"/api/credits/{uid}/transactions").get_json() == {"items": [], "next_cursor": None}

@@ -1,0 +1,104 @@
+"""Bad input always gets a JSON error with the right status, and changes nothing."""
+import json
+
+import pytest
+
+from tests.conftest import new_user
+
+
+def _error(r, status, code=None):
+    assert r.status_code == status, (r.status_code, r.data[:300])
+    assert r.is_json, r.data[:300]
+    err = r.get_json()["error"]
+    assert set(err) == {"code", "message", "details"}
+    if code:
+        assert err["code"] == code, err
+    assert r.headers["X-Request-ID"]
+    return err
+
+
+@pytest.fixture
+def uid(client):
+    return new_user(client)
+
+
+@pytest.mark.parametrize("amount", [0, -1, -(2**63), 1.5, 5.0, True, False, "5", None, [], {}, 2**63, 10**400])
+def test_bad_amounts_are_422(client, uid, amount):
+    for op in ("add", "deduct"):
+        _error(client.post(f"/api/credits/{uid}/{op}", json={"amount": amount}), 422)
+    assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 0
+
+
+def test_amount_over_configured_maximum(app, client, uid):
+    app.config["MAX_AMOUNT"] = 1000
+    err = _error(client.post(f"/api/credits/{uid}/add", json={"amount": 1001}), 422, "validation_error")
+    assert err["details"]["maximum"] == 1000
+    assert client.post(f"/api/credits/{uid}/add", json={"amount": 1000}).status_code == 200
+
+
+@pytest.mark.parametrize("raw", [b"{", b"{'amount': 1}", b'{"amount": NaN}', b'{"amount": Infinity}',
+                                 b'{"amount": 1e309}', b"\xff\xfe", b'{"amount": 1}garbage',
+                                 b"[" * 30000 + b"]" * 30000])
+def test_malformed_or_hostile_json(client, uid, raw):
+    r = client.post(f"/api/credits/{uid}/add", data=raw, content_type="application/json")
+    assert r.status_code in (400, 422), r.status_code
+    _error(r, r.status_code)
+    assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 0
+
+
+def test_non_object_json_is_422(client, uid):
+    for body in ("[1]", "5", '"amount"', "null"):
+        r = client.post(f"/api/credits/{uid}/add", data=body, content_type="application/json")
+        assert r.status_code in (400, 422), body
+        _error(r, r.status_code)
+
+
+def test_wrong_content_type_is_415(client, uid):
+    _error(client.post(f"/api/credits/{uid}/add", data="amount=5", content_type="application/x-www-form-urlencoded"),
+           415, "unsupported_media_type")
+    _error(client.post(f"/api/credits/{uid}/add", data='{"amount": 5}', content_type="text/plain"), 415)
+
+
+def test_missing_body_extra_and_ill_typed_fields(client, uid):
+    err = _error(client.post(f"/api/credits/{uid}/add"), 422)
+    assert "amount" in err["details"]["fields"]
+    err = _error(client.post(f"/api/credits/{uid}/add", json={"amount": 1, "bonus": 2}), 422)
+    assert "bonus" in err["details"]["fields"]
+    _error(client.post(f"/api/credits/{uid}/add", json={"amount": 1, "reason": 5}), 422)
+    _error(client.post(f"/api/credits/{uid}/add", json={"amount": 1, "reason": "x" * 501}), 422)
+    _error(client.post(f"/api/credits/{uid}/add", json={"amount": 1, "reason": "nul\x00byte"}), 422)
+    _error(client.patch(f"/api/credits/{uid}/reset", json={"amount": 1}), 422)
+
+
+def test_oversized_body_is_413(client, uid):
+    body = json.dumps({"amount": 1, "reason": "x" * 200_000})
+    _error(client.post(f"/api/credits/{uid}/add", data=body, content_type="application/json"), 413)
+
+
+def test_unknown_route_and_wrong_method(client, uid):
+    _error(client.get("/api/nothing-here"), 404, "not_found")
+    _error(client.get("/nothing"), 404)
+    _error(client.get("/api/credits/-5"), 404)
+    _error(client.get("/api/credits/abc"), 404)
+    r = client.delete(f"/api/credits/{uid}")
+    _error(r, 405, "method_not_allowed")
+    assert "GET" in r.headers["Allow"]
+    _error(client.get(f"/api/credits/{uid}/add"), 405)
+    _error(client.delete(f"/api/users/{uid}"), 405)
+
+
+def test_sql_injection_strings_are_inert(client, uid):
+    evil = "1; DROP TABLE credits; --"
+    r = client.post(f"/api/credits/{uid}/add", json={"amount": 3, "reason": evil})
+    assert r.status_code == 200 and r.get_json()["entry"]["reason"] == evil
+    _error(client.get("/api/credits/1%3B%20DROP%20TABLE%20credits"), 404)
+    r = client.get("/api/users?email=' OR '1'='1")
+    assert r.status_code == 200 and r.get_json()["items"] == []
+    assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 3
+
+
+def test_request_id_is_echoed_or_generated(client, uid):
+    r = client.get(f"/api/credits/{uid}", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["X-Request-ID"] == "abc-123"
+    r = client.get(f"/api/credits/{uid}", headers={"X-Request-ID": "<script>" + "x" * 300})
+    assert r.headers["X-Request-ID"] != "" and "<" not in r.headers["X-Request-ID"]
