@@ -16,6 +16,9 @@ from tests.services import Postgres
 
 _names = itertools.count()
 
+# Fixtures for Redis and RQ processes live in their own plugin module.
+pytest_plugins = ["tests.redis_fixtures"]
+
 
 def make_app(url, **env):
     return create_app({"DATABASE_URL": url, "TESTING": "true", **env})
