@@ -66,15 +66,64 @@ def load(env, instance_path):
         "IDEMPOTENCY_TTL_HOURS": _int(env, "IDEMPOTENCY_TTL_HOURS", 72, minimum=24),
         "PAGE_SIZE_MAX": 200,
         "REDIS_URL": env.get("REDIS_URL", ""),
-        "JWT_SECRET_KEY": env.get("JWT_SECRET_KEY", ""),
         "TESTING": _bool(env, "TESTING", False),
         "DEBUG": _bool(env, "FLASK_DEBUG", False),
+        **_auth(env),
         # OpenAPI (flask-smorest)
         "API_TITLE": "credits",
         "API_VERSION": "1.0.0",
         "OPENAPI_VERSION": "3.0.3",
         "OPENAPI_URL_PREFIX": "/",
         "OPENAPI_JSON_PATH": "openapi.json",
+    }
+
+
+# Insecure on purpose and only ever used under FLASK_DEBUG/TESTING without a configured key.
+DEV_SECRET = "insecure-development-only-secret-key-do-not-deploy"
+ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256")
+
+
+def _auth(env):
+    """JWT (flask-jwt-extended) and rate-limit (Flask-Limiter) settings. Outside debug and
+    testing a missing, short or placeholder JWT_SECRET_KEY refuses to start."""
+    relaxed = _bool(env, "TESTING", False) or _bool(env, "FLASK_DEBUG", False)
+    secret = env.get("JWT_SECRET_KEY", "")
+    if not relaxed:
+        if not secret:
+            raise ConfigError("JWT_SECRET_KEY is not set: set it to a random string of at least 32 bytes")
+        if len(secret.encode()) < 32:
+            raise ConfigError("JWT_SECRET_KEY is too short: use at least 32 bytes")
+        if secret.lower() in PLACEHOLDER_SECRETS or secret == DEV_SECRET or "change" in secret.lower():
+            raise ConfigError("JWT_SECRET_KEY is a known placeholder: set a random secret")
+    public_key = env.get("JWT_PUBLIC_KEY", "")
+    if not public_key and env.get("JWT_PUBLIC_KEY_FILE"):
+        try:
+            with open(env["JWT_PUBLIC_KEY_FILE"]) as f:
+                public_key = f.read()
+        except OSError as e:
+            raise ConfigError(f"JWT_PUBLIC_KEY_FILE cannot be read: {e}") from None
+    external_algs = [a.strip() for a in env.get("JWT_PUBLIC_KEY_ALGORITHMS", "RS256,ES256").split(",") if a.strip()]
+    if public_key and not set(external_algs) <= set(ASYMMETRIC):
+        raise ConfigError(f"JWT_PUBLIC_KEY_ALGORITHMS must be asymmetric algorithms from {', '.join(ASYMMETRIC)}")
+    return {
+        "JWT_SECRET_KEY": secret or DEV_SECRET,
+        "JWT_ALGORITHM": "HS256",
+        "JWT_PUBLIC_KEY": public_key,
+        # HS256 for our own tokens; asymmetric ones only when an identity provider's key is set.
+        "JWT_DECODE_ALGORITHMS": ["HS256"] + (external_algs if public_key else []),
+        "JWT_DECODE_LEEWAY": _int(env, "JWT_LEEWAY_SECONDS", 30, minimum=0, maximum=600),
+        "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_DEFAULT_TTL_SECONDS": _int(env, "JWT_DEFAULT_TTL_SECONDS", 3600, minimum=60),
+        "AUTH_SERVICE_CAN_RESET": _bool(env, "AUTH_SERVICE_CAN_RESET", False),
+        "REVOCATION_CACHE_SECONDS": _int(env, "REVOCATION_CACHE_SECONDS", 5, minimum=0, maximum=300),
+        # Flask-Limiter reads these keys itself; the limit is per token subject.
+        "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
+        "RATELIMIT_DEFAULT": env.get("RATELIMIT_DEFAULT", "100/second"),
+        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or env.get("REDIS_URL") or "memory://",
+        "RATELIMIT_HEADERS_ENABLED": True,
+        # Redis down must not take the credits API down: count in memory until it returns.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_SWALLOW_ERRORS": True,
     }
 
 
