@@ -75,6 +75,38 @@ def load(env, instance_path):
         "OPENAPI_VERSION": "3.0.3",
         "OPENAPI_URL_PREFIX": "/",
         "OPENAPI_JSON_PATH": "openapi.json",
+        **_daily_grant(env, max_amount),
+    }
+
+
+def _daily_grant(env, max_amount):
+    """The daily grant (issue 3): amount, schedule, fan-out, catch-up window, queue."""
+    cron = env.get("DAILY_GRANT_CRON") or "0 0 * * *"
+    try:
+        import crontab  # the parser rq-scheduler itself uses, so what passes here runs there
+        crontab.CronTab(cron)
+    except ValueError as e:
+        raise ConfigError(f"DAILY_GRANT_CRON must be a 5-field cron expression, got {cron!r}: {e}") from None
+    if len(cron.split()) != 5:
+        raise ConfigError(f"DAILY_GRANT_CRON must be a 5-field cron expression, got {cron!r}")
+    raw_delays = env.get("DAILY_GRANT_RETRY_DELAYS") or "10,60,300"
+    try:
+        delays = [int(d) for d in raw_delays.split(",")]
+    except ValueError:
+        delays = [-1]
+    if not delays or min(delays) < 0:
+        raise ConfigError(f"DAILY_GRANT_RETRY_DELAYS must be comma-separated seconds >= 0, got {raw_delays!r}")
+    queue = env.get("RQ_QUEUE") or "credits"
+    if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"RQ_QUEUE must be letters, digits, '-', '_' or '.', got {queue!r}")
+    return {
+        "DAILY_GRANT_AMOUNT": _int(env, "DAILY_GRANT_AMOUNT", 5, minimum=1, maximum=max_amount),
+        "DAILY_GRANT_CRON": cron,
+        "DAILY_GRANT_CHUNK_SIZE": _int(env, "DAILY_GRANT_CHUNK_SIZE", 20_000, minimum=1, maximum=1_000_000),
+        "DAILY_GRANT_CATCHUP_DAYS": _int(env, "DAILY_GRANT_CATCHUP_DAYS", 7, minimum=0, maximum=366),
+        "DAILY_GRANT_RETRY_DELAYS": delays,
+        "DAILY_GRANT_SCHEDULER_INTERVAL": _int(env, "DAILY_GRANT_SCHEDULER_INTERVAL", 5, minimum=1, maximum=60),
+        "RQ_QUEUE": queue,
     }
 
 
