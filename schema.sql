@@ -80,6 +80,34 @@ INSERT INTO alembic_version (version_num) VALUES ('0001') RETURNING alembic_vers
 
 -- Running upgrade 0001 -> 0002
 
+CREATE TABLE daily_grant_runs (
+    grant_date DATE NOT NULL, 
+    status VARCHAR(10) NOT NULL, 
+    amount BIGINT NOT NULL, 
+    chunk_size INTEGER NOT NULL, 
+    chunks_total INTEGER NOT NULL, 
+    chunks_done INTEGER DEFAULT '0' NOT NULL, 
+    users_credited BIGINT DEFAULT '0' NOT NULL, 
+    started_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    finished_at TIMESTAMP WITH TIME ZONE, 
+    CONSTRAINT pk_daily_grant_runs PRIMARY KEY (grant_date), 
+    CONSTRAINT ck_daily_grant_runs_status CHECK (status IN ('running', 'done')), 
+    CONSTRAINT ck_daily_grant_runs_amount_positive CHECK (amount > 0), 
+    CONSTRAINT ck_daily_grant_runs_chunks CHECK (chunks_done BETWEEN 0 AND chunks_total), 
+    CONSTRAINT ck_daily_grant_runs_finished CHECK ((status = 'done') = (finished_at IS NOT NULL))
+);
+
+CREATE TABLE daily_grant_chunks (
+    grant_date DATE NOT NULL, 
+    lo BIGINT NOT NULL, 
+    hi BIGINT NOT NULL, 
+    users_credited BIGINT, 
+    finished_at TIMESTAMP WITH TIME ZONE, 
+    CONSTRAINT pk_daily_grant_chunks PRIMARY KEY (grant_date, lo), 
+    CONSTRAINT fk_daily_grant_chunks_grant_date_daily_grant_runs FOREIGN KEY(grant_date) REFERENCES daily_grant_runs (grant_date) ON DELETE CASCADE, 
+    CONSTRAINT ck_daily_grant_chunks_range CHECK (lo < hi)
+);
+
 UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num = '0001';
 
 -- Running upgrade 0002 -> 0003
