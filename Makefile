@@ -13,9 +13,14 @@ $(BIN)/.installed: requirements.txt
 	touch $@
 
 ## run: the service on the embedded default (SQLite in instance/), migrated, on :8000
-run: $(BIN)/.installed
+run: $(BIN)/.installed .env
 	$(FLASK) db upgrade
-	FLASK_DEBUG=$${FLASK_DEBUG:-1} $(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+
+# A random local JWT secret, made once (the app refuses to start without a real one);
+# production sets JWT_SECRET_KEY in its environment instead.
+.env:
+	echo "JWT_SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(48))')" > $@
 
 ## test: the whole suite against SQLite and a throwaway real PostgreSQL it starts itself
 test: $(BIN)/.installed

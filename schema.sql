@@ -112,6 +112,14 @@ UPDATE alembic_version SET version_num='0002' WHERE alembic_version.version_num 
 
 -- Running upgrade 0002 -> 0003
 
+CREATE TABLE revoked_tokens (
+    jti VARCHAR(128) NOT NULL, 
+    revoked_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    revoked_by VARCHAR(200) NOT NULL, 
+    reason VARCHAR(500), 
+    CONSTRAINT pk_revoked_tokens PRIMARY KEY (jti)
+);
+
 UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num = '0002';
 
 -- Running upgrade 0003 -> 0004

@@ -3,8 +3,8 @@ import os
 
 from flask import Flask
 
-from . import config, errors
-from .extensions import configure_sqlite, db, migrate, openapi
+from . import auth, config, errors, tokens
+from .extensions import configure_sqlite, db, limiter, migrate, openapi
 
 
 def create_app(env=None):
@@ -21,6 +21,9 @@ def create_app(env=None):
             configure_sqlite(db.engine)
     openapi.init_app(app)
     errors.init_app(app)  # after the Api, whose own HTTP error handler it replaces
+    tokens.init_app(app)
+    auth.init_app(app)  # before the limiter: limits are counted per authenticated subject
+    limiter.init_app(app)
 
     from .api import register
     register(openapi)

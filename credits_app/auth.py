@@ -1,23 +1,124 @@
-"""Who is calling and what they may do. Authentication lands in its own issue (JWT, roles);
-until then every caller is the same anonymous actor and every permission is granted.
-This is the single place it plugs in: views declare `@require("<permission>")` and record
-`current_actor()`; nothing else in the code knows about tokens."""
-from functools import wraps
+"""Who is calling and what they may do.
 
-ANONYMOUS = "anonymous"
+Every /api view declares one permission with `@require("<permission>")`; a before_request
+hook authenticates the bearer JWT and checks the permission against RULES, the single rule
+table (the README shows it, tests/test_auth.py derives its role matrix from it). An /api
+view without a permission is refused (fail closed). Views never look at tokens: they call
+`current_actor()` for the subject recorded on ledger rows and scoping Idempotency-Keys."""
+from flask import current_app, g, request
+from flask_jwt_extended import get_jwt, verify_jwt_in_request
+from flask_jwt_extended.exceptions import JWTExtendedException, NoAuthorizationError, RevokedTokenError
+from jwt import ExpiredSignatureError, PyJWTError
+
+from .exceptions import DomainError
+
+ROLES = ("admin", "service", "user")
+
+# permission -> roles that hold it. `user` tokens only ever read their own user id.
+RULES = {
+    "users:create": {"admin", "service"},
+    "users:read": {"admin", "service"},
+    "users:update": {"admin", "service"},
+    "credits:read": {"admin", "service", "user"},
+    "credits:add": {"admin", "service"},
+    "credits:deduct": {"admin", "service"},
+    "credits:reset": {"admin"},  # + service when AUTH_SERVICE_CAN_RESET=true
+    "grants:read": {"admin"},
+    "grants:run": {"admin"},
+    "schema:read": {"admin"},
+    "schema:apply": {"admin"},
+    "tokens:revoke": {"admin"},
+    "auth:whoami": {"admin", "service", "user"},
+}
+SELF_SCOPED = {"credits:read", "auth:whoami"}  # what a `user` token may do, for its own id only
 
 
-def current_actor():
-    """The subject recorded on ledger rows and used to scope Idempotency-Keys."""
-    return ANONYMOUS
+class Unauthorized(DomainError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, code, message, **details):
+        super().__init__(message, **details)
+        self.code = code
+        self.headers = {"WWW-Authenticate": f'Bearer error="{"invalid_request" if code == "missing_token" else "invalid_token"}"'}
+
+
+class Forbidden(DomainError):
+    status, code = 403, "forbidden"
+
+
+def roles_for(permission, service_can_reset=False):
+    roles = set(RULES[permission])
+    if permission == "credits:reset" and service_can_reset:
+        roles.add("service")
+    return roles
 
 
 def require(permission):
-    """Decorate a view: the caller must hold `permission` (e.g. "credits:deduct")."""
+    """Mark a view as needing `permission`; enforced by `authenticate()` before the view runs
+    (and before its body is parsed, so an anonymous caller learns nothing from a 422)."""
+    if permission not in RULES:
+        raise ValueError(f"unknown permission {permission!r}")
+
     def decorate(view):
-        @wraps(view)
-        def wrapper(*args, **kwargs):
-            return view(*args, **kwargs)
-        wrapper.permission = permission
-        return wrapper
+        view.permission = permission
+        return view
     return decorate
+
+
+def current_actor():
+    """The authenticated subject of this request."""
+    return g.actor
+
+
+def current_claims():
+    return g.claims
+
+
+def authenticate():
+    """before_request for /api: 401 for any token problem, 403 for a role that may not."""
+    if not request.path.startswith("/api/"):
+        return
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if view is None or request.routing_exception is not None:
+        return  # 404/405 answer by themselves
+    permission = getattr(view, "permission", None)
+    if permission is None:
+        raise Forbidden("this endpoint declares no permission")
+    claims = _verified_claims()
+    role = claims["role"]
+    if role not in ROLES:
+        raise Forbidden(f"unknown role {role!r}", role=role)
+    if role not in roles_for(permission, current_app.config["AUTH_SERVICE_CAN_RESET"]):
+        raise Forbidden(f"role {role!r} may not {permission}", role=role, permission=permission)
+    if role == "user" and "user_id" in (request.view_args or {}) and request.view_args["user_id"] != claims["user_id"]:
+        raise Forbidden("a user token may only read its own user", role=role)
+    g.actor = claims["sub"]
+    g.claims = claims
+
+
+def _verified_claims():
+    try:
+        verify_jwt_in_request()
+    except NoAuthorizationError:
+        raise Unauthorized("missing_token", "send a bearer token: Authorization: Bearer <jwt>") from None
+    except ExpiredSignatureError:
+        raise Unauthorized("token_expired", "the token has expired") from None
+    except RevokedTokenError:
+        raise Unauthorized("token_revoked", "the token has been revoked") from None
+    except (JWTExtendedException, PyJWTError, ValueError) as e:
+        raise Unauthorized("invalid_token", "the token is not valid", reason=str(e)[:200]) from None
+    claims = get_jwt()
+    sub, role, jti = claims.get("sub"), claims.get("role"), claims.get("jti")
+    if not (isinstance(sub, str) and sub and isinstance(role, str) and role and isinstance(jti, str) and jti):
+        raise Unauthorized("invalid_token", "the token lacks a sub, role or jti claim")
+    if "exp" not in claims:
+        raise Unauthorized("invalid_token", "the token has no expiry (exp)")
+    if role == "user":
+        user_id = claims.get("user_id")
+        if not isinstance(user_id, int) or isinstance(user_id, bool):
+            raise Unauthorized("invalid_token", "a user token needs an integer user_id claim")
+    return claims
+
+
+def init_app(app):
+    app.before_request(authenticate)

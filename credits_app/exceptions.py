@@ -4,6 +4,7 @@
 class DomainError(Exception):
     status = 400
     code = "bad_request"
+    headers = {}
 
     def __init__(self, message, **details):
         super().__init__(message)

@@ -75,3 +75,13 @@ class IdempotencyKey(db.Model):
     created_at = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
 
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+
+class RevokedToken(db.Model):
+    """A revoked JWT, by its `jti`. Kept in the database so a Redis flush cannot un-revoke."""
+
+    __tablename__ = "revoked_tokens"
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    revoked_at = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
+    revoked_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    reason = mapped_column(String(500))

@@ -13,7 +13,8 @@ HEADER = """-- schema.sql: GENERATED from migrations/ by `make schema`. Do not e
 
 def render():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, DATABASE_URL="postgresql://offline@localhost/credits", FLASK_APP="wsgi")
+    # Offline: nothing connects and no token is ever checked, so no real secret is needed.
+    env = dict(os.environ, DATABASE_URL="postgresql://offline@localhost/credits", FLASK_APP="wsgi", TESTING="true")
     out = subprocess.run([sys.executable, "-m", "flask", "db", "upgrade", "--sql"], cwd=root, env=env,
                          capture_output=True, text=True, check=True).stdout
     return HEADER + out

@@ -7,10 +7,11 @@ import shutil
 import threading
 
 import pytest
+from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from werkzeug.serving import make_server
 
-from credits_app import create_app
+from credits_app import create_app, tokens
 from credits_app.extensions import db
 from tests.services import Postgres
 
@@ -20,8 +21,38 @@ _names = itertools.count()
 pytest_plugins = ["tests.redis_fixtures"]
 
 
+TEST_SECRET = "test-only-secret-key-of-sufficient-length-0123456789"
+
+
 def make_app(url, **env):
-    return create_app({"DATABASE_URL": url, "TESTING": "true", **env})
+    base = {"DATABASE_URL": url, "TESTING": "true", "JWT_SECRET_KEY": TEST_SECRET, "RATELIMIT_ENABLED": "false"}
+    return create_app({**base, **env})
+
+
+def token_for(app, role="admin", sub=None, user_id=None, ttl_seconds=None):
+    with app.app_context():
+        return tokens.issue(role, sub or f"test-{role}", user_id=user_id, ttl_seconds=ttl_seconds)[0]
+
+
+class TokenClient(FlaskClient):
+    """A test client that sends `self.token` as a bearer token unless the call sets its own
+    Authorization header."""
+
+    token = None
+
+    def open(self, *args, **kwargs):
+        if self.token:
+            headers = dict(kwargs.pop("headers", None) or {})
+            headers.setdefault("Authorization", f"Bearer {self.token}")
+            kwargs["headers"] = headers
+        return super().open(*args, **kwargs)
+
+
+def client_as(app, role="admin", **kwargs):
+    app.test_client_class = TokenClient
+    client = app.test_client()
+    client.token = token_for(app, role, **kwargs)
+    return client
 
 
 def _migrate(url):
@@ -90,6 +121,13 @@ def pg_app(request, tmp_path, app_env):
 
 @pytest.fixture
 def client(app):
+    """An admin client: every route is allowed, so tests focus on behaviour."""
+    return client_as(app, "admin")
+
+
+@pytest.fixture
+def anon(app):
+    """A client with no token at all."""
     return app.test_client()
 
 
@@ -107,7 +145,8 @@ def ctx(app):
 class LiveServer:
     """A real threaded HTTP server around the app, for tests that need true concurrency."""
 
-    def __init__(self, app):
+    def __init__(self, app, token=None):
+        self.token = token
         self.server = make_server("127.0.0.1", 0, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)

@@ -19,7 +19,7 @@ def test_add_deduct_reset_flow_writes_ledger(client):
     assert body["credits"] == 10
     assert body["entry"]["kind"] == "add" and body["entry"]["amount"] == 10
     assert body["entry"]["balance_after"] == 10 and body["entry"]["reason"] == "publishing"
-    assert body["entry"]["actor"] == "anonymous"
+    assert body["entry"]["actor"] == "test-admin"  # the token subject
     assert body["last_updated"] == body["entry"]["created_at"]
 
     r = client.post(f"/api/credits/{uid}/deduct", json={"amount": 4})

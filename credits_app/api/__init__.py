@@ -1,7 +1,8 @@
 """One blueprint module per resource."""
-from . import credits, users
+from . import auth, credits, users
 
 
 def register(api):
     api.register_blueprint(users.blp)
     api.register_blueprint(credits.blp)
+    api.register_blueprint(auth.blp)

@@ -1,6 +1,6 @@
 """/api/credits: balances and their changes. Thin: parse, call ledger, render."""
 from .. import ledger
-from ..auth import current_actor
+from ..auth import current_actor, require
 from .common import Blueprint, decode_cursor, idempotency_key, page
 from .schemas import AmountIn, BalanceOut, ChangeOut, EntryPage, ErrorOut, PageArgs, ResetIn
 
@@ -14,6 +14,7 @@ def _render(change):
 
 
 @blp.route("/<int:user_id>", methods=["GET"])
+@require("credits:read")
 @blp.response(200, BalanceOut)
 @blp.alt_response(404, schema=ErrorOut)
 def get_balance(user_id):
@@ -22,6 +23,7 @@ def get_balance(user_id):
 
 
 @blp.route("/<int:user_id>/add", methods=["POST"])
+@require("credits:add")
 @blp.arguments(AmountIn)
 @blp.response(200, ChangeOut)
 @blp.alt_response(409, schema=ErrorOut, description="balance_limit_exceeded")
@@ -33,6 +35,7 @@ def add(body, user_id):
 
 
 @blp.route("/<int:user_id>/deduct", methods=["POST"])
+@require("credits:deduct")
 @blp.arguments(AmountIn)
 @blp.response(200, ChangeOut)
 @blp.alt_response(409, schema=ErrorOut, description="insufficient_credits")
@@ -44,6 +47,7 @@ def deduct(body, user_id):
 
 
 @blp.route("/<int:user_id>/reset", methods=["PATCH"])
+@require("credits:reset")
 @blp.arguments(ResetIn)
 @blp.response(200, ChangeOut)
 def reset(body, user_id):
@@ -53,6 +57,7 @@ def reset(body, user_id):
 
 
 @blp.route("/<int:user_id>/transactions", methods=["GET"])
+@require("credits:read")
 @blp.arguments(PageArgs, location="query")
 @blp.response(200, EntryPage)
 def transactions(args, user_id):

@@ -1,5 +1,6 @@
 """/api/users: create, read, list, update. No hard delete: the ledger must survive."""
 from .. import users
+from ..auth import require
 from .common import Blueprint, decode_cursor, page
 from .schemas import ErrorOut, UserIn, UserListArgs, UserOut, UserPage, UserPatch
 
@@ -7,6 +8,7 @@ blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users a
 
 
 @blp.route("", methods=["POST"])
+@require("users:create")
 @blp.arguments(UserIn)
 @blp.response(201, UserOut)
 @blp.alt_response(409, schema=ErrorOut, description="email_taken")
@@ -16,6 +18,7 @@ def create(body):
 
 
 @blp.route("", methods=["GET"])
+@require("users:read")
 @blp.arguments(UserListArgs, location="query")
 @blp.response(200, UserPage)
 def list_users(args):
@@ -25,6 +28,7 @@ def list_users(args):
 
 
 @blp.route("/<int:user_id>", methods=["GET"])
+@require("users:read")
 @blp.response(200, UserOut)
 @blp.alt_response(404, schema=ErrorOut)
 def get(user_id):
@@ -32,6 +36,7 @@ def get(user_id):
 
 
 @blp.route("/<int:user_id>", methods=["PATCH"])
+@require("users:update")
 @blp.arguments(UserPatch)
 @blp.response(200, UserOut)
 @blp.alt_response(409, schema=ErrorOut, description="email_taken")

@@ -1,0 +1,137 @@
+"""JWTs: issuing, revoking, and the revocation check that runs on every request.
+
+Revocations live in the database (a Redis flush cannot un-revoke). Each process keeps the
+set of revoked ids in memory for REVOCATION_CACHE_SECONDS (default 5) to spare a query
+per request: a revocation takes effect at once in the process that made it and within
+that many seconds everywhere else. REVOCATION_CACHE_SECONDS=0 queries on every request."""
+import re
+import sys
+import threading
+import time
+from datetime import timedelta
+
+import click
+from flask import current_app
+from flask.cli import AppGroup
+from flask_jwt_extended import JWTManager, create_access_token, decode_token
+from sqlalchemy import bindparam, text
+
+from .auth import ROLES
+from .config import ASYMMETRIC
+from .exceptions import InvalidRequest
+from .extensions import db
+from .types import UTCDateTime, utcnow
+
+jwt = JWTManager()
+
+
+def issue(role, sub, *, user_id=None, ttl_seconds=None):
+    """Mint an HS256 access token. Returns (token, claims). Raises InvalidRequest."""
+    if role not in ROLES:
+        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", role=role)
+    if not sub or len(sub) > 200:
+        raise InvalidRequest("sub must be 1-200 characters")
+    if (role == "user") != (user_id is not None):
+        raise InvalidRequest("--user-id is required for role user, and only for it")
+    claims = {"role": role, **({"user_id": user_id} if user_id is not None else {})}
+    ttl = timedelta(seconds=ttl_seconds or current_app.config["JWT_DEFAULT_TTL_SECONDS"])
+    token = create_access_token(identity=sub, additional_claims=claims, expires_delta=ttl)
+    return token, decode_token(token)
+
+
+def revoke(jti, *, actor, reason=None):
+    """Revoke a token id. Returns False if it was already revoked."""
+    with db.engine.begin() as conn:
+        inserted = conn.execute(
+            text("INSERT INTO revoked_tokens (jti, revoked_at, revoked_by, reason) VALUES (:jti, :now, :by, :reason) "
+                 "ON CONFLICT (jti) DO NOTHING").bindparams(bindparam("now", type_=UTCDateTime)),
+            {"jti": jti, "by": actor, "reason": reason, "now": utcnow()}).rowcount
+    _cache().invalidate()
+    return inserted == 1
+
+
+def is_revoked(jti):
+    if jti is None:
+        return False
+    ttl = current_app.config["REVOCATION_CACHE_SECONDS"]
+    if ttl == 0:
+        with db.engine.connect() as conn:
+            return conn.execute(text("SELECT 1 FROM revoked_tokens WHERE jti = :jti"), {"jti": jti}).first() is not None
+    return jti in _cache().current(ttl)
+
+
+class _RevokedSet:
+    def __init__(self):
+        self._jtis = frozenset()
+        self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def invalidate(self):
+        self._loaded_at = float("-inf")
+
+    def current(self, ttl):
+        if time.monotonic() - self._loaded_at > ttl:
+            with self._lock:
+                if time.monotonic() - self._loaded_at > ttl:
+                    with db.engine.connect() as conn:
+                        self._jtis = frozenset(conn.execute(text("SELECT jti FROM revoked_tokens")).scalars())
+                    self._loaded_at = time.monotonic()
+        return self._jtis
+
+
+def _cache():
+    return current_app.extensions["credits.revocations"]
+
+
+def _decode_key(header, _payload):
+    # Pick the key by the token's algorithm, so an RS256 public key is never tried as an
+    # HMAC secret (the classic HS/RS confusion) and vice versa.
+    if header.get("alg") in ASYMMETRIC:
+        return current_app.config["JWT_PUBLIC_KEY"]
+    return current_app.config["JWT_SECRET_KEY"]
+
+
+# --- CLI ---------------------------------------------------------------------------------
+
+auth_cli = AppGroup("auth", help="Issue and revoke API tokens.")
+_TTL = re.compile(r"^(\d+)([smhd]?)$")
+
+
+def parse_ttl(value):
+    match = _TTL.match(value.strip())
+    if not match:
+        raise click.BadParameter("use a number with s, m, h or d, e.g. 1h or 30d")
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+@auth_cli.command("issue-token")
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--sub", required=True, help="the subject, recorded as the actor of every change")
+@click.option("--user-id", type=int, help="for role user: the user it may read")
+@click.option("--ttl", default="1h", show_default=True, help="lifetime, e.g. 15m, 1h, 30d")
+def issue_token_command(role, sub, user_id, ttl):
+    """Print a signed access token (the jti goes to stderr, for revocation)."""
+    try:
+        token, claims = issue(role, sub, user_id=user_id, ttl_seconds=parse_ttl(ttl))
+    except InvalidRequest as e:
+        click.echo(f"error: {e.message}", err=True)
+        sys.exit(1)
+    click.echo(token)
+    click.echo(f"jti={claims['jti']} role={role} sub={sub} expires={claims['exp']}", err=True)
+
+
+@auth_cli.command("revoke")
+@click.argument("jti")
+@click.option("--reason")
+def revoke_command(jti, reason):
+    """Revoke a token by its jti."""
+    fresh = revoke(jti, actor="cli", reason=reason)
+    click.echo(f"revoked {jti}" if fresh else f"{jti} was already revoked")
+
+
+def init_app(app):
+    jwt.init_app(app)
+    jwt.token_in_blocklist_loader(lambda _header, payload: is_revoked(payload.get("jti")))
+    jwt.decode_key_loader(_decode_key)
+    app.extensions["credits.revocations"] = _RevokedSet()
+    app.cli.add_command(auth_cli)
