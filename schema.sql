@@ -124,6 +124,23 @@ UPDATE alembic_version SET version_num='0003' WHERE alembic_version.version_num 
 
 -- Running upgrade 0003 -> 0004
 
+CREATE TABLE schema_changes (
+    id BIGSERIAL NOT NULL, 
+    name VARCHAR(200) NOT NULL, 
+    sql TEXT NOT NULL, 
+    checksum VARCHAR(64) NOT NULL, 
+    actor VARCHAR(200) NOT NULL, 
+    applied_at TIMESTAMP WITH TIME ZONE DEFAULT now() NOT NULL, 
+    duration_ms INTEGER NOT NULL, 
+    outcome VARCHAR(20) NOT NULL, 
+    error TEXT, 
+    CONSTRAINT pk_schema_changes PRIMARY KEY (id), 
+    CONSTRAINT ck_schema_changes_outcome CHECK (outcome IN ('applied', 'failed')), 
+    CONSTRAINT ck_schema_changes_error_iff_failed CHECK ((outcome = 'failed') = (error IS NOT NULL))
+);
+
+CREATE UNIQUE INDEX uq_schema_changes_applied_name ON schema_changes (name) WHERE outcome = 'applied';
+
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
 COMMIT;

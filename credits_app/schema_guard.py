@@ -1,0 +1,332 @@
+"""The gate in front of external schema updates. SQL is parsed with PostgreSQL's own parser
+(pglast) and every statement must be additive DDL on the allow-list below; anything else is
+refused, naming the statement and the reason. Default-deny: a statement kind that is not on
+the allow-list is refused even if nobody thought to name it. Pure: no database, no Flask.
+
+What is allowed (all objects live in schema `public`, none temporary):
+- CREATE TABLE (not AS SELECT, not inheriting from / partition of a core table),
+  CREATE INDEX (not CONCURRENTLY; not UNIQUE on a core table), CREATE VIEW,
+  CREATE SEQUENCE, CREATE TYPE (enum / composite), CREATE DOMAIN, ALTER TYPE ... ADD VALUE,
+  COMMENT ON.
+- ALTER TABLE ... ADD COLUMN / ADD CONSTRAINT / ALTER COLUMN ... SET DEFAULT on non-core
+  tables. Of the core tables only `users` takes them, and only on columns that are not its
+  own (those surface as `attributes` in the users API); a NOT NULL column needs a DEFAULT.
+- Expressions (defaults, checks, index expressions, view bodies) may call only the built-in
+  functions in SAFE_FUNCTIONS: a default is evaluated for every existing row when a column is
+  added, so a function call there is code running at apply time.
+
+Refused by design: DML, DROP, RENAME, GRANT/REVOKE, roles and databases, SET/RESET, LOCK,
+VACUUM, transaction control, DO, CREATE FUNCTION/PROCEDURE/TRIGGER/RULE (a trusted-language
+function can still run DML when a default calls it), CREATE EXTENSION/SCHEMA, ALTER SYSTEM,
+CREATE TABLE AS / materialized views (they run a query)."""
+from dataclasses import dataclass
+
+from pglast import ast, parse_sql
+from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.parser import ParseError
+
+# The service's own tables: migrations own them. Compared case-insensitively, so a quoted
+# "CREDITS" or a look-alike "Users" table is treated as the real thing.
+CORE_TABLES = frozenset({
+    "users", "credits", "ledger_entries", "idempotency_keys", "daily_grant_runs",
+    "schema_changes", "revoked_tokens", "alembic_version",
+})
+# The one core table that takes extension columns; its own columns stay untouchable.
+EXTENSIBLE_TABLE = "users"
+USERS_CORE_COLUMNS = frozenset({"user_id", "email", "name", "created_at"})
+
+SAFE_FUNCTIONS = frozenset({
+    # text
+    "lower", "upper", "length", "char_length", "character_length", "octet_length", "btrim", "ltrim",
+    "rtrim", "substr", "substring", "concat", "concat_ws", "replace", "left", "right", "split_part",
+    "strpos", "position", "md5", "initcap", "lpad", "rpad", "format", "to_char", "regexp_replace",
+    "starts_with", "translate", "reverse", "repeat",
+    # numbers
+    "abs", "round", "floor", "ceil", "ceiling", "trunc", "mod", "power", "sign", "sqrt", "to_number",
+    # time
+    "now", "date_trunc", "date_part", "extract", "age", "make_interval", "make_date", "timezone",
+    "to_date", "to_timestamp", "statement_timestamp", "transaction_timestamp", "clock_timestamp",
+    "justify_interval",
+    # identifiers and sequences (nextval: serial-style defaults)
+    "gen_random_uuid", "nextval",
+    # json
+    "to_json", "to_jsonb", "json_build_object", "jsonb_build_object", "json_build_array",
+    "jsonb_build_array", "jsonb_typeof", "json_typeof", "jsonb_array_length", "jsonb_extract_path_text",
+    # aggregates and window functions (views)
+    "count", "sum", "min", "max", "avg", "bool_and", "bool_or", "every", "string_agg", "array_agg",
+    "json_agg", "jsonb_agg", "row_number", "rank", "dense_rank", "lag", "lead", "first_value",
+    "last_value",
+    # arrays
+    "array_length", "cardinality", "unnest", "array_position",
+})
+
+_DML = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+UNTRUSTED_LANGUAGES = {"c", "internal", "plpythonu", "plpython2u", "plpython3u", "plperlu", "pltclu"}
+
+_NAMED_REFUSALS = [
+    (_DML + (ast.TruncateStmt, ast.CopyStmt), "DML is not allowed: external updates change structure, not data"),
+    ((ast.DropStmt, ast.DropOwnedStmt, ast.DropRoleStmt, ast.DropdbStmt, ast.DropTableSpaceStmt,
+      ast.DropSubscriptionStmt, ast.DropUserMappingStmt), "DROP is not allowed: only additive changes are"),
+    ((ast.GrantStmt, ast.GrantRoleStmt, ast.AlterDefaultPrivilegesStmt), "GRANT/REVOKE is not allowed"),
+    ((ast.CreateRoleStmt, ast.AlterRoleStmt, ast.AlterRoleSetStmt, ast.CreatedbStmt, ast.AlterDatabaseStmt,
+      ast.AlterDatabaseSetStmt, ast.ReassignOwnedStmt, ast.AlterOwnerStmt),
+     "role, ownership and database statements are not allowed"),
+    ((ast.DoStmt,), "DO blocks run arbitrary code and are not allowed"),
+    ((ast.CreateTrigStmt, ast.RuleStmt, ast.CreateEventTrigStmt),
+     "triggers and rules run code on the service's writes and are not allowed"),
+    ((ast.CreateTableAsStmt,), "CREATE TABLE AS / SELECT INTO / materialized views run a query and are not allowed"),
+    ((ast.SelectStmt, ast.CallStmt, ast.ExecuteStmt, ast.PrepareStmt),
+     "queries and calls are not allowed: they can run functions with side effects"),
+    ((ast.VariableSetStmt, ast.AlterSystemStmt),
+     "SET/RESET and ALTER SYSTEM are not allowed: settings such as search_path are fixed by the service"),
+    ((ast.TransactionStmt,), "transaction control is not allowed: the service runs the whole script in one transaction"),
+    ((ast.LockStmt,), "LOCK is not allowed"),
+    ((ast.VacuumStmt,), "VACUUM/ANALYZE is not allowed (and cannot run inside a transaction)"),
+    ((ast.CreateExtensionStmt, ast.AlterExtensionStmt, ast.AlterExtensionContentsStmt),
+     "extensions are not allowed: they install arbitrary code"),
+    ((ast.CreateSchemaStmt,), "CREATE SCHEMA is not allowed: a schema early in search_path could shadow core tables"),
+    ((ast.RenameStmt, ast.AlterObjectSchemaStmt), "renaming or moving objects is not additive"),
+]
+
+
+class Refused(Exception):
+    """The script is not allowed; `statement` is the offending statement's text, `index` its
+    0-based position in the script, `position` a 1-based character offset in the script."""
+
+    def __init__(self, reason, statement=None, index=None, position=None):
+        super().__init__(reason)
+        self.reason, self.statement, self.index, self.position = reason, statement, index, position
+
+
+class _Deny(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Statement:
+    index: int
+    sql: str
+    start: int  # 0-based character offset of the statement in the script
+    kind: str
+
+
+def check(sql):
+    """Parse `sql` and return its statements if every one is allowed. Raises Refused (with
+    the parser's message and position for a syntax error)."""
+    try:
+        raw = parse_sql(sql)
+    except ParseError as e:
+        message, index = (e.args + (None, None))[:2]
+        raise Refused(f"syntax error: {message}", position=index + 1 if isinstance(index, int) else None) from None
+    statements = []
+    for i, r in enumerate(raw):
+        start = r.stmt_location or 0
+        text = (sql[start:start + r.stmt_len] if r.stmt_len else sql[start:]).strip()
+        try:
+            _check_statement(r.stmt)
+        except _Deny as e:
+            raise Refused(str(e), statement=text, index=i, position=start + 1) from None
+        statements.append(Statement(i, text, start, type(r.stmt).__name__))
+    if not statements:
+        raise Refused("the script contains no statements")
+    return statements
+
+
+def is_core(name):
+    return name is not None and name.lower() in CORE_TABLES
+
+
+def _check_statement(node):
+    for kinds, reason in _NAMED_REFUSALS:
+        if isinstance(node, kinds):
+            raise _Deny(reason)
+    if isinstance(node, (ast.CreateFunctionStmt,)):
+        language = _function_language(node)
+        if language in UNTRUSTED_LANGUAGES:
+            raise _Deny(f"functions in the untrusted language {language!r} are not allowed")
+        raise _Deny("functions and procedures are not allowed: a default or check calling one could run "
+                    "DML at apply time; ship code in a migration")
+    rule = _ALLOWED.get(type(node))
+    if rule is None:
+        raise _Deny(f"{type(node).__name__} is not on the allow-list of additive DDL")
+    rule(node)
+    _check_tree(node)
+
+
+def _function_language(node):
+    for option in node.options or ():
+        if option.defname == "language":
+            return getattr(option.arg, "sval", "").lower()
+    return "sql"
+
+
+def _walk(node):
+    if isinstance(node, ast.Node):
+        yield node
+        for slot in type(node).__slots__:
+            yield from _walk(getattr(node, slot, None))
+    elif isinstance(node, (list, tuple)):
+        for item in node:
+            yield from _walk(item)
+
+
+def _check_tree(node):
+    """Rules for every expression and reference anywhere in an allowed statement."""
+    for child in _walk(node):
+        if isinstance(child, _DML):
+            raise _Deny("data-modifying statements are not allowed, not even nested")
+        if isinstance(child, ast.FuncCall):
+            names = [n.sval.lower() for n in child.funcname]
+            if len(names) > 1 and names[0] != "pg_catalog" or names[-1] not in SAFE_FUNCTIONS:
+                raise _Deny(f"function {'.'.join(names)}() is not on the allow-list of side-effect-free functions")
+        if isinstance(child, ast.RangeVar):
+            _check_relation(child)
+
+
+def _check_relation(rv):
+    if rv.catalogname or (rv.schemaname and rv.schemaname != "public"):
+        raise _Deny(f"objects must be in schema public, not {rv.schemaname or rv.catalogname!r}")
+    if rv.relpersistence == "t":
+        raise _Deny("temporary objects are not allowed: they shadow real tables for the whole session")
+    if rv.relname.lower().startswith("pg_"):
+        raise _Deny(f"{rv.relname}: system catalogs may not be referenced")
+    return rv.relname
+
+
+def _qualified(names, parts):
+    """`names`: String nodes of a possibly schema-qualified name with `parts` unqualified parts."""
+    names = [n.sval for n in names]
+    if len(names) > parts and names[0] != "public":
+        raise _Deny(f"objects must be in schema public, not {names[0]!r}")
+    return names[-parts:]
+
+
+def _create_table(node):
+    name = _check_relation(node.relation)
+    if is_core(name):
+        raise _Deny(f"{name} is (or looks like) one of the service's own tables")
+    for parent in node.inhRelations or ():
+        if is_core(_check_relation(parent)):
+            raise _Deny(f"inheriting from or partitioning {parent.relname} would change what its queries see")
+
+
+def _create_index(node):
+    name = _check_relation(node.relation)
+    if node.concurrent:
+        raise _Deny("CREATE INDEX CONCURRENTLY cannot run inside the update's transaction")
+    if is_core(name) and (node.unique or node.primary):
+        raise _Deny(f"a UNIQUE index would add a constraint to the service's table {name}")
+
+
+def _create_view(node):
+    name = _check_relation(node.view)
+    if is_core(name):
+        raise _Deny(f"{name} is (or looks like) one of the service's own tables")
+
+
+def _create_sequence(node):
+    _check_relation(node.sequence)
+
+
+def _create_type(node):
+    if isinstance(node, ast.CompositeTypeStmt):
+        _check_relation(node.typevar)
+    else:
+        _qualified(node.typeName, 1)
+
+
+def _create_domain(node):
+    _qualified(node.domainname, 1)
+
+
+def _alter_enum(node):
+    _qualified(node.typeName, 1)
+    if node.oldVal:
+        raise _Deny("renaming an enum value is not additive")
+
+
+_COMMENT_TARGETS = {
+    ObjectType.OBJECT_TABLE: 1, ObjectType.OBJECT_VIEW: 1, ObjectType.OBJECT_INDEX: 1,
+    ObjectType.OBJECT_SEQUENCE: 1, ObjectType.OBJECT_COLUMN: 2, ObjectType.OBJECT_TABCONSTRAINT: None,
+    ObjectType.OBJECT_TYPE: None, ObjectType.OBJECT_DOMAIN: None,
+}
+
+
+def _comment(node):
+    if node.objtype not in _COMMENT_TARGETS:
+        raise _Deny(f"COMMENT ON {node.objtype.name.removeprefix('OBJECT_')} is not allowed")
+    parts = _COMMENT_TARGETS[node.objtype]
+    if parts and isinstance(node.object, (list, tuple)):
+        _qualified(node.object, parts)
+
+
+def _alter_table(node):
+    if node.objtype != ObjectType.OBJECT_TABLE:
+        raise _Deny(f"ALTER {node.objtype.name.removeprefix('OBJECT_')} is not allowed")
+    table = _check_relation(node.relation)
+    core = is_core(table)
+    if core and table.lower() != EXTENSIBLE_TABLE:
+        raise _Deny(f"{table} is one of the service's own tables; only {EXTENSIBLE_TABLE} takes new columns")
+    for cmd in node.cmds:
+        if cmd.subtype == AlterTableType.AT_AddColumn:
+            _add_column(cmd.def_, core)
+        elif cmd.subtype == AlterTableType.AT_AddConstraint:
+            if core:
+                _core_constraint(cmd.def_)
+        elif cmd.subtype == AlterTableType.AT_ColumnDefault:
+            if cmd.def_ is None:
+                raise _Deny("DROP DEFAULT is not additive")
+            if core and cmd.name.lower() in USERS_CORE_COLUMNS:
+                raise _Deny(f"users.{cmd.name} is the service's own column")
+        else:
+            raise _Deny(f"ALTER TABLE {cmd.subtype.name.removeprefix('AT_')} is not additive")
+
+
+def _add_column(column, core):
+    if not core:
+        return
+    if column.colname.lower() in USERS_CORE_COLUMNS:
+        raise _Deny(f"users.{column.colname} is the service's own column")
+    kinds = {c.contype for c in column.constraints or ()}
+    fills_itself = kinds & {ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED}
+    if ConstrType.CONSTR_NOTNULL in kinds and not fills_itself:
+        raise _Deny("a NOT NULL column on users needs a DEFAULT, or creating users would fail")
+    for constraint in column.constraints or ():
+        if constraint.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_EXCLUSION):
+            raise _Deny("users already has its primary key; exclusion constraints are not allowed on it")
+        if constraint.contype == ConstrType.CONSTR_CHECK:
+            _no_core_columns(constraint.raw_expr)
+
+
+def _core_constraint(constraint):
+    if constraint.contype not in (ConstrType.CONSTR_CHECK, ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_FOREIGN):
+        raise _Deny(f"{constraint.contype.name.removeprefix('CONSTR_')} constraints are not allowed on users")
+    if constraint.indexname:
+        raise _Deny("constraints USING INDEX are not allowed on users")
+    columns = [n.sval for n in (constraint.keys or ()) + (constraint.fk_attrs or ())]
+    touched = [c for c in columns if c.lower() in USERS_CORE_COLUMNS]
+    if touched:
+        raise _Deny(f"constraints on the service's own users columns ({', '.join(touched)}) are not allowed")
+    _no_core_columns(constraint.raw_expr)
+
+
+def _no_core_columns(expr):
+    for child in _walk(expr):
+        if isinstance(child, ast.ColumnRef):
+            names = [getattr(f, "sval", "*") for f in child.fields]
+            if names[-1] == "*" or names[-1].lower() in USERS_CORE_COLUMNS:
+                raise _Deny(f"a check on the service's own users column {names[-1]} is not allowed")
+
+
+_ALLOWED = {
+    ast.CreateStmt: _create_table,
+    ast.IndexStmt: _create_index,
+    ast.ViewStmt: _create_view,
+    ast.CreateSeqStmt: _create_sequence,
+    ast.CreateEnumStmt: _create_type,
+    ast.CompositeTypeStmt: _create_type,
+    ast.CreateDomainStmt: _create_domain,
+    ast.AlterEnumStmt: _alter_enum,
+    ast.AlterTableStmt: _alter_table,
+    ast.CommentStmt: _comment,
+}
