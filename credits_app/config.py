@@ -66,6 +66,12 @@ def load(env, instance_path):
         "IDEMPOTENCY_TTL_HOURS": _int(env, "IDEMPOTENCY_TTL_HOURS", 72, minimum=24),
         "PAGE_SIZE_MAX": 200,
         "REDIS_URL": env.get("REDIS_URL", ""),
+        # External schema updates: how long DDL may wait for a table lock (credit traffic queues
+        # behind a waiting ALTER, so keep it short) and how long one statement may run; both
+        # below gunicorn's 30 s worker timeout.
+        "SCHEMA_LOCK_TIMEOUT_MS": _int(env, "SCHEMA_LOCK_TIMEOUT_MS", 2000, minimum=1, maximum=60000),
+        "SCHEMA_STATEMENT_TIMEOUT_MS": _int(env, "SCHEMA_STATEMENT_TIMEOUT_MS", 20000, minimum=100,
+                                            maximum=3600000),
         "TESTING": _bool(env, "TESTING", False),
         "DEBUG": _bool(env, "FLASK_DEBUG", False),
         **_auth(env),
