@@ -87,3 +87,38 @@ def verify():
 def init_app(app):
     app.cli.add_command(users_cli)
     app.cli.add_command(credits_cli)
+
+
+# --- the daily grant ----------------------------------------------------------------------
+
+def _show_run(run):
+    finished = run.finished_at.isoformat() if run.finished_at else "-"
+    click.echo(f"{run.grant_date}  {run.status:<7}  +{run.amount}  users {run.users_credited}  "
+               f"chunks {run.chunks_done}/{run.chunks_total}  started {run.started_at.isoformat()}  "
+               f"finished {finished}")
+
+
+@credits_cli.command("grant-daily")
+@click.option("--date", "day", help="UTC date YYYY-MM-DD (default: today in UTC).")
+def grant_daily(day):
+    """Run or complete a date's daily grant here, without the worker. Idempotent."""
+    from . import grants
+
+    try:
+        run = grants.run_date(grants.parse_date(day) if day else grants.utc_today())
+    except DomainError as e:
+        _fail(e)
+    _show_run(run)
+
+
+@credits_cli.command("grant-status")
+@click.option("--limit", default=14, show_default=True, type=click.IntRange(1, 366))
+def grant_status(limit):
+    """Recent daily-grant runs, newest first."""
+    from . import grants
+
+    runs = grants.recent_runs(limit)
+    if not runs:
+        click.echo("no daily-grant runs yet")
+    for run in runs:
+        _show_run(run)

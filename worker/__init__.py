@@ -1,2 +1,2 @@
-"""The RQ worker process. The daily-grant job and its schedule arrive with their own issue;
-until then the worker only serves the queue so the Procfile's process set is complete."""
+"""The RQ side of the service: job functions (jobs), the daily grant's cron entry and the
+scheduler process (schedule), and the worker entry point (`python -m worker`)."""

@@ -1,19 +1,29 @@
-"""`python -m worker`: an RQ worker on the project's queue, with TZ=UTC."""
+"""`python -m worker`: an RQ worker on the project's queue, with TZ=UTC.
+
+The app is built once here, in the parent; rq forks a work horse per job, and each horse
+drops the inherited connection pool before its first query (worker.jobs._context).
+RQ's own scheduler runs beside it (`with_scheduler`) so delayed retries are re-queued.
+"""
 import os
 import sys
+import time
 
 os.environ["TZ"] = "UTC"
+time.tzset()
 
 
 def main():
     from redis import Redis
     from rq import Queue, Worker
 
-    url = os.environ.get("REDIS_URL")
-    if not url:
+    from worker import jobs
+
+    jobs.preload()  # also validates the configuration before taking any job
+    config = jobs._app.config
+    if not config["REDIS_URL"]:
         sys.exit("REDIS_URL is not set: the worker needs Redis")
-    connection = Redis.from_url(url)
-    Worker([Queue(os.environ.get("RQ_QUEUE", "credits"), connection=connection)], connection=connection).work()
+    connection = Redis.from_url(config["REDIS_URL"])
+    Worker([Queue(config["RQ_QUEUE"], connection=connection)], connection=connection).work(with_scheduler=True)
 
 
 if __name__ == "__main__":

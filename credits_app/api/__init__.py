@@ -1,8 +1,9 @@
 """One blueprint module per resource."""
-from . import auth, credits, users
+from . import auth, credits, grants, users
 
 
 def register(api):
     api.register_blueprint(users.blp)
     api.register_blueprint(credits.blp)
     api.register_blueprint(auth.blp)
+    api.register_blueprint(grants.blp)

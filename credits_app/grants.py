@@ -1,0 +1,218 @@
+"""The daily grant: plan a UTC date's run as user-id chunks, run chunks, report runs.
+
+A run is one row of daily_grant_runs per UTC date; its chunks (user-id ranges fixed when
+the run is planned) are rows of daily_grant_chunks. Crediting is ledger.grant_daily_chunk,
+which is exactly-once per (user, date) on its own; this module only decides WHAT to run and
+records progress in the same transaction as the credits, so counts are exact under retries,
+duplicate jobs and concurrent workers.
+
+Catch-up: a date is "due" when it has no finished run, lies within DAILY_GRANT_CATCHUP_DAYS
+before today (UTC) and is not earlier than the first run ever recorded (a fresh install
+does not grant the past). Today is due at the scheduled tick, or when its run was started.
+"""
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+from flask import current_app
+from sqlalchemy import bindparam, text
+
+from . import ledger
+from .exceptions import DomainError, InvalidRequest
+from .extensions import db
+from .types import UTCDateTime, utcnow
+
+RUN_COLUMNS = ("grant_date, status, amount, chunk_size, chunks_total, chunks_done, users_credited, "
+               "started_at, finished_at")
+
+
+@dataclass(frozen=True)
+class Run:
+    grant_date: date
+    status: str
+    amount: int
+    chunk_size: int
+    chunks_total: int
+    chunks_done: int
+    users_credited: int
+    started_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    lo: int  # user_id >= lo
+    hi: int  # user_id < hi
+
+
+def utc_today(now=None):
+    """The grant date for `now` (default: the current instant): its UTC calendar date,
+    whatever the process's local time zone."""
+    now = now or datetime.now(timezone.utc)
+    if now.tzinfo is None:
+        raise ValueError("naive datetime given; use an aware datetime")
+    return now.astimezone(timezone.utc).date()
+
+
+def parse_date(raw):
+    """A YYYY-MM-DD string (or a date) as a date. Raises InvalidRequest."""
+    if isinstance(raw, date) and not isinstance(raw, datetime):
+        return raw
+    try:
+        return date.fromisoformat(raw)
+    except (TypeError, ValueError):
+        raise InvalidRequest("date must be YYYY-MM-DD", field="date", value=str(raw)) from None
+
+
+def start(grant_date, amount=None):
+    """Plan the run for `grant_date` if it has none (amount and chunking are fixed then) and
+    return (run, chunks still to do). Safe to call concurrently and repeatedly."""
+    grant_date = parse_date(grant_date)
+    amount = amount or current_app.config["DAILY_GRANT_AMOUNT"]
+    size = current_app.config["DAILY_GRANT_CHUNK_SIZE"]
+    with db.engine.begin() as conn:
+        lo, hi = conn.execute(text("SELECT MIN(user_id), MAX(user_id) FROM users")).one()
+        chunks = [] if lo is None else [(b, b + size) for b in range(lo, hi + 1, size)]
+        created = conn.execute(
+            text("INSERT INTO daily_grant_runs (grant_date, status, amount, chunk_size, chunks_total, chunks_done, "
+                 "users_credited, started_at, finished_at) VALUES (:gd, :status, :amount, :size, :total, 0, 0, :now, "
+                 ":finished) ON CONFLICT (grant_date) DO NOTHING").bindparams(
+                bindparam("now", type_=UTCDateTime), bindparam("finished", type_=UTCDateTime)),
+            {"gd": grant_date, "amount": amount, "size": size, "total": len(chunks), "now": utcnow(),
+             "status": "running" if chunks else "done", "finished": None if chunks else utcnow()}).rowcount
+        if created and chunks:
+            conn.execute(text("INSERT INTO daily_grant_chunks (grant_date, lo, hi) VALUES (:gd, :lo, :hi)"),
+                         [{"gd": grant_date, "lo": a, "hi": b} for a, b in chunks])
+    return get_run(grant_date), pending_chunks(grant_date)
+
+
+def pending_chunks(grant_date):
+    with db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT lo, hi FROM daily_grant_chunks WHERE grant_date = :gd "
+                                 "AND finished_at IS NULL ORDER BY lo"), {"gd": grant_date}).all()
+    return [Chunk(r.lo, r.hi) for r in rows]
+
+
+def run_chunk(grant_date, amount, lo, hi):
+    """Credit one chunk of a planned run and record it; returns users credited by THIS call
+    (0 when the chunk was already done)."""
+    grant_date = parse_date(grant_date)
+
+    def bookkeeping(conn, credited):
+        now = utcnow()
+        marked = conn.execute(
+            text("UPDATE daily_grant_chunks SET users_credited = :n, finished_at = :now "
+                 "WHERE grant_date = :gd AND lo = :lo AND finished_at IS NULL").bindparams(
+                bindparam("now", type_=UTCDateTime)), {"n": credited, "now": now, "gd": grant_date, "lo": lo}).rowcount
+        if marked:
+            # A retry of an unfinished chunk lands here once; a re-run of a finished one never.
+            conn.execute(
+                text("UPDATE daily_grant_runs SET chunks_done = chunks_done + 1, users_credited = users_credited + :n, "
+                     "status = CASE WHEN chunks_done + 1 = chunks_total THEN 'done' ELSE status END, "
+                     "finished_at = CASE WHEN chunks_done + 1 = chunks_total THEN :now ELSE finished_at END "
+                     "WHERE grant_date = :gd").bindparams(bindparam("now", type_=UTCDateTime)),
+                {"n": credited, "now": now, "gd": grant_date})
+        elif credited:
+            # Users credited outside the plan (a chunk re-run after it was marked done, e.g.
+            # users who were at the cap then): still count them.
+            conn.execute(text("UPDATE daily_grant_runs SET users_credited = users_credited + :n "
+                              "WHERE grant_date = :gd"), {"n": credited, "gd": grant_date})
+
+    return ledger.grant_daily_chunk(grant_date, amount, lo, hi, bookkeeping=bookkeeping)
+
+
+def run_date(grant_date):
+    """Run (or complete) a date's grant in this process, chunk after chunk. Idempotent."""
+    run, chunks = start(grant_date)
+    for chunk in chunks:
+        run_chunk(run.grant_date, run.amount, chunk.lo, chunk.hi)
+    return get_run(run.grant_date)
+
+
+def due_dates(today=None, include_today=False):
+    """Dates to grant now (see the module docstring), oldest first."""
+    today = today or utc_today()
+    window = current_app.config["DAILY_GRANT_CATCHUP_DAYS"]
+    with db.engine.connect() as conn:
+        first = conn.execute(text("SELECT MIN(grant_date) FROM daily_grant_runs")).scalar()
+        rows = conn.execute(text("SELECT grant_date, status FROM daily_grant_runs WHERE grant_date >= :since"),
+                            {"since": today - timedelta(days=window)}).all()
+    status = {parse_date(r.grant_date) if isinstance(r.grant_date, str) else r.grant_date: r.status for r in rows}
+    due = []
+    if first is not None:
+        first = parse_date(first) if isinstance(first, str) else first
+        for back in range(window, 0, -1):
+            d = today - timedelta(days=back)
+            if d >= first and status.get(d) != "done":
+                due.append(d)
+    if status.get(today) != "done" and (include_today or today in status):
+        due.append(today)
+    return due
+
+
+def get_run(grant_date):
+    with db.engine.connect() as conn:
+        row = conn.execute(text(f"SELECT {RUN_COLUMNS} FROM daily_grant_runs WHERE grant_date = :gd")
+                           .columns(started_at=UTCDateTime, finished_at=UTCDateTime),
+                           {"gd": parse_date(grant_date)}).first()
+    return _run(row) if row else None
+
+
+def recent_runs(limit=30):
+    """Runs, newest date first."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT {RUN_COLUMNS} FROM daily_grant_runs ORDER BY grant_date DESC LIMIT :n")
+                            .columns(started_at=UTCDateTime, finished_at=UTCDateTime), {"n": limit}).all()
+    return [_run(r) for r in rows]
+
+
+def _run(row):
+    return Run(parse_date(row.grant_date) if isinstance(row.grant_date, str) else row.grant_date, row.status,
+               row.amount, row.chunk_size, row.chunks_total, row.chunks_done, row.users_credited, row.started_at,
+               row.finished_at)
+
+
+# --- the queue ------------------------------------------------------------------------------
+
+def queue():
+    """The RQ queue the worker serves. Raises RedisUnavailable when REDIS_URL is not set."""
+    from redis import Redis
+    from rq import Queue
+
+    url = current_app.config["REDIS_URL"]
+    if not url:
+        raise RedisUnavailable("REDIS_URL is not set")
+    # Short timeouts: a web request must fail fast with 503 rather than hang on Redis.
+    return Queue(current_app.config["RQ_QUEUE"], connection=Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10))
+
+
+def retry():
+    from rq import Retry
+
+    delays = current_app.config["DAILY_GRANT_RETRY_DELAYS"]
+    return Retry(max=len(delays), interval=delays)
+
+
+JOB_TIMEOUT = 600  # seconds; a chunk takes well under one
+
+
+def enqueue_date(grant_date, q=None):
+    """Enqueue the job that plans `grant_date` and fans its chunks out. Returns the RQ job."""
+    grant_date = parse_date(grant_date)
+    q = q or queue()
+    return q.enqueue("worker.jobs.grant_date", grant_date.isoformat(), retry=retry(), job_timeout=JOB_TIMEOUT,
+                     description=f"daily grant {grant_date.isoformat()}")
+
+
+def enqueue_chunks(run, chunks, q=None):
+    q = q or queue()
+    day = run.grant_date.isoformat()
+    return [q.enqueue("worker.jobs.grant_chunk", day, run.amount, c.lo, c.hi, retry=retry(),
+                      job_timeout=JOB_TIMEOUT, description=f"daily grant {day} users [{c.lo}, {c.hi})")
+            for c in chunks]
+
+
+class RedisUnavailable(DomainError):
+    status, code = 503, "queue_unavailable"
+
+    def __init__(self, why):
+        super().__init__(f"the job queue is unavailable: {why}")

@@ -1,0 +1,182 @@
+"""The daily grant in-process, on SQLite and PostgreSQL: exactly once per (user, UTC date),
+chunked, cap respected, runs table, catch-up, CLI and API. Real-process tests (rq worker,
+rqscheduler) are in test_grant_processes.py."""
+from datetime import date, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import text
+
+from credits_app import grants, ledger
+from credits_app.extensions import db
+from tests.conftest import client_as
+
+D = date(2026, 3, 1)
+
+
+def add_users(count, with_credits=True, balance=0):
+    """`count` users created in one statement (plus their credits rows); returns their ids."""
+    with db.engine.begin() as conn:
+        start = conn.execute(text("SELECT COALESCE(MAX(user_id), 0) FROM users")).scalar()
+        conn.execute(text("""
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < :count)
+            INSERT INTO users (email, name, created_at)
+            SELECT 'u' || (:start + i) || '@example.com', 'U', CURRENT_TIMESTAMP FROM n"""),
+                     {"count": count, "start": start})
+        ids = [r[0] for r in conn.execute(text("SELECT user_id FROM users WHERE user_id > :s ORDER BY user_id"),
+                                          {"s": start})]
+        if with_credits:
+            conn.execute(text("INSERT INTO credits (user_id, credits, last_updated) "
+                              "SELECT user_id, 0, CURRENT_TIMESTAMP FROM users WHERE user_id > :s"), {"s": start})
+    for uid in ids if balance else ():
+        ledger.add(uid, balance, actor="test")
+    return ids
+
+
+def balances():
+    with db.engine.connect() as conn:
+        return dict(conn.execute(text("SELECT u.user_id, COALESCE(c.credits, 0) FROM users u "
+                                      "LEFT JOIN credits c ON c.user_id = u.user_id")).all())
+
+
+def grant_rows(day):
+    with db.engine.connect() as conn:
+        return dict(conn.execute(text("SELECT user_id, count(*) FROM ledger_entries WHERE grant_date = :d "
+                                      "GROUP BY user_id"), {"d": day}).all())
+
+
+@pytest.fixture
+def app_env():
+    return {"DAILY_GRANT_CHUNK_SIZE": "7", "DAILY_GRANT_CATCHUP_DAYS": "3"}
+
+
+def test_grant_credits_each_user_once_per_date_in_chunks(ctx):
+    ids = add_users(30)
+    seed_era = add_users(5, with_credits=False)  # no credits row: they get one
+    run = grants.run_date(D)
+    assert run.status == "done" and run.users_credited == 35 and run.amount == 5
+    assert run.chunks_total == run.chunks_done == 5  # 35 ids in chunks of 7
+    assert balances() == {uid: 5 for uid in ids + seed_era}
+    assert grants.run_date(D).users_credited == 35  # a re-run is a no-op
+    for chunk in [(min(ids), max(seed_era) + 1), (1, 10**12)]:  # whole range, twice
+        assert grants.run_chunk(D, 5, *chunk) == 0
+    assert balances() == {uid: 5 for uid in ids + seed_era}
+    assert set(grant_rows(D).values()) == {1}
+    assert ledger.verify() == []
+    grants.run_date(D + timedelta(days=1))  # the next date is a new grant
+    assert set(balances().values()) == {10}
+
+
+def test_grant_ledger_rows_carry_date_actor_and_new_balance(ctx):
+    (uid,) = add_users(1, balance=7)
+    grants.run_date(D)
+    (entry,) = [e for e in ledger.entries(uid, limit=10) if e.kind == "daily_grant"]
+    assert (entry.amount, entry.balance_after, entry.grant_date) == (5, 12, D)
+    assert entry.actor == "system:daily-grant" and entry.reason == "daily grant 2026-03-01"
+
+
+def test_unique_index_refuses_a_second_grant_even_bypassing_the_code(ctx):
+    (uid,) = add_users(1)
+    grants.run_date(D)
+    with pytest.raises(Exception, match="(?i)unique"):
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO ledger_entries (user_id, kind, amount, balance_after, actor, grant_date) "
+                              "VALUES (:u, 'daily_grant', 5, 10, 'x', :d)"), {"u": uid, "d": D})
+
+
+@pytest.mark.parametrize("app_env", [{"MAX_AMOUNT": "100", "MAX_BALANCE": "100"}])
+def test_users_at_the_cap_are_skipped_not_clamped(ctx):
+    full, near, low = add_users(3)
+    ledger.add(full, 100, actor="test")
+    ledger.add(near, 96, actor="test")  # +5 would be 101 > cap
+    ledger.add(low, 95, actor="test")  # +5 is exactly the cap
+    run = grants.run_date(D)
+    assert run.users_credited == 1 and run.status == "done"
+    assert balances() == {full: 100, near: 96, low: 100}
+    assert list(grant_rows(D)) == [low]
+    assert ledger.verify() == []
+
+
+def test_runs_table_records_each_date_and_plan_is_fixed(ctx):
+    add_users(10)
+    run, chunks = grants.start(D)
+    assert run.status == "running" and run.chunks_done == 0 and len(chunks) == 2 and run.finished_at is None
+    grants.run_chunk(D, run.amount, chunks[0].lo, chunks[0].hi)
+    grants.run_chunk(D, run.amount, chunks[0].lo, chunks[0].hi)  # a duplicate job
+    mid = grants.get_run(D)
+    assert (mid.status, mid.chunks_done, mid.users_credited) == ("running", 1, 7)
+    again, remaining = grants.start(D, amount=99)  # already planned: amount and chunks kept
+    assert again.amount == 5 and remaining == chunks[1:]
+    done = grants.run_date(D)
+    assert (done.status, done.chunks_done, done.users_credited) == ("done", 2, 10)
+    assert done.finished_at >= done.started_at
+    assert [r.grant_date for r in grants.recent_runs()] == [D]
+
+
+def test_no_users_is_a_finished_empty_run(ctx):
+    run = grants.run_date(D)
+    assert (run.status, run.chunks_total, run.users_credited) == ("done", 0, 0)
+
+
+def test_catch_up_grants_each_missed_date_once_within_the_window(ctx):
+    ids = add_users(3)
+    assert grants.due_dates(today=D) == []  # fresh install: nothing in the past is "missed"
+    assert grants.due_dates(today=D, include_today=True) == [D]
+    grants.run_date(D - timedelta(days=10))  # the service granted long ago, then was down
+    grants.run_date(D - timedelta(days=2))
+    grants.start(D - timedelta(days=1))  # started, crashed before any chunk ran
+    # window of 3 days: D-3 (missed), D-1 (unfinished); D-2 is done; D-10 is outside.
+    assert grants.due_dates(today=D) == [D - timedelta(days=3), D - timedelta(days=1)]
+    assert grants.due_dates(today=D, include_today=True)[-1] == D
+    for day in grants.due_dates(today=D, include_today=True):
+        grants.run_date(day)
+    assert grants.due_dates(today=D, include_today=True) == []
+    assert balances() == {uid: 5 * 5 for uid in ids}  # D-10, D-3, D-2, D-1, D: once each
+    assert ledger.verify() == []
+
+
+def test_utc_today_is_the_utc_calendar_date():
+    almost = datetime(2026, 3, 1, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    assert grants.utc_today(almost) == date(2026, 3, 1)
+    assert grants.utc_today(almost + timedelta(microseconds=1)) == date(2026, 3, 2)
+    kiritimati = timezone(timedelta(hours=14))  # 2026-03-02 13:59:59 local is still March 1st UTC
+    assert grants.utc_today(almost.astimezone(kiritimati)) == date(2026, 3, 1)
+    with pytest.raises(ValueError):
+        grants.utc_today(datetime(2026, 3, 1))
+
+
+def test_cli_grant_daily_is_idempotent_and_grant_status_lists_runs(app, runner):
+    with app.app_context():
+        ids = add_users(4)
+    first = runner.invoke(args=["credits", "grant-daily", "--date", "2026-03-01"])
+    assert first.exit_code == 0, first.output
+    assert "2026-03-01  done" in first.output and "users 4" in first.output
+    again = runner.invoke(args=["credits", "grant-daily", "--date", "2026-03-01"])
+    assert again.exit_code == 0 and "users 4" in again.output
+    today = runner.invoke(args=["credits", "grant-daily"])
+    assert today.exit_code == 0 and str(grants.utc_today()) in today.output
+    status = runner.invoke(args=["credits", "grant-status"])
+    assert status.exit_code == 0
+    assert status.output.index(str(grants.utc_today())) < status.output.index("2026-03-01")
+    bad = runner.invoke(args=["credits", "grant-daily", "--date", "2026-02-30"])
+    assert bad.exit_code == 1 and "YYYY-MM-DD" in bad.output
+    with app.app_context():
+        assert balances() == {uid: 10 for uid in ids} and ledger.verify() == []
+
+
+def test_api_lists_runs_and_refuses_non_admins(app, client):
+    with app.app_context():
+        add_users(2)
+        grants.run_date(D)
+    body = client.get("/api/grants/daily").get_json()
+    assert [(r["grant_date"], r["status"], r["users_credited"]) for r in body["items"]] == [("2026-03-01", "done", 2)]
+    service = client_as(app, "service")
+    assert service.get("/api/grants/daily").status_code == 403
+    assert service.post("/api/grants/daily/run", json={}).status_code == 403
+    assert app.test_client().get("/api/grants/daily").status_code == 401
+
+
+def test_api_run_without_redis_is_503(app, client):
+    response = client.post("/api/grants/daily/run", json={"date": "2026-03-01"})
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "queue_unavailable"
+    assert client.post("/api/grants/daily/run", json={"date": "March 1st"}).status_code == 422

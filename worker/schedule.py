@@ -1,0 +1,80 @@
+"""The daily grant's cron entry in rq-scheduler, and `python -m worker.schedule`: the
+scheduler process (register the entry, queue a catch-up, then run rq-scheduler's loop).
+
+The entry lives under ONE fixed job id, so registering again (every scheduler start, any
+number of schedulers) never duplicates it; a changed cron, amount or queue replaces it; an
+unchanged one keeps its next fire time, so a fire that was due while the scheduler was down
+still happens when it comes back.
+"""
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+
+JOB_ID = "credits:daily-grant"
+TICK = "worker.jobs.daily_grant_tick"
+
+
+def _force_utc():
+    # rq-scheduler computes cron times from naive local time: local time must be UTC.
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
+def next_fire(cron, now=None):
+    """The next time `cron` fires after `now`, read in UTC (an aware datetime)."""
+    import crontab
+
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return crontab.CronTab(cron).next(now=now, return_datetime=True, default_utc=True)
+
+
+def register(connection, cron, amount, queue_name):
+    """Make the scheduler hold exactly one daily-grant entry with these settings. Returns
+    (job, changed)."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+    from rq_scheduler import Scheduler
+
+    scheduler = Scheduler(queue_name=queue_name, connection=connection)
+    try:
+        job = Job.fetch(JOB_ID, connection=connection)
+    except NoSuchJobError:
+        job = None
+    if (job is not None and JOB_ID in scheduler and job.func_name == TICK and job.origin == queue_name
+            and job.meta.get("cron_string") == cron and job.kwargs == {"amount": amount}):
+        return job, False
+    scheduler.cancel(JOB_ID)
+    job = scheduler.cron(cron, TICK, kwargs={"amount": amount}, id=JOB_ID, queue_name=queue_name,
+                         timeout=600, description=f"daily grant of {amount} ({cron} UTC)")
+    # scheduler.cron() reads the cron in this process's local time; pin the first fire to UTC.
+    connection.zadd(Scheduler.scheduled_jobs_key, {JOB_ID: next_fire(cron).timestamp()})
+    return job, True
+
+
+def main():
+    _force_utc()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
+    from redis import Redis
+    from rq_scheduler import Scheduler
+
+    from credits_app import create_app, grants
+
+    app = create_app()  # validates the configuration; connects to nothing
+    url = app.config["REDIS_URL"]
+    if not url:
+        sys.exit("REDIS_URL is not set: the scheduler needs Redis")
+    connection = Redis.from_url(url)
+    with app.app_context():
+        job, changed = register(connection, app.config["DAILY_GRANT_CRON"], app.config["DAILY_GRANT_AMOUNT"],
+                                app.config["RQ_QUEUE"])
+        logging.info("daily grant entry %s %s", JOB_ID, "registered" if changed else "unchanged")
+        # Dates missed while nothing was running are granted now (see credits_app.grants).
+        grants.queue().enqueue("worker.jobs.catch_up", retry=grants.retry(), job_timeout=grants.JOB_TIMEOUT)
+    Scheduler(queue_name=app.config["RQ_QUEUE"], connection=connection,
+              interval=app.config["DAILY_GRANT_SCHEDULER_INTERVAL"]).run()
+
+
+if __name__ == "__main__":
+    main()
