@@ -30,4 +30,6 @@ def create_app(env=None):
 
     from . import cli
     cli.init_app(app)
+    from . import schema_updates
+    schema_updates.init_app(app)  # `flask schema ...`
     return app

@@ -121,7 +121,9 @@ def check(sql):
     statements = []
     for i, r in enumerate(raw):
         start = r.stmt_location or 0
-        text = (sql[start:start + r.stmt_len] if r.stmt_len else sql[start:]).strip()
+        text = sql[start:start + r.stmt_len] if r.stmt_len else sql[start:]
+        start += len(text) - len(text.lstrip())  # the parser counts the whitespace after the last ';'
+        text = text.strip()
         try:
             _check_statement(r.stmt)
         except _Deny as e:

@@ -100,3 +100,65 @@ class ErrorBody(Schema):
 
 class ErrorOut(Schema):
     error = fields.Nested(ErrorBody)
+
+
+# ---- external schema updates (/api/schema) ------------------------------------------------
+
+class SchemaApplyIn(Schema):
+    sql = fields.String(required=True, validate=[validate.Length(min=1), NO_NUL],
+                        metadata={"description": "additive DDL; several statements allowed",
+                                  "example": "ALTER TABLE users ADD COLUMN tier text DEFAULT 'basic'"})
+    name = fields.String(load_default=None, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$"),
+                         metadata={"description": "stable name; default derived from the SQL checksum"})
+    dry_run = fields.Boolean(load_default=False, truthy={True}, falsy={False})
+
+
+class SchemaChangeOut(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    sql = fields.String()
+    checksum = fields.String()
+    actor = fields.String()
+    applied_at = fields.DateTime()
+    duration_ms = fields.Integer()
+    outcome = fields.String(metadata={"enum": ["applied", "failed"]})
+    error = fields.Dict(allow_none=True)
+
+
+class SchemaApplyOut(Schema):
+    status = fields.String(metadata={"enum": ["applied", "already_applied", "dry_run"]})
+    name = fields.String()
+    checksum = fields.String()
+    statements = fields.Integer()
+    effects = fields.List(fields.String(), metadata={"description": "objects and columns the update adds"})
+    duration_ms = fields.Integer()
+    change = fields.Nested(SchemaChangeOut, allow_none=True)
+
+
+class SchemaChangePage(Schema):
+    items = fields.List(fields.Nested(SchemaChangeOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class LiveColumnOut(Schema):
+    name = fields.String()
+    type = fields.String()
+    nullable = fields.Boolean()
+    default = fields.String(allow_none=True)
+
+
+class LiveTableOut(Schema):
+    name = fields.String()
+    kind = fields.String(metadata={"enum": ["table", "view"]})
+    core = fields.Boolean(metadata={"description": "one of the service's own tables"})
+    columns = fields.List(fields.Nested(LiveColumnOut))
+    primary_key = fields.Dict()
+    foreign_keys = fields.List(fields.Dict())
+    unique_constraints = fields.List(fields.Dict())
+    check_constraints = fields.List(fields.Dict())
+    indexes = fields.List(fields.Dict())
+
+
+class LiveSchemaOut(Schema):
+    dialect = fields.String()
+    tables = fields.List(fields.Nested(LiveTableOut))
