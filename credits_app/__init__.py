@@ -3,7 +3,7 @@ import os
 
 from flask import Flask
 
-from . import auth, config, errors, tokens
+from . import auth, config, errors, health, logs, metrics, tokens
 from .extensions import configure_sqlite, db, limiter, migrate, openapi
 
 
@@ -21,6 +21,9 @@ def create_app(env=None):
             configure_sqlite(db.engine)
     openapi.init_app(app)
     errors.init_app(app)  # after the Api, whose own HTTP error handler it replaces
+    logs.init_app(app)
+    metrics.init_app(app)  # before auth, so refused requests are counted and timed too
+    health.init_app(app)
     tokens.init_app(app)
     auth.init_app(app)  # before the limiter: limits are counted per authenticated subject
     limiter.init_app(app)

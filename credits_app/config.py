@@ -66,6 +66,7 @@ def load(env, instance_path):
         "IDEMPOTENCY_TTL_HOURS": _int(env, "IDEMPOTENCY_TTL_HOURS", 72, minimum=24),
         "PAGE_SIZE_MAX": 200,
         "REDIS_URL": env.get("REDIS_URL", ""),
+        "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
         # External schema updates: how long DDL may wait for a table lock (credit traffic queues
         # behind a waiting ALTER, so keep it short) and how long one statement may run; both
         # below gunicorn's 30 s worker timeout.

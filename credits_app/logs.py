@@ -1,0 +1,62 @@
+"""JSON logs: one line per request (written by the app, which alone knows the route and the
+token subject; gunicorn's own access log stays off) and one per job (worker/)."""
+import json
+import logging
+import sys
+import time
+from datetime import datetime, timezone
+
+from flask import g, request
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record):
+        line = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
+        line.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def configure(level="INFO"):
+    """Route the app's loggers to stderr as JSON (idempotent)."""
+    logger = logging.getLogger("credits")
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level)
+    # Library loggers (our errors.py logs through "credits_app.*") go through the same formatter.
+    for name in ("credits_app", "worker"):
+        sub = logging.getLogger(name)
+        sub.handlers = logger.handlers
+        sub.propagate = False
+        sub.setLevel(level)
+    return logger
+
+
+request_log = logging.getLogger("credits.request")
+
+
+def _start():
+    g.log_started = time.perf_counter()
+
+
+def _log(response):
+    started = g.pop("log_started", None)
+    if started is not None:
+        request_log.info("request", extra={"fields": {
+            "request_id": g.get("request_id"), "method": request.method,
+            "route": request.url_rule.rule if request.url_rule else None, "path": request.path,
+            "status": response.status_code, "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "subject": g.get("actor"),
+        }})
+    return response
+
+
+def init_app(app):
+    configure(app.config.get("LOG_LEVEL", "INFO"))
+    app.before_request(_start)
+    app.after_request(_log)

@@ -1,0 +1,16 @@
+"""One Redis client per app, created on first use (nothing connects at import or start-up).
+Short timeouts: a request must fail fast rather than hang on a dead Redis."""
+from flask import current_app
+from redis import Redis
+
+
+def redis_client():
+    """The app's Redis client, or None when REDIS_URL is not configured."""
+    url = current_app.config["REDIS_URL"]
+    if not url:
+        return None
+    client = current_app.extensions.get("credits.redis")
+    if client is None:
+        client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2, health_check_interval=30)
+        current_app.extensions["credits.redis"] = client
+    return client

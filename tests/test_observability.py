@@ -1,0 +1,108 @@
+"""Health, readiness, metrics and the per-request JSON log (in-process; the real gunicorn
+stack is in test_production_stack.py)."""
+import io
+import json
+import logging
+import re
+
+from flask_migrate import upgrade
+
+from credits_app.extensions import db
+from credits_app.logs import JsonFormatter
+from tests.conftest import _fresh_url, make_app, new_user
+from tests.services import free_port
+
+
+def test_healthz_needs_nothing(anon):
+    r = anon.get("/healthz")
+    assert r.status_code == 200 and r.get_json() == {"status": "ok"}
+
+
+def test_readyz_without_redis_configured(anon):
+    r = anon.get("/readyz")
+    assert r.status_code == 200
+    assert r.get_json() == {"status": "ready", "checks": {"database": "ok", "redis": "not_configured"}}
+
+
+def test_readyz_with_redis_up_and_down(backend, request, tmp_path, redis_url):
+    url = _fresh_url(backend, request, tmp_path)
+    up = make_app(url, REDIS_URL=redis_url)
+    assert up.test_client().get("/readyz").get_json()["checks"]["redis"] == "ok"
+    down = make_app(url, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    r = down.test_client().get("/readyz")
+    assert r.status_code == 503 and r.get_json()["status"] == "not_ready"
+    assert r.get_json()["checks"]["redis"].startswith("error") and r.get_json()["checks"]["database"] == "ok"
+    for a in (up, down):
+        with a.app_context():
+            db.engine.dispose()
+
+
+def test_readyz_reports_a_database_behind_the_migrations(pg_server):
+    pg_server.psql("postgres", "CREATE DATABASE behind")
+    app = make_app(pg_server.url("behind"))
+    with app.app_context():
+        upgrade(revision="0001")
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503 and "migrations not at head" in r.get_json()["checks"]["database"]
+    with app.app_context():
+        upgrade()
+    assert app.test_client().get("/readyz").status_code == 200
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_readyz_with_the_database_down(tmp_path):
+    app = make_app(f"postgresql://postgres@127.0.0.1:{free_port()}/nothing", DB_CONNECT_TIMEOUT="1")
+    r = app.test_client().get("/readyz")
+    assert r.status_code == 503 and r.get_json()["checks"]["database"].startswith("error")
+
+
+def _sample(text, name, **labels):
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            found = dict(re.findall(r'(\w+)="([^"]*)"', line.split(" ")[0]))
+            if all(found.get(k) == v for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_credit_operations(client, anon):
+    uid = new_user(client)
+    before = anon.get("/metrics").get_data(as_text=True)
+    client.post(f"/api/credits/{uid}/add", json={"amount": 5})
+    client.post(f"/api/credits/{uid}/deduct", json={"amount": 50})
+    client.post(f"/api/credits/{uid}/deduct", json={"amount": 2}, headers={"Idempotency-Key": "m1"})
+    client.post(f"/api/credits/{uid}/deduct", json={"amount": 2}, headers={"Idempotency-Key": "m1"})
+    after = anon.get("/metrics").get_data(as_text=True)
+
+    def delta(name, **labels):
+        return _sample(after, name, **labels) - _sample(before, name, **labels)
+
+    assert delta("credits_operations_total", kind="add", outcome="ok") == 1
+    assert delta("credits_operations_total", kind="deduct", outcome="refused") == 1
+    assert delta("credits_operations_total", kind="deduct", outcome="ok") == 1
+    assert delta("credits_operations_total", kind="deduct", outcome="replayed") == 1
+    assert delta("credits_insufficient_credits_total") == 1
+    assert delta("credits_http_requests_total", method="POST", route="/api/credits/<int:user_id>/deduct",
+                 status="200") == 2
+    assert delta("credits_http_request_duration_seconds_count", method="POST",
+                 route="/api/credits/<int:user_id>/add") == 1
+    assert "credits_daily_grant_last_success_timestamp_seconds" in after
+
+
+def test_one_json_log_line_per_request(client):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("credits.request")
+    logger.addHandler(handler)
+    try:
+        uid = new_user(client)
+        client.get(f"/api/credits/{uid}", headers={"X-Request-ID": "trace-42"})
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 2
+    line = lines[1]
+    assert line["request_id"] == "trace-42" and line["status"] == 200 and line["subject"] == "test-admin"
+    assert line["route"] == "/api/credits/<int:user_id>" and line["duration_ms"] >= 0 and line["msg"] == "request"
