@@ -84,14 +84,14 @@ def apply(sql, *, actor, name=None, dry_run=False):
     raises SQLAlchemy's OperationalError (503 at the edge). On any error nothing is applied."""
     if name is not None and not NAME.match(name):
         raise InvalidRequest("name must be 1-200 characters: letters, digits, _ . : - (not first)", name=name)
+    engine = db.engine
+    if engine.dialect.name != "postgresql":
+        raise NotSupportedOnSQLite()
     try:
         statements = schema_guard.check(sql)
     except schema_guard.Refused as e:
         raise SchemaChangeRefused(_refusal_message(e), statement=e.statement, statement_index=e.index,
                                   position=e.position, reason=e.reason) from None
-    engine = db.engine
-    if engine.dialect.name != "postgresql":
-        raise NotSupportedOnSQLite()
     digest, name = checksum(sql), name or derived_name(sql)
     config = current_app.config
     with engine.connect() as conn:

@@ -81,6 +81,8 @@ class UserOut(Schema):
     email = fields.String()
     name = fields.String()
     created_at = fields.DateTime()
+    attributes = fields.Dict(keys=fields.String(), metadata={
+        "description": "columns added to users by external schema updates, by name (JSON-typed)"})
 
 
 class UserListArgs(PageArgs):
