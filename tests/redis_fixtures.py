@@ -53,6 +53,7 @@ class RQProcesses:
         self.redis_url = redis_url
         self.log_dir = log_dir
         self.procs = []
+        self.defaults = {}  # extra environment for every process a test starts
 
     def env(self, database_url, **extra):
         from tests.conftest import TEST_SECRET
@@ -61,7 +62,7 @@ class RQProcesses:
         env.update({"DATABASE_URL": database_url, "REDIS_URL": self.redis_url, "TESTING": "true",
                     "JWT_SECRET_KEY": TEST_SECRET, "RATELIMIT_ENABLED": "false", "TZ": "UTC",
                     "RQ_QUEUE": QUEUE, "DAILY_GRANT_RETRY_DELAYS": "0,0,0", "PYTHONPATH": ROOT})
-        env.update({k: str(v) for k, v in extra.items()})
+        env.update({k: str(v) for k, v in {**self.defaults, **extra}.items()})
         return env
 
     def _start(self, name, cmd, env):
@@ -72,12 +73,14 @@ class RQProcesses:
         self.procs.append(proc)
         return proc
 
-    def worker(self, database_url, entry_point=False, **extra):
-        """`rq worker` (or the project's `python -m worker`) on the queue, forking per job."""
+    def worker(self, database_url, entry_point=False, with_scheduler=True, **extra):
+        """`rq worker` (or the project's `python -m worker`) on the queue, forking per job.
+        `with_scheduler` runs RQ's own scheduler (delayed retries) in a child process."""
         if entry_point:
             cmd = [sys.executable, "-m", "worker"]
         else:
-            cmd = [sys.executable, "-m", "rq.cli", "worker", "--url", self.redis_url, "--with-scheduler", QUEUE]
+            cmd = [sys.executable, "-m", "rq.cli", "worker", "--url", self.redis_url, QUEUE]
+            cmd += ["--with-scheduler"] if with_scheduler else []
         return self._start("worker", cmd, self.env(database_url, **extra))
 
     def rqscheduler(self, database_url, interval=1, **extra):

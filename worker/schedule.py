@@ -12,7 +12,7 @@ import sys
 import time
 from datetime import datetime, timezone
 
-JOB_ID = "credits:daily-grant"
+JOB_ID = "credits-daily-grant"
 TICK = "worker.jobs.daily_grant_tick"
 
 

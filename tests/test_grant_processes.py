@@ -1,0 +1,289 @@
+"""The daily grant with real processes: redis-server, `rqscheduler`, `rq worker` (and the
+project's `python -m worker` / `python -m worker.schedule`) against a real PostgreSQL.
+Every wait polls for an outcome; no test asserts on elapsed time."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+from rq_scheduler import Scheduler
+from sqlalchemy import text
+
+from credits_app import grants, ledger
+from credits_app.extensions import db
+from tests.conftest import LiveServer, client_as, token_for
+from tests.redis_fixtures import QUEUE, ROOT, wait_for
+from tests.test_daily_grant import add_users, balances, grant_rows
+from worker import schedule
+
+
+@pytest.fixture
+def app_env(redis_url):
+    return {"REDIS_URL": redis_url, "RQ_QUEUE": QUEUE, "DAILY_GRANT_CHUNK_SIZE": "10",
+            "DAILY_GRANT_RETRY_DELAYS": "0,0,0"}
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(rq_processes):
+    rq_processes.defaults["DAILY_GRANT_CHUNK_SIZE"] = 10
+
+
+@pytest.fixture
+def pg(pg_app):
+    with pg_app.app_context():
+        yield pg_app
+
+
+def db_url(app):
+    return app.config["SQLALCHEMY_DATABASE_URI"].replace("+psycopg2", "")
+
+
+def redis(app):
+    return Redis.from_url(app.config["REDIS_URL"])
+
+
+def idle(app):
+    """All queued and running jobs have finished (nothing failed for good)."""
+    conn = redis(app)
+    q = Queue(QUEUE, connection=conn)
+    return q.count == 0 and StartedJobRegistry(QUEUE, connection=conn).count == 0
+
+
+def done_runs():
+    return [r for r in grants.recent_runs() if r.status == "done"]
+
+
+def fire_soon(app, seconds=2):
+    """Register the real cron entry, then move its next fire to a few seconds from now."""
+    conn = redis(app)
+    job, _ = schedule.register(conn, "0 0 * * *", 5, QUEUE)
+    Scheduler(connection=conn).change_execution_time(job, datetime.now(timezone.utc) + timedelta(seconds=seconds))
+    return job
+
+
+def assert_granted_once(ids, amount=5, day=None):
+    assert balances() == {uid: amount for uid in ids}
+    rows = grant_rows(day or grants.recent_runs()[0].grant_date)
+    assert sorted(rows) == sorted(ids) and set(rows.values()) == {1}
+    assert ledger.verify() == []
+
+
+def test_rqscheduler_and_rq_worker_run_the_cron_entry_once(pg, rq_processes):
+    ids = add_users(35)
+    job = fire_soon(pg)
+    rq_processes.rqscheduler(db_url(pg))
+    rq_processes.worker(db_url(pg))
+    (run,) = wait_for(done_runs, "the scheduled grant to finish")
+    wait_for(lambda: idle(pg), "the queue to drain")
+    assert (run.users_credited, run.chunks_done, run.chunks_total) == (35, 4, 4)
+    assert_granted_once(ids)
+    assert FailedJobRegistry(QUEUE, connection=redis(pg)).count == 0
+    # The entry re-armed itself for the next UTC midnight, still under its one id.
+    scheduler = Scheduler(connection=redis(pg))
+    entries = list(scheduler.get_jobs(with_times=True))
+    assert [(j.id, t) for j, t in entries] == [(job.id, schedule.next_fire("0 0 * * *").replace(tzinfo=None))]
+
+
+def test_registration_is_idempotent_and_a_changed_setting_replaces_the_entry(redis_url):
+    conn = Redis.from_url(redis_url)
+    scheduler = Scheduler(connection=conn)
+    first, changed = schedule.register(conn, "0 0 * * *", 5, QUEUE)
+    assert changed
+    for _ in range(3):  # scheduler restarts
+        assert schedule.register(conn, "0 0 * * *", 5, QUEUE)[1] is False
+    assert [j.id for j in scheduler.get_jobs()] == [schedule.JOB_ID]
+    _, changed = schedule.register(conn, "30 0 * * *", 7, QUEUE)
+    (entry, when), = scheduler.get_jobs(with_times=True)
+    assert changed and entry.kwargs == {"amount": 7} and entry.meta["cron_string"] == "30 0 * * *"
+    assert (when.hour, when.minute) == (0, 30)
+
+
+def test_duplicates_two_schedulers_two_workers_and_double_enqueues(pg, rq_processes):
+    ids = add_users(40)
+    fire_soon(pg)
+    today = grants.utc_today()
+    for _ in range(2):  # a manual run of the same date, twice, on top of the cron fire
+        grants.enqueue_date(today)
+    url = db_url(pg)
+    rq_processes.rqscheduler(url)
+    rq_processes.rqscheduler(url)
+    rq_processes.worker(url)
+    rq_processes.worker(url, entry_point=True)
+    wait_for(lambda: done_runs() and idle(pg), "the grant to finish and the queue to drain")
+    # Every chunk again, twice, after the run finished: still nothing more.
+    run, _ = grants.start(today)
+    for _ in range(2):
+        grants.enqueue_chunks(run, [grants.Chunk(lo, lo + 10) for lo in range(min(ids), max(ids) + 1, 10)])
+    wait_for(lambda: idle(pg), "the duplicate chunk jobs to finish")
+    assert_granted_once(ids, day=today)
+    assert grants.get_run(today).users_credited == 40
+    assert FailedJobRegistry(QUEUE, connection=redis(pg)).count == 0
+
+
+def _children(pid):
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        kids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return kids
+
+
+def test_a_chunk_sigkilled_mid_run_is_retried_and_credits_once(pg, rq_processes):
+    ids = add_users(30)
+    blocker = db.engine.connect()
+    tx = blocker.begin()
+    victim = ids[15]  # in the second chunk
+    blocker.execute(text("SELECT credits FROM credits WHERE user_id = :u FOR UPDATE"), {"u": victim})
+    # Retries re-queue at once (delay 0), so no RQ scheduler child: the only child is the horse.
+    worker = rq_processes.worker(db_url(pg), with_scheduler=False)
+    grants.enqueue_date(grants.utc_today())
+
+    def blocked_grant():
+        with db.engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                     "AND query LIKE '%UPDATE credits AS c SET credits = c.credits +%'")).scalar()
+
+    wait_for(blocked_grant, "the chunk job to block inside its transaction")
+    (horse,) = wait_for(lambda: _children(worker.pid), "the work horse")
+    os.kill(horse, signal.SIGKILL)
+    assert grant_rows(grants.utc_today()).get(victim) is None  # nothing of that chunk committed
+    tx.rollback()
+    blocker.close()
+    wait_for(lambda: done_runs() and idle(pg), "the retried chunk to finish")
+    assert_granted_once(ids)
+    run = grants.recent_runs()[0]
+    assert (run.users_credited, run.chunks_done) == (30, 3)
+    with open(worker.log_path) as f:
+        assert "terminated unexpectedly" in f.read()
+    assert FailedJobRegistry(QUEUE, connection=redis(pg)).count == 0
+
+
+@pytest.mark.slow
+def test_api_traffic_during_a_large_grant_is_never_undone_or_doubled(pg, rq_processes, redis_url):
+    ids = add_users(20_000)
+    hot = ids[::1000]  # 20 users spread over every chunk
+    token = token_for(pg, "admin")
+    done = {uid: 0 for uid in hot}
+    stop = threading.Event()
+
+    def call(path, amount):
+        req = urllib.request.Request(f"{server.url}{path}", data=json.dumps({"amount": amount}).encode(),
+                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    def traffic(uid):
+        while not stop.is_set():
+            if call(f"/api/credits/{uid}/add", 3) == 200:
+                done[uid] += 3
+            if call(f"/api/credits/{uid}/deduct", 2) == 200:
+                done[uid] -= 2
+
+    url = db_url(pg)
+    with LiveServer(pg) as server:
+        threads = [threading.Thread(target=traffic, args=(uid,)) for uid in hot]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: all(done.values()), "traffic on every hot user before the grant")
+            grants.enqueue_date(grants.utc_today(), grants.queue())
+            rq_processes.worker(url, DAILY_GRANT_CHUNK_SIZE=500)
+            rq_processes.worker(url, DAILY_GRANT_CHUNK_SIZE=500)
+            wait_for(lambda: done_runs() and idle(pg), "the large grant to finish", timeout=180)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+    final = balances()
+    assert {uid: final[uid] for uid in hot} == {uid: 5 + done[uid] for uid in hot}
+    assert {final[uid] for uid in ids if uid not in done} == {5}
+    assert set(grant_rows(grants.utc_today()).values()) == {1}
+    assert ledger.verify() == []
+
+
+@pytest.mark.parametrize("tz", ["America/Los_Angeles", "Pacific/Kiritimati"])
+def test_the_grant_date_flips_at_utc_midnight_whatever_the_local_zone(pg, rq_processes, tz):
+    """A process whose local zone is far from UTC (TZ set for real) runs the cron tick one
+    second before and exactly at 00:00:00 UTC (the instant frozen by freezegun)."""
+    ids = add_users(12)
+    script = """
+import json, time
+from freezegun import freeze_time
+from worker import jobs, schedule
+from rq_scheduler.utils import get_next_scheduled_time
+out = {}
+for instant in ("2026-03-01 23:59:59", "2026-03-02 00:00:00"):
+    with freeze_time(instant):
+        out[instant] = {"started": jobs.daily_grant_tick(amount=5),
+                        "next_fire": schedule.next_fire("0 0 * * *").isoformat()}
+with freeze_time("2026-03-01 23:59:59"):
+    out["rq_scheduler_local"] = get_next_scheduled_time("0 0 * * *").isoformat()
+schedule._force_utc()  # what the scheduler process does first
+with freeze_time("2026-03-01 23:59:59"):
+    out["rq_scheduler_utc"] = get_next_scheduled_time("0 0 * * *").isoformat()
+print(json.dumps(out))
+"""
+    env = rq_processes.env(db_url(pg), TZ=tz)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["2026-03-01 23:59:59"] == {"started": ["2026-03-01"], "next_fire": "2026-03-02T00:00:00+00:00"}
+    assert out["2026-03-02 00:00:00"]["started"][-1] == "2026-03-02"
+    assert out["2026-03-02 00:00:00"]["next_fire"] == "2026-03-03T00:00:00+00:00"
+    # rq-scheduler reads cron in local time: wrong in this zone, right once TZ=UTC is forced.
+    assert out["rq_scheduler_local"] != "2026-03-02T00:00:00+00:00"
+    assert out["rq_scheduler_utc"] == "2026-03-02T00:00:00+00:00"
+    subprocess.run([sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", pg.config["REDIS_URL"], QUEUE],
+                   cwd=ROOT, env=env, check=True, capture_output=True)
+    assert [(str(r.grant_date), r.status, r.users_credited) for r in grants.recent_runs()] == [
+        ("2026-03-02", "done", 12), ("2026-03-01", "done", 12)]
+    assert balances() == {uid: 10 for uid in ids} and ledger.verify() == []
+
+
+def test_scheduler_process_catches_up_a_date_missed_while_down(pg, rq_processes):
+    ids = add_users(15)
+    today = grants.utc_today()
+    grants.run_date(today - timedelta(days=3))  # granting worked, then everything was down
+    url = db_url(pg)
+    rq_processes.scheduler(url, DAILY_GRANT_CATCHUP_DAYS=2)  # registers the entry, queues catch-up
+    rq_processes.worker(url, entry_point=True)
+    wait_for(lambda: len(done_runs()) == 3 and idle(pg), "the missed dates to be granted")
+    granted = [r.grant_date for r in grants.recent_runs()]
+    # today - 2 and today - 1 are caught up; today waits for its midnight fire.
+    assert granted == [today - timedelta(days=1), today - timedelta(days=2), today - timedelta(days=3)]
+    assert balances() == {uid: 15 for uid in ids} and ledger.verify() == []
+    assert [j.id for j in Scheduler(connection=redis(pg)).get_jobs()] == [schedule.JOB_ID]
+
+
+def test_api_enqueues_a_date_and_the_worker_runs_it(pg, rq_processes):
+    ids = add_users(5)
+    client = client_as(pg, "admin")
+    response = client.post("/api/grants/daily/run", json={"date": "2026-03-01"})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["date"] == "2026-03-01" and Queue(QUEUE, connection=redis(pg)).fetch_job(body["job_id"])
+    default = client.post("/api/grants/daily/run", json={})
+    assert default.status_code == 202 and default.get_json()["date"] == str(grants.utc_today())
+    rq_processes.worker(db_url(pg), entry_point=True)
+    wait_for(lambda: len(done_runs()) == 2 and idle(pg), "both dates to be granted")
+    items = client.get("/api/grants/daily").get_json()["items"]
+    assert [(i["grant_date"], i["status"], i["users_credited"]) for i in items] == [
+        (str(grants.utc_today()), "done", 5), ("2026-03-01", "done", 5)]
+    assert balances() == {uid: 10 for uid in ids}
