@@ -28,7 +28,10 @@ logconfig_dict = {
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "credits_app.logs.JsonFormatter"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
-    "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
+    # gunicorn merges this over its defaults shallowly: name every logger its defaults name.
+    "root": {"handlers": ["stderr"], "level": "INFO"},
+    "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False},
+                "gunicorn.access": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
 }
 
 # Prometheus multiprocess mode: every worker writes samples to files in this directory,

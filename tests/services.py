@@ -122,3 +122,50 @@ class Redis:
     def destroy(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Web:
+    """The `web` process exactly as the Procfile runs it: gunicorn with gunicorn.conf.py."""
+
+    def __init__(self, env, port=None, log_path=None):
+        self.port = port or free_port()
+        self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "TZ": "UTC", **env}
+        self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.log_path = log_path or tempfile.mktemp(prefix="credits-web-", suffix=".log")
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=30):
+        import sys
+        import urllib.request
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServiceError(f"gunicorn exited: {open(self.log_path).read()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.1)
+        raise ServiceError("gunicorn did not become healthy")
+
+    def stop(self, timeout=40):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
