@@ -5,12 +5,15 @@ the allow-list is refused even if nobody thought to name it. Pure: no database, 
 
 What is allowed (all objects live in schema `public`, none temporary):
 - CREATE TABLE (not AS SELECT, not inheriting from / partition of a core table),
-  CREATE INDEX (not CONCURRENTLY; not UNIQUE on a core table), CREATE VIEW,
+  CREATE INDEX (not CONCURRENTLY; on a core table only plain, non-unique column indexes: an
+  expression, predicate or uniqueness could make the service's own writes fail), CREATE VIEW,
   CREATE SEQUENCE, CREATE TYPE (enum / composite), CREATE DOMAIN, ALTER TYPE ... ADD VALUE,
   COMMENT ON.
 - ALTER TABLE ... ADD COLUMN / ADD CONSTRAINT / ALTER COLUMN ... SET DEFAULT on non-core
-  tables. Of the core tables only `users` takes them, and only on columns that are not its
-  own (those surface as `attributes` in the users API); a NOT NULL column needs a DEFAULT.
+  tables. Of the core tables only `users` takes new columns (they surface as `attributes` in
+  the users API), with no constraint that could refuse a new user: NULL-able or with a DEFAULT
+  (or IDENTITY); no CHECK/UNIQUE/FOREIGN KEY, no generated expression, no ADD CONSTRAINT.
+  SET DEFAULT on those added columns is allowed, never on users' own columns.
 - Expressions (defaults, checks, index expressions, view bodies) may call only the built-in
   functions in SAFE_FUNCTIONS: a default is evaluated for every existing row when a column is
   added, so a function call there is code running at apply time.
@@ -216,8 +219,12 @@ def _create_index(node):
     name = _check_relation(node.relation)
     if node.concurrent:
         raise _Deny("CREATE INDEX CONCURRENTLY cannot run inside the update's transaction")
-    if is_core(name) and (node.unique or node.primary):
-        raise _Deny(f"a UNIQUE index would add a constraint to the service's table {name}")
+    if is_core(name):
+        if node.unique or node.primary:
+            raise _Deny(f"a UNIQUE index would add a constraint to the service's table {name}")
+        if node.whereClause is not None or any(p.expr is not None for p in node.indexParams):
+            raise _Deny(f"indexes on the service's table {name} must be on plain columns: an expression or "
+                        "predicate is evaluated on every write and could make it fail")
 
 
 def _create_view(node):
@@ -274,7 +281,8 @@ def _alter_table(node):
             _add_column(cmd.def_, core)
         elif cmd.subtype == AlterTableType.AT_AddConstraint:
             if core:
-                _core_constraint(cmd.def_)
+                raise _Deny(f"constraints may not be added to the service's table {table}: one could refuse "
+                            "new users")
         elif cmd.subtype == AlterTableType.AT_ColumnDefault:
             if cmd.def_ is None:
                 raise _Deny("DROP DEFAULT is not additive")
@@ -294,30 +302,13 @@ def _add_column(column, core):
     if ConstrType.CONSTR_NOTNULL in kinds and not fills_itself:
         raise _Deny("a NOT NULL column on users needs a DEFAULT, or creating users would fail")
     for constraint in column.constraints or ():
-        if constraint.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_EXCLUSION):
-            raise _Deny("users already has its primary key; exclusion constraints are not allowed on it")
-        if constraint.contype == ConstrType.CONSTR_CHECK:
-            _no_core_columns(constraint.raw_expr)
+        if constraint.contype not in _HARMLESS_ON_USERS:
+            raise _Deny(f"a {constraint.contype.name.removeprefix('CONSTR_')} constraint on a users column could "
+                        "refuse new users (or, generated, fail on their data); add the column without it")
 
 
-def _core_constraint(constraint):
-    if constraint.contype not in (ConstrType.CONSTR_CHECK, ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_FOREIGN):
-        raise _Deny(f"{constraint.contype.name.removeprefix('CONSTR_')} constraints are not allowed on users")
-    if constraint.indexname:
-        raise _Deny("constraints USING INDEX are not allowed on users")
-    columns = [n.sval for n in (constraint.keys or ()) + (constraint.fk_attrs or ())]
-    touched = [c for c in columns if c.lower() in USERS_CORE_COLUMNS]
-    if touched:
-        raise _Deny(f"constraints on the service's own users columns ({', '.join(touched)}) are not allowed")
-    _no_core_columns(constraint.raw_expr)
-
-
-def _no_core_columns(expr):
-    for child in _walk(expr):
-        if isinstance(child, ast.ColumnRef):
-            names = [getattr(f, "sval", "*") for f in child.fields]
-            if names[-1] == "*" or names[-1].lower() in USERS_CORE_COLUMNS:
-                raise _Deny(f"a check on the service's own users column {names[-1]} is not allowed")
+_HARMLESS_ON_USERS = {ConstrType.CONSTR_NULL, ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_DEFAULT,
+                      ConstrType.CONSTR_IDENTITY}
 
 
 _ALLOWED = {
