@@ -82,6 +82,20 @@ def load(env, instance_path):
         "OPENAPI_VERSION": "3.0.3",
         "OPENAPI_URL_PREFIX": "/",
         "OPENAPI_JSON_PATH": "openapi.json",
+        # Served from credits_app/static/vendor (no CDN at run time).
+        "OPENAPI_SWAGGER_UI_PATH": "/docs",
+        "OPENAPI_SWAGGER_UI_URL": "/static/vendor/swagger-ui/",
+        "OPENAPI_SWAGGER_UI_CONFIG": {"persistAuthorization": True, "displayRequestDuration": True},
+        "OPENAPI_REDOC_PATH": "/redoc",
+        "OPENAPI_REDOC_URL": "/static/vendor/redoc/redoc.standalone.js",
+        "API_SPEC_OPTIONS": {
+            "info": {"description": "Credit balances with an append-only ledger. Every /api call needs "
+                                    "`Authorization: Bearer <jwt>`; errors have one shape: "
+                                    "`{\"error\": {\"code\", \"message\", \"details\"}}`."},
+            "components": {"securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                                              "bearerFormat": "JWT"}}},
+            "security": [{"bearerAuth": []}],
+        },
         **_daily_grant(env, max_amount),
     }
 
