@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app wsgi
 export TZ := UTC
 
-.PHONY: run test schema lint clean
+.PHONY: run test schema lint clean bench-grant
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,3 +32,7 @@ schema: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache
+
+## bench-grant: daily grant over 100k and 1M users on a durable throwaway PostgreSQL vs the bare-SQL floor
+bench-grant: $(BIN)/.installed
+	$(BIN)/python bench/grant_bench.py $(BENCH_ARGS)

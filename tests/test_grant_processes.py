@@ -175,7 +175,7 @@ def test_a_chunk_sigkilled_mid_run_is_retried_and_credits_once(pg, rq_processes)
 @pytest.mark.slow
 def test_api_traffic_during_a_large_grant_is_never_undone_or_doubled(pg, rq_processes, redis_url):
     ids = add_users(20_000)
-    hot = ids[::1000]  # 20 users spread over every chunk
+    hot = ids[::2500]  # 8 users spread over the chunks
     token = token_for(pg, "admin")
     done = {uid: 0 for uid in hot}
     stop = threading.Event()
@@ -204,8 +204,8 @@ def test_api_traffic_during_a_large_grant_is_never_undone_or_doubled(pg, rq_proc
         try:
             wait_for(lambda: all(done.values()), "traffic on every hot user before the grant")
             grants.enqueue_date(grants.utc_today(), grants.queue())
-            rq_processes.worker(url, DAILY_GRANT_CHUNK_SIZE=500)
-            rq_processes.worker(url, DAILY_GRANT_CHUNK_SIZE=500)
+            rq_processes.worker(url, entry_point=True, DAILY_GRANT_CHUNK_SIZE=2000)
+            rq_processes.worker(url, entry_point=True, DAILY_GRANT_CHUNK_SIZE=2000)
             wait_for(lambda: done_runs() and idle(pg), "the large grant to finish", timeout=180)
         finally:
             stop.set()

@@ -1,0 +1,115 @@
+"""Benchmark (not a test): the daily grant over 100,000 and 1,000,000 users on a DURABLE
+throwaway PostgreSQL, against the floor of a bare `UPDATE credits SET credits = credits + 5`
+plus a ledger `INSERT ... SELECT` over the same rows in the same run.
+
+    .venv/bin/python bench/grant_bench.py [N ...]      (make bench-grant)
+
+The grant runs in its own process (as a job would: the same code the worker runs, chunk
+after chunk, DAILY_GRANT_CHUNK_SIZE users each); its peak RSS comes from wait4()."""
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import psycopg2  # noqa: E402
+
+from tests.services import Postgres  # noqa: E402
+
+JOB = """
+import sys, time
+from credits_app import create_app, grants
+app = create_app()
+with app.app_context():
+    t = time.perf_counter()
+    run = grants.run_date(sys.argv[1])
+    print(f"{time.perf_counter() - t:.3f} {run.users_credited} {run.chunks_total}")
+"""
+FLOOR = """
+WITH upd AS (UPDATE credits SET credits = credits + 5, last_updated = now() RETURNING user_id, credits)
+INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, grant_date, created_at)
+SELECT user_id, 'daily_grant', 5, credits, 'floor', 'bench', %s, now() FROM upd"""
+
+
+def env_for(url):
+    return dict(os.environ, DATABASE_URL=url, TESTING="true", TZ="UTC", PYTHONPATH=ROOT,
+                JWT_SECRET_KEY="bench-only-secret-key-of-sufficient-length-0123456789")
+
+
+def migrate(url):
+    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env_for(url),
+                   check=True, capture_output=True)
+
+
+def run_job(url, day):
+    """The grant in a fresh process: (seconds inside the job, wall seconds, peak RSS MiB, credited)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", JOB, day], cwd=ROOT, env=env_for(url),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, rusage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    out, err = proc.stdout.read(), proc.stderr.read()
+    if status != 0:
+        raise SystemExit(f"grant job failed:\n{err}")
+    seconds, credited, chunks = out.split()
+    return float(seconds), wall, rusage.ru_maxrss / 1024, int(credited), int(chunks)
+
+
+def sql(conn, statement, *args):
+    with conn.cursor() as cur:
+        t = time.perf_counter()
+        cur.execute(statement, args or None)
+        conn.commit()
+        return time.perf_counter() - t, cur.rowcount
+
+
+def vacuum(conn):
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("VACUUM ANALYZE")
+    conn.autocommit = False
+
+
+def bench(server, n):
+    name = f"bench_{n}"
+    url = server.createdb(name)
+    migrate(url)
+    conn = psycopg2.connect(server.url(name))
+    sql(conn, "INSERT INTO users (email, name) SELECT 'u' || i || '@example.com', 'U' FROM generate_series(1, %s) i", n)
+    sql(conn, "INSERT INTO credits (user_id, credits, last_updated) SELECT user_id, 0, now() FROM users")
+    vacuum(conn)
+    floor1, rows = sql(conn, FLOOR, "2026-01-01")
+    assert rows == n
+    vacuum(conn)
+    job_s, wall_s, rss, credited, chunks = run_job(url, "2026-01-02")
+    assert credited == n, credited
+    vacuum(conn)
+    floor2, _ = sql(conn, FLOOR, "2026-01-03")
+    rerun_s, _, _, again, _ = run_job(url, "2026-01-02")  # idempotent re-run: nothing left to do
+    assert again == n
+    vacuum(conn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM credits WHERE credits <> 15")
+        assert cur.fetchone()[0] == 0, "every user must hold exactly 3 x 5 credits"
+    conn.close()
+    floor = (floor1 + floor2) / 2
+    print(f"{n:>9,} users  grant {job_s:6.2f} s in the job ({wall_s:6.2f} s with process start, {chunks} chunks)"
+          f"  floor {floor:6.2f} s ({floor1:.2f}/{floor2:.2f})  ratio {job_s / floor:4.2f}x"
+          f"  peak RSS {rss:6.1f} MiB  re-run of a done date {rerun_s:5.2f} s", flush=True)
+
+
+def main():
+    sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
+    server = Postgres(durable=True).start()  # fsync on: figures worth reporting
+    try:
+        print(f"PostgreSQL durable, chunk size {os.environ.get('DAILY_GRANT_CHUNK_SIZE', '20000 (default)')}")
+        for n in sizes:
+            bench(server, n)
+    finally:
+        server.destroy()
+
+
+if __name__ == "__main__":
+    main()
