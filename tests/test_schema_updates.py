@@ -430,3 +430,38 @@ def test_sqlite_reads_the_schema_but_does_not_apply(sqlite_admin):
     assert sqlite_admin.get("/api/schema/changes").get_json() == {"items": [], "next_cursor": None}
     user_id = new_user(sqlite_admin)
     assert sqlite_admin.get(f"/api/users/{user_id}").get_json()["attributes"] == {}
+
+
+def test_statement_timeout_bounds_a_statement_and_applies_nothing(pg_server):
+    pg_server.psql("postgres", "CREATE DATABASE statement_timeout_db TEMPLATE template_credits")
+    app = make_app(pg_server.url("statement_timeout_db"), SCHEMA_LOCK_TIMEOUT_MS="60000",
+                   SCHEMA_STATEMENT_TIMEOUT_MS="300")
+    blocker = psycopg2.connect(dsn(app))
+    try:
+        with blocker.cursor() as cur:
+            cur.execute("SELECT count(*) FROM users")  # holds a lock the ALTER needs, past statement_timeout
+        r = apply(client_as(app, "admin"), "CREATE TABLE side (x int); ALTER TABLE users ADD COLUMN slow int")
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert r.status_code == 422
+    error = r.get_json()["error"]
+    assert error["details"]["sqlstate"] == "57014" and "statement_timeout" in error["message"]
+    assert query(app, "SELECT to_regclass('side')") == [(None,)]
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_only_admins_may_apply_or_read(pg_app):
+    for role in ("service", "user"):
+        client = client_as(pg_app, role, user_id=1 if role == "user" else None)
+        assert apply(client, "CREATE TABLE t (x int)").status_code == 403
+        assert client.get("/api/schema").status_code == 403
+        assert client.get("/api/schema/changes").status_code == 403
+    assert pg_app.test_client().get("/api/schema").status_code == 401
+    assert query(pg_app, "SELECT to_regclass('t')") == [(None,)]
+
+
+def test_openapi_documents_the_endpoints(pg_app):
+    paths = pg_app.test_client().get("/openapi.json").get_json()["paths"]
+    assert {"/api/schema/apply", "/api/schema", "/api/schema/changes"} <= set(paths)
