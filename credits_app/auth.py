@@ -27,6 +27,7 @@ RULES = {
     "grants:run": {"admin"},
     "schema:read": {"admin"},
     "schema:apply": {"admin"},
+    "tokens:issue": {"admin"},
     "tokens:revoke": {"admin"},
     "auth:whoami": {"admin", "service", "user"},
 }

@@ -305,3 +305,16 @@ def test_wsgi_refuses_to_start_without_a_real_secret(tmp_path, secret, why):
                             cwd=str(__import__("pathlib").Path(__file__).parent.parent))
     assert result.returncode != 0
     assert "JWT_SECRET_KEY" in result.stderr and why in result.stderr
+
+
+def test_admin_issues_tokens_over_the_api(app):
+    admin = client_as(app)
+    r = admin.post("/api/auth/tokens", json={"role": "user", "sub": "user-7", "user_id": 7, "ttl_seconds": 600})
+    assert r.status_code == 201
+    body = r.get_json()
+    claims = pyjwt.decode(body["token"], TEST_SECRET, algorithms=["HS256"])
+    assert claims["role"] == "user" and claims["user_id"] == 7 and claims["jti"] == body["jti"]
+    assert claims["exp"] - claims["iat"] == 600
+    assert admin.post("/api/auth/tokens", json={"role": "user", "sub": "u"}).status_code == 422
+    assert admin.post("/api/auth/tokens", json={"role": "root", "sub": "u"}).status_code == 422
+    assert client_as(app, "service").post("/api/auth/tokens", json={"role": "admin", "sub": "x"}).status_code == 403

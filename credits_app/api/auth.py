@@ -2,10 +2,27 @@
 from marshmallow import Schema, fields, validate
 
 from .. import tokens
-from ..auth import current_actor, current_claims, require
+from ..auth import ROLES, current_actor, current_claims, require
 from .common import Blueprint
+from .schemas import NO_NUL, ErrorOut
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Tokens: inspect and revoke")
+
+
+class IssueIn(Schema):
+    role = fields.String(required=True, validate=validate.OneOf(ROLES))
+    sub = fields.String(required=True, validate=[validate.Length(min=1, max=200), NO_NUL])
+    user_id = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=2**63 - 1))
+    ttl_seconds = fields.Integer(load_default=None, validate=validate.Range(min=60, max=90 * 86400))
+
+
+class IssueOut(Schema):
+    token = fields.String()
+    jti = fields.String()
+    role = fields.String()
+    sub = fields.String()
+    user_id = fields.Integer(allow_none=True)
+    expires_at = fields.Integer(metadata={"description": "unix time"})
 
 
 class RevokeIn(Schema):
@@ -33,6 +50,19 @@ class WhoAmIOut(Schema):
 def whoami():
     """The claims of the calling token."""
     return current_claims()
+
+
+@blp.route("/tokens", methods=["POST"])
+@require("tokens:issue")
+@blp.arguments(IssueIn)
+@blp.response(201, IssueOut)
+@blp.alt_response(422, schema=ErrorOut)
+def issue(body):
+    """Mint a token (HS256), as `flask auth issue-token` does. Revoke it by its jti."""
+    token, claims = tokens.issue(body["role"], body["sub"], user_id=body.get("user_id"),
+                                 ttl_seconds=body["ttl_seconds"])
+    return {"token": token, "jti": claims["jti"], "role": claims["role"], "sub": claims["sub"],
+            "user_id": claims.get("user_id"), "expires_at": claims["exp"]}
 
 
 @blp.route("/revoke", methods=["POST"])
