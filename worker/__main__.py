@@ -18,8 +18,7 @@ def main():
 
     from worker import jobs
 
-    jobs.preload()  # also validates the configuration before taking any job
-    config = jobs._app.config
+    config = jobs.preload().config
     if not config["REDIS_URL"]:
         sys.exit("REDIS_URL is not set: the worker needs Redis")
     connection = Redis.from_url(config["REDIS_URL"])

@@ -25,8 +25,10 @@ def _context():
 
 
 def preload():
-    """Build the app in the worker's parent process so each forked horse starts warm."""
+    """Build the app in the worker's parent process so each forked horse starts warm.
+    Returns the app (its config is validated here: a bad value stops the worker)."""
     _context()
+    return _app
 
 
 def daily_grant_tick(amount=None):
