@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app wsgi
 export TZ := UTC
 
-.PHONY: run test schema lint clean bench-grant
+.PHONY: run test schema lint clean postman postman-examples bench-grant
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -23,8 +23,25 @@ run: $(BIN)/.installed .env
 	echo "JWT_SECRET_KEY=$$($(PY) -c 'import secrets; print(secrets.token_urlsafe(48))')" > $@
 
 ## test: the whole suite against SQLite and a throwaway real PostgreSQL it starts itself
-test: $(BIN)/.installed
+test: $(BIN)/.installed postman/node_modules/.installed
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# newman (pinned in postman/package-lock.json) runs the Postman collection in the tests.
+postman/node_modules/.installed: postman/package-lock.json
+	npm ci --prefix postman --no-audit --no-fund --silent
+	touch $@
+
+## postman: run the collection against a running service (BASE_URL, ADMIN_TOKEN; defaults:
+## http://127.0.0.1:8000 and a fresh admin token from this checkout's .env)
+postman: $(BIN)/.installed postman/node_modules/.installed
+	postman/node_modules/.bin/newman run postman/credits.postman_collection.json \
+	  -e postman/credits.postman_environment.json --env-var baseUrl=$${BASE_URL:-http://127.0.0.1:8000} \
+	  --env-var adminToken=$${ADMIN_TOKEN:-$$($(FLASK) auth issue-token --role admin --sub postman 2>/dev/null)}
+
+## postman-examples: rebuild the collection with example responses from a real-stack run
+postman-examples: $(BIN)/.installed postman/node_modules/.installed
+	POSTMAN_REPORT=/tmp/credits-newman.json $(BIN)/python -m pytest -q tests/test_postman.py
+	$(BIN)/python postman/build_collection.py --examples /tmp/credits-newman.json
 
 ## schema: regenerate schema.sql from the migrations
 schema: $(BIN)/.installed
