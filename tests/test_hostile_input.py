@@ -99,3 +99,34 @@ def test_surrogate_pairs_and_escaped_backslashes_are_ordinary_text(client, uid):
     r = raw_json(client, "POST", f"/api/credits/{uid}/add", b'{"amount": 1, "reason": "\\uD83D\\uDE00 \\\\ud800"}')
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["entry"]["reason"] == "\U0001F600 \\ud800"
+
+
+# --- NUL characters: PostgreSQL text cannot hold them ---------------------------------------
+
+def test_nul_in_any_body_field_is_422(app, client, uid):
+    """Injected: "\\u0000" inside each body string field (and a key). Before the fix, the
+    revoke endpoint's jti/reason reached psycopg2 and answered 500 on PostgreSQL.
+    Observed: 422 validation_error naming the field; nothing stored."""
+    before = snapshot(app)
+    for method, path, template in body_targets(uid):
+        r = raw_json(client, method, path, (template % '"a\\u0000b"').encode())
+        err = assert_error(r, 422, "validation_error")
+        assert err["details"].get("fields"), err
+    assert_error(raw_json(client, "POST", f"/api/credits/{uid}/add", b'{"amount": 1, "re\\u0000ason": "x"}'), 422)
+    assert snapshot(app) == before
+
+
+@pytest.mark.parametrize("query", ["/api/users?email=a%00b@example.com", "/api/users?cursor=%00",
+                                   "/api/users?limit=1%00", "/api/credits/{uid}/transactions?cursor=v1%00",
+                                   "/api/credits/{uid}/transactions?limit=%00", "/api/grants/daily?limit=%00",
+                                   "/api/schema/changes?cursor=%00"])
+def test_nul_in_any_query_parameter_is_422(app, client, uid, query):
+    """Injected: %00 in each query parameter. Before the fix, ?email= with a NUL answered 500
+    on PostgreSQL. Observed: 422 naming the parameter."""
+    before = snapshot(app)
+    r = client.get(query.format(uid=uid))
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite") and query.startswith("/api/schema"):
+        assert r.status_code == 200 or 400 <= r.status_code < 500
+        return
+    assert_error(r, 422, "validation_error")
+    assert snapshot(app) == before

@@ -9,13 +9,15 @@ from webargs import core
 from webargs.flaskparser import FlaskParser
 
 from ..errors import UnsupportedMediaType, parse_json_body
-from ..exceptions import DomainError
+from ..exceptions import DomainError, InvalidRequest
 
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII: no spaces, CR/LF or NUL
 
 
 class StrictParser(FlaskParser):
-    """A body must be JSON (415 otherwise) and strictly valid JSON (400 otherwise)."""
+    """A body must be JSON (415 otherwise) and strictly valid JSON (400 otherwise). No string
+    in the body or the query may hold a NUL (422): PostgreSQL text cannot store one, so
+    refusing it here covers every field, present and future, before it reaches the driver."""
 
     def _raw_load_json(self, req):
         raw = req.get_data(cache=True)
@@ -23,7 +25,30 @@ class StrictParser(FlaskParser):
             return core.missing
         if not req.is_json:
             raise UnsupportedMediaType(req.content_type or "")
-        return parse_json_body(raw)
+        value = parse_json_body(raw)
+        if b"\\u0000" in raw:  # a raw NUL byte is already invalid JSON; only the escape gets here
+            _refuse_nul(value, "json")
+        return value
+
+    def load_querystring(self, req, schema):
+        for name, value in req.args.items(multi=True):
+            _refuse_nul(value, name)
+        return super().load_querystring(req, schema)
+
+
+def _refuse_nul(value, where):
+    stack = [(where, value)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidRequest("text must not contain NUL characters",
+                                     fields={where: ["must not contain NUL characters"]})
+        elif isinstance(value, dict):
+            stack.extend((k, k) for k in value)
+            stack.extend(value.items())
+        elif isinstance(value, list):
+            stack.extend((where, v) for v in value)
 
 
 class Blueprint(SmorestBlueprint):
