@@ -130,3 +130,16 @@ def test_nul_in_any_query_parameter_is_422(app, client, uid, query):
         return
     assert_error(r, 422, "validation_error")
     assert snapshot(app) == before
+
+
+# --- duplicate keys: parsers disagree on which one wins -------------------------------------
+
+@pytest.mark.parametrize("raw", [b'{"amount": 1, "amount": 1000000}', b'{"amount": 5, "reason": "a", "reason": "b"}',
+                                 b'{"amount": 5, "reason": {"x": 1, "x": 2}}'])
+def test_duplicate_keys_are_400(app, client, uid, raw):
+    """Injected: the same key twice. Before the fix the last one silently won (an add of
+    1,000,000 where a proxy that keeps the first key saw 1). Observed: 400 malformed_json."""
+    before = snapshot(app)
+    for op in ("add", "deduct"):
+        assert_error(raw_json(client, "POST", f"/api/credits/{uid}/{op}", raw), 400, "malformed_json")
+    assert snapshot(app) == before
