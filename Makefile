@@ -50,6 +50,15 @@ schema: $(BIN)/.installed
 clean:
 	rm -rf $(VENV) instance .pytest_cache
 
+## bench: HTTP benchmark (service vs the bare-WSGI and pgbench floors, bench/http_bench.py; BENCH_ARGS
+## e.g. "--duration 15 --users 10000") then the daily grant at BENCH_GRANT_SIZES users (default 100000;
+## make bench-grant runs 100k and 1M). Needs wrk (installed here with apt-get if missing).
+BENCH_GRANT_SIZES ?= 100000
+bench: $(BIN)/.installed
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python bench/http_bench.py $(BENCH_ARGS)
+	$(BIN)/python bench/grant_bench.py $(BENCH_GRANT_SIZES)
+
 ## bench-grant: daily grant over 100k and 1M users on a durable throwaway PostgreSQL vs the bare-SQL floor
 bench-grant: $(BIN)/.installed
 	$(BIN)/python bench/grant_bench.py $(BENCH_ARGS)

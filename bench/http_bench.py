@@ -1,0 +1,455 @@
+"""HTTP benchmark (not a test: it prints figures and never asserts speed).
+
+    .venv/bin/python bench/http_bench.py [--users 10000] [--duration 12] [--concurrency 32]
+    (make bench)
+
+Starts its own stack: a DURABLE throwaway PostgreSQL (fsync and synchronous_commit on, the
+defaults), a redis-server, and two gunicorns with the checked-in gunicorn.conf.py:
+  - the service (wsgi:app) with auth, validation, ledger, request log, metrics and the rate
+    limiter all ON; the limit is raised to 1,000,000/second per subject so it is counted in
+    Redis on every request (the production cost) but never refuses the offered load;
+  - the bare-WSGI floor (bench/bare_wsgi.py) on a copy of the same database.
+Loads N users with INSERT ... SELECT generate_series (each with a seed ledger entry), then for
+each phase (balance read, add, deduct over random users, deduct on ONE hot user, mixed 80%
+reads) runs, back to back at the same concurrency:
+  1. pgbench -M prepared with a custom script of exactly the hot-path statement (the floor
+     database's own ceiling),
+  2. wrk against the bare-WSGI floor,
+  3. wrk against the service.
+CPU of the app, PostgreSQL and the load generator is sampled from /proc per phase. After each
+run against the service the database is cross-checked against the successful responses
+(ledger rows by kind, sum of balances, the hot user's balance), and at the end
+`flask credits verify` must find no drift and no balance may be negative.
+Writes bench/out/http.md and bench/out/http.json and prints the table."""
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import psycopg2  # noqa: E402
+
+from tests.services import Postgres, Redis, free_port  # noqa: E402
+
+LUA = os.path.join(ROOT, "bench", "credits.lua")
+SECRET = "bench-only-jwt-secret-of-sufficient-length-0123456789abcdef"
+SEED_BALANCE = 1_000           # every random user: enough that deducts of 1 rarely refuse
+HOT_BALANCE = 1_000_000_000    # user 1, the hot user: never runs out within a phase
+PHASES = ("read", "add", "deduct", "hot", "mixed")
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+# --- stack --------------------------------------------------------------------------------
+
+def flask_env(url, redis_url, extra=None):
+    env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, JWT_SECRET_KEY=SECRET, TZ="UTC",
+               RATELIMIT_DEFAULT="1000000/second", PYTHONPATH=ROOT)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(extra or {})
+    return env
+
+
+def flask(env, *args):
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+
+
+def load_users(pg, dbname, n):
+    """N users, each with a balance and the seed ledger entry that explains it."""
+    pg.psql(dbname, f"""
+        INSERT INTO users (email, name) SELECT 'u' || i || '@example.com', 'U' || i FROM generate_series(1, {n}) i;
+        INSERT INTO credits (user_id, credits, last_updated)
+            SELECT user_id, CASE WHEN user_id = 1 THEN {HOT_BALANCE} ELSE {SEED_BALANCE} END, now() FROM users;
+        INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, created_at)
+            SELECT user_id, 'add', credits, credits, 'bench seed', 'bench-seed', now() FROM credits;
+        VACUUM ANALYZE;""")
+
+
+class Gunicorn:
+    def __init__(self, name, app, env, log_path, probe):
+        self.name, self.port = name, free_port()
+        self.env = dict(env, HOST="127.0.0.1", PORT=str(self.port))
+        self.app, self.log_path, self.probe = app, log_path, probe
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, token):
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
+                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} gunicorn exited:\n{open(self.log_path).read()[-3000:]}")
+            try:
+                req = urllib.request.Request(self.url + self.probe, headers={"Authorization": f"Bearer {token}"})
+                with urllib.request.urlopen(req, timeout=1):
+                    return self
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"{self.name} did not answer {self.probe}")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc:
+            self.log.close()
+
+
+# --- CPU accounting -------------------------------------------------------------------------
+
+def _stat(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # after the comm: state ppid ... utime(11) stime(12) cutime(13) cstime(14) (0-based from state)
+    return int(fields[1]), [int(x) for x in fields[11:15]]
+
+
+def tree_cpu(root):
+    """CPU seconds used so far by `root` and every live descendant, plus what its reaped
+    children used (the root's cutime/cstime), so processes that came and went count too."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stats[int(entry)] = _stat(entry)
+            except (OSError, IndexError):
+                pass
+    children = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            utime, stime, cutime, cstime = stats[pid][1]
+            total += utime + stime + (cutime + cstime if pid == root else 0)
+        todo.extend(children.get(pid, []))
+    return total / CLK
+
+
+def run_measured(cmd, roots, env=None):
+    """Run a load generator; return (stdout, wall s, {name: CPU s of that process tree})."""
+    before = {name: tree_cpu(pid) for name, pid in roots.items()}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - start
+    after = {name: tree_cpu(pid) for name, pid in roots.items()}
+    if proc.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed ({proc.returncode}):\n{err}\n{out}")
+    return out, wall, {name: after[name] - before[name] for name in roots}
+
+
+def children_cpu():
+    r = os.times()
+    return r.children_user + r.children_system
+
+
+# --- load generators ------------------------------------------------------------------------
+
+def wrk(target_url, phase, args, token, roots, workdir):
+    out_json = os.path.join(workdir, f"wrk-{phase}.json")
+    cmd = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.concurrency), "-d", f"{args.duration}s",
+           "--timeout", "10s", "--latency", "-s", LUA, target_url, "--", phase, str(args.users)]
+    gen_before = children_cpu()
+    _, wall, cpu = run_measured(cmd, roots, env=dict(os.environ, BENCH_TOKEN=token, BENCH_OUT=out_json))
+    cpu["generator"] = children_cpu() - gen_before
+    with open(out_json) as f:
+        result = json.load(f)
+    seconds = result["duration_us"] / 1e6
+    return {
+        "rps": result["requests"] / seconds,
+        "requests": result["requests"],
+        "p50_ms": result["latency_us"]["p50"] / 1000, "p90_ms": result["latency_us"]["p90"] / 1000,
+        "p99_ms": result["latency_us"]["p99"] / 1000, "max_ms": result["latency_us"]["max"] / 1000,
+        "statuses": {k: v for k, v in sorted(result["statuses"].items())},
+        "socket_errors": {k: v for k, v in result["errors"].items() if k != "status" and v},
+        "kinds": result["kinds"],
+        "cpu_pct": {name: round(100 * s / wall, 1) for name, s in cpu.items()},
+        "seconds": round(seconds, 2),
+    }
+
+
+PGBENCH_SCRIPTS = ("read", "add", "deduct", "hot")
+
+
+def pgbench_scripts(workdir, users):
+    """The service's own statements, verbatim, with pgbench variables: the user id is a
+    bound parameter (-M prepared); the other values are the literals psycopg2 would send."""
+    from credits_app.ledger import _pg_statement
+    balance = ("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated FROM users u "
+               "LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid;")
+
+    def change(kind, delta):
+        sql = str(_pg_statement(kind, False))
+        values = {"delta": str(delta), "now": "now()", "max_balance": str(10**15), "kind": f"'{kind}'",
+                  "reason": "NULL", "actor": "'pgbench'", "key": "NULL"}
+        sql = re.sub(r"(?<![:\w]):(\w+)", lambda m: values.get(m.group(1), m.group(0)), sql)
+        return " ".join(sql.split()) + ";"
+
+    random_uid = f"\\set uid random(2, {users})\n"
+    scripts = {"read": random_uid + balance, "add": random_uid + change("add", 1),
+               "deduct": random_uid + change("deduct", -1), "hot": "\\set uid 1\n" + change("deduct", -1)}
+    paths = {}
+    for name, body in scripts.items():
+        paths[name] = os.path.join(workdir, f"pgbench-{name}.sql")
+        with open(paths[name], "w") as f:
+            f.write(body + "\n")
+    return paths
+
+
+def pgbench(pg, dbname, phase, scripts, args, roots, workdir):
+    if phase == "mixed":
+        files = ["-f", f"{scripts['read']}@8", "-f", f"{scripts['add']}@1", "-f", f"{scripts['deduct']}@1"]
+    else:
+        files = ["-f", scripts[phase]]
+    logdir = tempfile.mkdtemp(dir=workdir, prefix=f"pgbench-{phase}-")
+    cmd = [os.path.join(pg.bindir, "pgbench"), "-h", "127.0.0.1", "-p", str(pg.port), "-U", "postgres", "-n",
+           "-M", "prepared", "-c", str(args.concurrency), "-j", str(args.wrk_threads), "-T", str(args.duration),
+           "-l", "--log-prefix", os.path.join(logdir, "tx"), *files, dbname]
+    gen_before = children_cpu()
+    out, wall, cpu = run_measured(cmd, roots)
+    cpu["generator"] = children_cpu() - gen_before
+    tps = float(re.search(r"tps = ([\d.]+) \(without initial connection time\)", out).group(1))
+    latencies = []
+    for name in os.listdir(logdir):
+        with open(os.path.join(logdir, name)) as f:
+            latencies.extend(int(line.split()[2]) for line in f)
+    shutil.rmtree(logdir)
+    latencies.sort()
+
+    def pct(p):
+        return latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))] / 1000 if latencies else 0.0
+    failed = re.search(r"number of failed transactions: (\d+)", out)
+    return {"rps": tps, "requests": len(latencies), "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
+            "max_ms": latencies[-1] / 1000 if latencies else 0.0,
+            "statuses": {"failed": int(failed.group(1)) if failed else 0},
+            "cpu_pct": {name: round(100 * s / wall, 1) for name, s in cpu.items()}, "seconds": args.duration}
+
+
+# --- cross-checks ---------------------------------------------------------------------------
+
+def snapshot(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT (SELECT COALESCE(SUM(credits), 0) FROM credits), "
+                    "(SELECT credits FROM credits WHERE user_id = 1), "
+                    "(SELECT count(*) FILTER (WHERE kind = 'add') FROM ledger_entries WHERE actor <> 'bench-seed'), "
+                    "(SELECT count(*) FILTER (WHERE kind = 'deduct') FROM ledger_entries)")
+        total, hot, adds, deducts = cur.fetchone()
+    return {"total": int(total), "hot": int(hot), "add": adds, "deduct": deducts}
+
+
+def settle(log_path):
+    """Wait until the server has answered everything wrk left in flight (wrk stops counting
+    at its deadline; the server still finishes and commits those requests)."""
+    size, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 0.5:
+        time.sleep(0.1)
+        current = os.path.getsize(log_path)
+        if current != size:
+            size, stable_since = current, time.monotonic()
+    return size
+
+
+def served(log_path, offset):
+    """What the service's own JSON request log says it answered since `offset`:
+    {"add 200": n, "deduct 409": n, ...} (every request, including those wrk gave up on)."""
+    counts = {}
+    with open(log_path) as f:
+        f.seek(offset)
+        for line in f:
+            if '"msg": "request"' not in line:
+                continue
+            entry = json.loads(line)
+            route = (entry.get("route") or "").rsplit("/", 1)[-1]
+            kind = route if route in ("add", "deduct") else "read"
+            key = f"{kind} {entry['status']}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def cross_check(phase, before, after, result, server_counts, concurrency):
+    """Every successful change is in the ledger and the balances, and nothing else is: exact
+    against the service's request log, and within wrk's in-flight window against wrk's count."""
+    adds, deducts = server_counts.get("add 200", 0), server_counts.get("deduct 200", 0)
+    seen_adds, seen_deducts = result["kinds"].get("add", 0), result["kinds"].get("deduct", 0)
+    checks = {
+        "ledger add rows == 200 add responses": after["add"] - before["add"] == adds,
+        "ledger deduct rows == 200 deduct responses": after["deduct"] - before["deduct"] == deducts,
+        "sum of balances moved by adds - deducts": after["total"] - before["total"] == adds - deducts,
+        "wrk's 200s within the in-flight window of the log's":
+            0 <= adds - seen_adds <= concurrency and 0 <= deducts - seen_deducts <= concurrency,
+        "no status other than 200/409": all(k.endswith((" 200", " 409")) for k in server_counts),
+    }
+    if phase == "hot":
+        checks["hot user lost no update"] = before["hot"] - after["hot"] == deducts
+    else:
+        checks["hot user untouched"] = before["hot"] == after["hot"]
+    return checks
+
+
+# --- report ---------------------------------------------------------------------------------
+
+def machine():
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor())
+    mem_kb = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal"))
+    return {"nproc": os.cpu_count(), "cpu": model, "memory_gib": round(mem_kb / 1024 / 1024, 1),
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def fmt_statuses(statuses):
+    return " ".join(f"{k}:{v}" for k, v in statuses.items()) or "-"
+
+
+def markdown(report):
+    lines = [f"HTTP benchmark: {report['users']:,} users, concurrency {report['concurrency']}, "
+             f"{report['duration']} s per run, gunicorn {report['gunicorn']}; "
+             f"machine: {report['machine']['nproc']} x {report['machine']['cpu']}, "
+             f"{report['machine']['memory_gib']} GiB; load average before {report['loadavg_before']}", "",
+             "| phase | target | req/s | p50 ms | p90 ms | p99 ms | responses | CPU% app | CPU% PG | CPU% gen "
+             "| vs bare | vs pgbench |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+    for phase in report["phases"]:
+        runs = report["results"][phase]
+        for target in ("pgbench", "bare", "app"):
+            r = runs.get(target)
+            if r is None:
+                continue
+            vs_bare = f"{r['rps'] / runs['bare']['rps']:.0%}" if target == "app" else ""
+            vs_pg = f"{r['rps'] / runs['pgbench']['rps']:.0%}" if target != "pgbench" else ""
+            cpu = r["cpu_pct"]
+            lines.append(f"| {phase} | {target} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
+                         f"{r['p99_ms']:.1f} | {fmt_statuses(r['statuses'])} | {cpu.get('app', 0):.0f} | "
+                         f"{cpu.get('postgres', 0):.0f} | {cpu.get('generator', 0):.0f} | {vs_bare} | {vs_pg} |")
+    lines.append("")
+    failed = [f"{phase}: {name}" for phase, checks in report["checks"].items() for name, ok in checks.items() if not ok]
+    lines.append("Cross-checks: " + ("all passed (" + ", ".join(report["checks_summary"]) + ")" if not failed
+                                     else "FAILED: " + "; ".join(failed)))
+    return "\n".join(lines) + "\n"
+
+
+# --- main -----------------------------------------------------------------------------------
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--duration", type=int, default=int(os.environ.get("BENCH_DURATION", 12)),
+                        help="seconds per run (each phase runs pgbench, bare and app)")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--wrk-threads", type=int, default=2)
+    parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--no-floors", action="store_true", help="only the service (quick before/after)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    args = parser.parse_args()
+    phases = [p for p in args.phases.split(",") if p]
+    os.makedirs(args.out, exist_ok=True)
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    workdir = tempfile.mkdtemp(prefix="credits-bench-")
+    pg = Postgres(durable=True)  # fsync and synchronous_commit on: figures worth reporting
+    redis = Redis()
+    servers = []
+    try:
+        pg.start()
+        redis.start()
+        app_url = pg.createdb("credits")
+        env = flask_env(app_url, redis.url)
+        migrated = flask(env, "db", "upgrade")
+        if migrated.returncode != 0:
+            raise SystemExit(migrated.stderr)
+        t = time.perf_counter()
+        load_users(pg, "credits", args.users)
+        load_s = time.perf_counter() - t
+        pg.psql("postgres", "CREATE DATABASE floor TEMPLATE credits")
+        token = flask(env, "auth", "issue-token", "--role", "service", "--sub", "bench", "--ttl", "1d").stdout.strip()
+        app = Gunicorn("app", "wsgi:app", env, os.path.join(args.out, "app.log"), "/api/credits/2").start(token)
+        servers.append(app)
+        bare = None
+        if not args.no_floors:
+            bare = Gunicorn("bare", "bench.bare_wsgi:app", flask_env(pg.url("floor"), redis.url),
+                            os.path.join(args.out, "bare.log"), "/api/credits/2").start(token)
+            servers.append(bare)
+        with open(os.path.join(pg.dir, "data", "postmaster.pid")) as f:
+            pg_pid = int(f.readline())
+        scripts = pgbench_scripts(workdir, args.users)
+        conns = {"credits": psycopg2.connect(app_url), "floor": psycopg2.connect(pg.url("floor"))}
+        for c in conns.values():
+            c.autocommit = True
+        gunicorn_settings = subprocess.run(
+            [sys.executable, "-c", "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
+             "print(f\"{c['worker_class']}, {c['workers']} workers x {c['threads']} threads\")"],
+            cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip()
+        report = {"users": args.users, "concurrency": args.concurrency, "duration": args.duration,
+                  "gunicorn": gunicorn_settings, "machine": machine(),
+                  "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+                  "rate_limit": "on, 1000000/second per subject (Redis storage): counted, never refuses",
+                  "postgres": "durable: fsync=on, synchronous_commit=on (defaults)", "load_users_s": round(load_s, 2),
+                  "phases": phases, "results": {}, "checks": {}, "loadavg": {}}
+        print(f"stack up: {args.users:,} users loaded in {load_s:.1f} s; gunicorn {gunicorn_settings}; "
+              f"load average {report['loadavg_before']}", flush=True)
+        # Warm both servers (imports, pools, first plans) outside the measurements.
+        for server in servers:
+            warm = argparse.Namespace(**{**vars(args), "duration": 2})
+            wrk(server.url, "mixed", warm, token, {}, workdir)
+        for phase in phases:
+            runs = report["results"][phase] = {}
+            if not args.no_floors:
+                runs["pgbench"] = pgbench(pg, "floor", phase, scripts, args, {"postgres": pg_pid}, workdir)
+                runs["bare"] = wrk(bare.url, phase, args, token, {"app": bare.proc.pid, "postgres": pg_pid}, workdir)
+            offset = settle(app.log_path)
+            before = snapshot(conns["credits"])
+            runs["app"] = wrk(app.url, phase, args, token, {"app": app.proc.pid, "postgres": pg_pid}, workdir)
+            settle(app.log_path)
+            runs["app"]["served"] = served(app.log_path, offset)
+            report["checks"][phase] = cross_check(phase, before, snapshot(conns["credits"]), runs["app"],
+                                                  runs["app"]["served"], args.concurrency)
+            report["loadavg"][phase] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+            for target, r in runs.items():
+                print(f"{phase:>6} {target:>7}: {r['rps']:8,.0f} req/s  p50 {r['p50_ms']:6.1f}  p90 {r['p90_ms']:6.1f}"
+                      f"  p99 {r['p99_ms']:6.1f} ms  {fmt_statuses(r['statuses'])}  cpu {r['cpu_pct']}", flush=True)
+        verify = flask(env, "credits", "verify")
+        with conns["credits"].cursor() as cur:
+            cur.execute("SELECT count(*) FROM credits WHERE credits < 0")
+            negatives = cur.fetchone()[0]
+        report["checks"]["end"] = {"flask credits verify: no drift": verify.returncode == 0,
+                                   "no negative balance": negatives == 0}
+        report["checks_summary"] = sorted({name for checks in report["checks"].values() for name in checks})
+        report["loadavg_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        for c in conns.values():
+            c.close()
+        table = markdown(report)
+        print("\n" + table)
+        with open(os.path.join(args.out, "http.md"), "w") as f:
+            f.write(table)
+        with open(os.path.join(args.out, "http.json"), "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"written: {os.path.relpath(args.out, ROOT)}/http.md, http.json")
+    finally:
+        for server in servers:
+            server.stop()
+        redis.destroy()
+        pg.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
