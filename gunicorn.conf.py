@@ -18,6 +18,9 @@ threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = 30
 graceful_timeout = 30  # SIGTERM: in-flight requests get this long to finish
 keepalive = 5
+# gunicorn answers an over-long request line itself, in HTML; 8190 (its maximum) lets every
+# schema-valid query (320-char email + cursor, percent-encoded) reach the app's JSON errors.
+limit_request_line = 8190
 max_requests = 0
 control_socket_disable = True  # several gunicorns on one machine (tests, bench) must not collide
 raw_env = ["TZ=UTC"]

@@ -28,8 +28,9 @@ def create_app(env=None):
     auth.init_app(app)  # before the limiter: limits are counted per authenticated subject
     limiter.init_app(app)
 
-    from .api import register
+    from .api import document_limits, register
     register(openapi)
+    document_limits(openapi, app.config)
 
     from . import cli
     cli.init_app(app)

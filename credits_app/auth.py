@@ -77,8 +77,8 @@ def current_claims():
 
 def authenticate():
     """before_request for /api: 401 for any token problem, 403 for a role that may not."""
-    if not request.path.startswith("/api/"):
-        return
+    if not request.path.startswith("/api/") or request.method == "OPTIONS":
+        return  # Flask's automatic OPTIONS answer carries only `Allow` (and CORS preflights no token)
     view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
     if view is None or request.routing_exception is not None:
         return  # 404/405 answer by themselves

@@ -166,6 +166,7 @@ def _auth(env):
         "JWT_DECODE_ALGORITHMS": ["HS256"] + (external_algs if public_key else []),
         "JWT_DECODE_LEEWAY": _int(env, "JWT_LEEWAY_SECONDS", 30, minimum=0, maximum=600),
         "JWT_TOKEN_LOCATION": ["headers"],
+        "JWT_EXEMPT_METHODS": [],  # auth.py decides what is open; the library never skips a check
         "JWT_DEFAULT_TTL_SECONDS": _int(env, "JWT_DEFAULT_TTL_SECONDS", 3600, minimum=60),
         "AUTH_SERVICE_CAN_RESET": _bool(env, "AUTH_SERVICE_CAN_RESET", False),
         "REVOCATION_CACHE_SECONDS": _int(env, "REVOCATION_CACHE_SECONDS", 5, minimum=0, maximum=300),

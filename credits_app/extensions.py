@@ -17,7 +17,19 @@ NAMING = {
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
 migrate = Migrate()
-openapi = Api()  # flask-smorest: validation + OpenAPI document
+
+
+class CreditsApi(Api):
+    """flask-smorest, documenting the error body errors.py really sends (its own default
+    describes a different shape)."""
+
+    @property
+    def ERROR_SCHEMA(self):  # noqa: N802 (flask-smorest's attribute name)
+        from .api.schemas import ErrorOut  # the api package imports this module
+        return ErrorOut
+
+
+openapi = CreditsApi()  # validation + the OpenAPI document
 
 
 def configure_sqlite(engine):

@@ -298,9 +298,9 @@ def test_unreachable_redis_does_not_stop_the_api(backend, request, tmp_path):
 @pytest.mark.parametrize("secret, why", [(None, "not set"), ("short", "too short"),
                                          ("change-me-change-me-change-me-change-me", "placeholder")])
 def test_wsgi_refuses_to_start_without_a_real_secret(tmp_path, secret, why):
-    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"}
-    if secret:
-        env["JWT_SECRET_KEY"] = secret
+    # Set even when "missing" (empty): wsgi's load_dotenv() never overrides a variable, so a
+    # developer's .env cannot mask the refusal.
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db", "JWT_SECRET_KEY": secret or ""}
     result = subprocess.run([sys.executable, "-c", "import wsgi"], env=env, capture_output=True, text=True,
                             cwd=str(__import__("pathlib").Path(__file__).parent.parent))
     assert result.returncode != 0
@@ -318,3 +318,12 @@ def test_admin_issues_tokens_over_the_api(app):
     assert admin.post("/api/auth/tokens", json={"role": "user", "sub": "u"}).status_code == 422
     assert admin.post("/api/auth/tokens", json={"role": "root", "sub": "u"}).status_code == 422
     assert client_as(app, "service").post("/api/auth/tokens", json={"role": "admin", "sub": "x"}).status_code == 403
+
+
+def test_options_is_answered_without_a_token_and_without_a_500(app):
+    """Found by schemathesis: OPTIONS used to crash auth (the JWT library skips OPTIONS)."""
+    for client in (app.test_client(), client_as(app)):
+        for method, path, _ in _api_routes(app):
+            r = client.options(path)
+            assert r.status_code == 200, (path, r.status_code)
+            assert method in r.headers["Allow"]

@@ -41,5 +41,5 @@ def get(user_id):
 @blp.response(200, UserOut)
 @blp.alt_response(409, schema=ErrorOut, description="email_taken")
 def update(body, user_id):
-    """Change a user's name and/or email."""
+    """Change a user's name and/or email; an empty object changes nothing."""
     return users.update(user_id, **body)
