@@ -13,6 +13,7 @@ INSERT, key claim), so the success path costs one round trip. SQLite runs the sa
 separate statements inside one BEGIN IMMEDIATE transaction, which serialises writers.
 """
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -90,14 +91,16 @@ def reset(user_id, *, actor, reason=None, idempotency_key=None):
     return _change("reset", user_id, None, None, actor, reason, idempotency_key)
 
 
+_BALANCE = text("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated FROM users u "
+                "LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid"
+                ).columns(last_updated=UTCDateTime)
+
+
 def balance(user_id):
     """The current balance. Raises UserNotFound."""
     _check_user_id(user_id)
-    stmt = text("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated FROM users u "
-                "LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid"
-                ).columns(last_updated=UTCDateTime)
-    with db.engine.connect() as conn:
-        row = conn.execute(stmt, {"uid": user_id}).first()
+    with _single_statement() as conn:
+        row = conn.execute(_BALANCE, {"uid": user_id}).first()
     if row is None:
         raise UserNotFound(user_id)
     return Balance(row.user_id, row.credits, row.last_updated)
@@ -241,8 +244,7 @@ def _apply_postgres(op):
         stmt = _PG_STATEMENTS[(op.kind, keyed)] = _pg_statement(op.kind, keyed)
     params = {"uid": op.user_id, "delta": op.delta, "now": utcnow(), "max_balance": op.max_balance,
               "kind": op.kind, "reason": op.reason, "actor": op.actor, "key": op.key, "hash": op.request_hash}
-    # Autocommit: the single statement is its own transaction (no BEGIN/COMMIT round trips).
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+    with _single_statement() as conn:
         row = conn.execute(stmt, params).one()
     if row.seen:
         return "replay"
@@ -251,6 +253,27 @@ def _apply_postgres(op):
     if row.current_balance is None:
         return "no_credits_row"
     return _refusal(op, row.current_balance)
+
+
+@contextmanager
+def _single_statement():
+    """A pooled connection for ONE statement that is its own transaction. On PostgreSQL the
+    driver connection is switched to autocommit for the checkout: no BEGIN, COMMIT or
+    ROLLBACK round trips. (Not SQLAlchemy's isolation_level="AUTOCOMMIT" option: resetting
+    it on return costs a SET round trip at each checkout and return.) psycopg2 switches
+    autocommit on an idle connection without talking to the server. SQLite keeps its
+    BEGIN IMMEDIATE transaction (configure_sqlite)."""
+    with db.engine.connect() as conn:
+        if conn.dialect.name != "postgresql":
+            yield conn
+            return
+        driver = conn.connection.driver_connection
+        driver.autocommit = True
+        try:
+            yield conn
+        finally:
+            if not driver.closed:  # closed: a disconnect, and SQLAlchemy invalidated it
+                driver.autocommit = False
 
 
 def _apply_sqlite(op):

@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import click
 from flask import current_app
@@ -22,7 +22,57 @@ from .exceptions import InvalidRequest
 from .extensions import db
 from .types import UTCDateTime, utcnow
 
-jwt = JWTManager()
+
+class _JWTManager(JWTManager):
+    """flask-jwt-extended, remembering the tokens it has verified: decoding (twice: the
+    unverified header for the key loader, then the signature) is the largest CPU cost of a
+    request, and a service presents the same token thousands of times.
+
+    A token is served from the cache only while PyJWT would accept it again now (exp, nbf,
+    iat re-checked with the configured leeway) and only under the same keys, algorithms and
+    claim settings it was verified with; anything else is decoded in full, so every refusal
+    and its message are exactly flask-jwt-extended's. Revocation is checked after decoding,
+    on every request, as before. Only verified tokens enter the bounded cache."""
+
+    def _decode_jwt_from_config(self, encoded_token, csrf_value=None, allow_expired=False):
+        if csrf_value or allow_expired:
+            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+        config = current_app.config
+        key = (encoded_token, config["JWT_SECRET_KEY"], config.get("JWT_PUBLIC_KEY"), config.get("JWT_ALGORITHM"),
+               tuple(config.get("JWT_DECODE_ALGORITHMS") or ()), config.get("JWT_DECODE_AUDIENCE"),
+               config.get("JWT_DECODE_ISSUER"), config.get("JWT_IDENTITY_CLAIM"), config.get("JWT_VERIFY_SUB"),
+               config.get("JWT_DECODE_LEEWAY"))
+        cache = current_app.extensions["credits.verified_tokens"]
+        claims = cache.get(key)
+        if claims is None or not _still_valid(claims, config.get("JWT_DECODE_LEEWAY") or 0):
+            claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
+            if len(cache) >= _VERIFIED_CACHE_SIZE:
+                cache.clear()
+            cache[key] = dict(claims)
+        return dict(claims)  # a copy: the request may not alter the cached claims
+
+
+_VERIFIED_CACHE_SIZE = 1024
+
+
+def _still_valid(claims, leeway):
+    """What PyJWT checks against the clock (jwt/api_jwt.py _validate_exp/nbf/iat)."""
+    if isinstance(leeway, timedelta):
+        leeway = leeway.total_seconds()
+    now = datetime.now(tz=timezone.utc).timestamp()
+    try:
+        if "exp" in claims and int(claims["exp"]) <= now - leeway:
+            return False
+        if "nbf" in claims and int(claims["nbf"]) > now + leeway:
+            return False
+        if "iat" in claims and int(claims["iat"]) > now + leeway:
+            return False
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
+jwt = _JWTManager()
 
 
 def issue(role, sub, *, user_id=None, ttl_seconds=None):
@@ -134,4 +184,5 @@ def init_app(app):
     jwt.token_in_blocklist_loader(lambda _header, payload: is_revoked(payload.get("jti")))
     jwt.decode_key_loader(_decode_key)
     app.extensions["credits.revocations"] = _RevokedSet()
+    app.extensions["credits.verified_tokens"] = {}
     app.cli.add_command(auth_cli)
