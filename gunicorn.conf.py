@@ -1,11 +1,19 @@
 """gunicorn settings for the `web` process (Procfile). Environment: HOST, PORT,
 WEB_CONCURRENCY, WEB_THREADS, PROMETHEUS_MULTIPROC_DIR.
 
-Worker class: gthread. The API is I/O-bound (each request waits on PostgreSQL), so a few
-threads per process overlap database round trips without gevent's monkey-patching (psycopg2
-would block a gevent hub without psycogreen). Processes = WEB_CONCURRENCY (default: one per
-core), threads = WEB_THREADS (default 4); each process's connection pool is sized by
-DB_POOL_SIZE (default 10 >= threads)."""
+Worker class gthread, one process per core, 4 threads each: chosen by measurement
+(bench/http_bench.py; STACK-NOTES for sync/gevent). On 2 cores at concurrency 32 the service is
+CPU-bound in Python (app processes take all the CPU they get; PostgreSQL 12-25%), so:
+- processes = cores: 2x4, 2x8, 2x16, 3x8 and 4x4 all served 390-570 reads/s and 250-350
+  deducts/s, differences inside the run-to-run noise of a shared machine (load average 2-10);
+  more processes than cores add memory and connections, not throughput;
+- threads = 4: enough to keep a process busy while one request waits on PostgreSQL (a change
+  waits for its WAL flush); more threads only queue on the GIL. The bare-WSGI floor, which
+  is not CPU-bound, is limited on writes by 2x4 = 8 commits in flight (group commit), so a
+  deployment with spare CPU should raise WEB_THREADS (and DB_POOL_SIZE with it);
+- not gevent: psycopg2 blocks the hub without psycogreen (STACK-NOTES), and it would not
+  help a CPU-bound process; not sync: one request per process stalls on every round trip.
+Each process's connection pool is DB_POOL_SIZE (default 10 >= threads)."""
 import multiprocessing
 import os
 import shutil

@@ -5,7 +5,9 @@ plus a ledger `INSERT ... SELECT` over the same rows in the same run.
     .venv/bin/python bench/grant_bench.py [N ...]      (make bench-grant)
 
 The grant runs in its own process (as a job would: the same code the worker runs, chunk
-after chunk, DAILY_GRANT_CHUNK_SIZE users each); its peak RSS comes from wait4()."""
+after chunk, DAILY_GRANT_CHUNK_SIZE users each); its peak RSS comes from wait4().
+Writes bench/out/grant.md and bench/out/grant.json as well as printing."""
+import json
 import os
 import subprocess
 import sys
@@ -98,15 +100,38 @@ def bench(server, n):
     print(f"{n:>9,} users  grant {job_s:6.2f} s in the job ({wall_s:6.2f} s with process start, {chunks} chunks)"
           f"  floor {floor:6.2f} s ({floor1:.2f}/{floor2:.2f})  ratio {job_s / floor:4.2f}x"
           f"  peak RSS {rss:6.1f} MiB  re-run of a done date {rerun_s:5.2f} s", flush=True)
+    return {"users": n, "grant_s": round(job_s, 2), "wall_s": round(wall_s, 2), "chunks": chunks,
+            "floor_s": round(floor, 2), "floor_runs_s": [round(floor1, 2), round(floor2, 2)],
+            "ratio": round(job_s / floor, 2), "peak_rss_mib": round(rss, 1), "rerun_s": round(rerun_s, 2)}
+
+
+def write_report(results, chunk_size):
+    out = os.path.join(ROOT, "bench", "out")
+    os.makedirs(out, exist_ok=True)
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    header = (f"Daily grant on a durable PostgreSQL, chunk size {chunk_size}; machine: {os.cpu_count()} x {cpu}; "
+              f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    lines = [header, "", "| users | grant s | floor s (UPDATE + ledger INSERT ... SELECT) | ratio | peak RSS MiB "
+             "| re-run of a done date s |", "|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['users']:,} | {r['grant_s']:.2f} | {r['floor_s']:.2f} | {r['ratio']:.2f}x | "
+                     f"{r['peak_rss_mib']:.1f} | {r['rerun_s']:.2f} |")
+    table = "\n".join(lines) + "\n"
+    print("\n" + table)
+    with open(os.path.join(out, "grant.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out, "grant.json"), "w") as f:
+        json.dump({"chunk_size": chunk_size, "results": results, "header": header}, f, indent=2)
 
 
 def main():
     sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
     server = Postgres(durable=True).start()  # fsync on: figures worth reporting
     try:
-        print(f"PostgreSQL durable, chunk size {os.environ.get('DAILY_GRANT_CHUNK_SIZE', '20000 (default)')}")
-        for n in sizes:
-            bench(server, n)
+        chunk_size = os.environ.get("DAILY_GRANT_CHUNK_SIZE", "20000 (default)")
+        print(f"PostgreSQL durable, chunk size {chunk_size}")
+        results = [bench(server, n) for n in sizes]
+        write_report(results, chunk_size)
     finally:
         server.destroy()
 
