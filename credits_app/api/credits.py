@@ -48,7 +48,7 @@ def deduct(body, user_id):
 
 @blp.route("/<int:user_id>/reset", methods=["PATCH"])
 @require("credits:reset")
-@blp.arguments(ResetIn)
+@blp.arguments(ResetIn, required=False)
 @blp.response(200, ChangeOut)
 def reset(body, user_id):
     """Set the balance to zero; the ledger records minus the old balance."""

@@ -50,7 +50,7 @@ def runs(args):
 
 @blp.route("/daily/run", methods=["POST"])
 @require("grants:run")
-@blp.arguments(RunIn)
+@blp.arguments(RunIn, required=False)
 @blp.response(202, EnqueuedOut)
 @blp.alt_response(503, schema=ErrorOut, description="queue_unavailable")
 def run(body):

@@ -2,9 +2,11 @@
 from marshmallow import Schema, fields, validate
 
 NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
-# local@domain.tld: deliberately simple, and published as the schema's pattern so clients
-# (and the fuzzer) know exactly what is accepted. Case-insensitive uniqueness is the DB's job.
-EMAIL = validate.Regexp(r"^[^@\s\x00]{1,64}@[^@\s\x00.]+(\.[^@\s\x00.]+)+$", error="not a valid email address")
+# local@domain.tld in ASCII (RFC 5322 dot-atom local part; LDH domain labels): deliberately simple, and
+# published as the schema's pattern so clients (and the fuzzer) know exactly what passes.
+# Case-insensitive uniqueness is the database's job.
+EMAIL = validate.Regexp(r"^(?=[^@]{1,64}@)[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$", error="not a valid email address")
 
 
 class StrictInteger(fields.Integer):

@@ -37,7 +37,7 @@ def get(user_id):
 
 @blp.route("/<int:user_id>", methods=["PATCH"])
 @require("users:update")
-@blp.arguments(UserPatch)
+@blp.arguments(UserPatch, required=False)
 @blp.response(200, UserOut)
 @blp.alt_response(409, schema=ErrorOut, description="email_taken")
 def update(body, user_id):
