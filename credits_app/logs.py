@@ -28,8 +28,9 @@ def configure(level="INFO"):
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level)
-    # Library loggers (our errors.py logs through "credits_app.*") go through the same formatter.
-    for name in ("credits_app", "worker"):
+    # Our modules' loggers, and RQ's own, go through the same formatter (rq adds its own
+    # coloured handler only to a logger that has none).
+    for name in ("credits_app", "worker", "rq.worker", "rq.scheduler", "rq_scheduler.scheduler"):
         sub = logging.getLogger(name)
         sub.handlers = logger.handlers
         sub.propagate = False

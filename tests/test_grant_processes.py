@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta, timezone
@@ -287,3 +288,61 @@ def test_api_enqueues_a_date_and_the_worker_runs_it(pg, rq_processes):
     assert [(i["grant_date"], i["status"], i["users_credited"]) for i in items] == [
         (str(grants.utc_today()), "done", 5), ("2026-03-01", "done", 5)]
     assert balances() == {uid: 10 for uid in ids}
+
+
+def _job_lines(proc):
+    lines = []
+    with open(proc.log_path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("msg") == "job":
+                lines.append(record)
+    return lines
+
+
+def test_the_worker_logs_one_json_line_per_job(pg, rq_processes):
+    add_users(25)
+    worker = rq_processes.worker(db_url(pg), entry_point=True)
+    grants.enqueue_date(grants.utc_today())
+    wait_for(lambda: len(done_runs()) == 1 and idle(pg), "the grant")
+    lines = wait_for(lambda: len(_job_lines(worker)) >= 4 and _job_lines(worker), "the job log lines")
+    by_job = {}
+    for line in lines:
+        by_job.setdefault(line["job"], []).append(line)
+    assert len(by_job["grant_date"]) == 1 and len(by_job["grant_chunk"]) == 3  # 25 users, chunks of 10
+    for line in lines:
+        assert line["outcome"] == "ok" and line["job_id"] and line["duration_ms"] >= 0 and line["level"] == "info"
+    assert sum(line["result"] for line in by_job["grant_chunk"]) == 25
+
+
+def test_sigterm_lets_the_running_grant_job_finish(pg, rq_processes):
+    """Injected: SIGTERM to `python -m worker` while a chunk job waits on a locked row.
+    Observed: RQ's warm shutdown lets the job finish, then the worker exits; every user of
+    the date is credited exactly once."""
+    ids = add_users(30)
+    blocker = db.engine.connect()
+    tx = blocker.begin()
+    blocker.execute(text("SELECT credits FROM credits WHERE user_id = :u FOR UPDATE"), {"u": ids[15]})
+    worker = rq_processes.worker(db_url(pg), entry_point=True)
+    grants.enqueue_date(grants.utc_today())
+
+    def blocked_grant():
+        with db.engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                     "AND query LIKE '%UPDATE credits AS c SET credits = c.credits +%'")).scalar()
+
+    wait_for(blocked_grant, "the chunk job to block inside its transaction")
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(1)
+    assert worker.poll() is None, "the worker quit with its job still running"
+    tx.rollback()
+    blocker.close()
+    assert worker.wait(60) == 0
+    # What was still queued behind the interrupted worker is finished by the next one.
+    rq_processes.worker(db_url(pg), entry_point=True)
+    wait_for(lambda: len(done_runs()) == 1 and idle(pg), "the rest of the grant")
+    assert_granted_once(ids)
+    assert ledger.verify() == []

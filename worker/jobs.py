@@ -4,10 +4,17 @@
 parent before the fork; connections never are: each horse disposes the inherited pool
 before its first query, so no socket is shared across the fork.
 """
+import functools
+import logging
 import os
+import time
+
+from rq import get_current_job
 
 from credits_app import create_app, grants
 from credits_app.extensions import db
+
+log = logging.getLogger("credits.job")
 
 _app = None
 _pid = None
@@ -31,6 +38,30 @@ def preload():
     return _app
 
 
+def logged(job):
+    """One JSON line per job run: id, function, arguments, outcome, duration. Failures are
+    logged and re-raised, so RQ keeps the failed job and applies its retry policy."""
+    @functools.wraps(job)
+    def run(*args, **kwargs):
+        current = get_current_job()
+        fields = {"job_id": current.id if current else None, "job": job.__name__, "args": list(args),
+                  "attempt": (current.retries_left is not None and current.retries_left) if current else None}
+        started = time.perf_counter()
+        try:
+            result = job(*args, **kwargs)
+        except Exception as e:
+            fields.update(outcome="failed", error=f"{type(e).__name__}: {e}"[:500])
+            raise
+        else:
+            fields.update(outcome="ok", result=result)
+            return result
+        finally:
+            fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
+            log.info("job", extra={"fields": fields})
+    return run
+
+
+@logged
 def daily_grant_tick(amount=None):
     """The cron entry's job: today's UTC date plus any missed dates (catch-up), each planned
     and fanned out as chunk jobs. Returns the ISO dates it started."""
@@ -38,18 +69,21 @@ def daily_grant_tick(amount=None):
         return _start(grants.due_dates(include_today=True), amount)
 
 
+@logged
 def catch_up():
     """Complete missed or unfinished dates only (run when the scheduler starts)."""
     with _context():
         return _start(grants.due_dates(include_today=False), None)
 
 
+@logged
 def grant_date(date_iso, amount=None):
     """Plan one date (if not yet planned) and enqueue its unfinished chunks."""
     with _context():
         return _start([grants.parse_date(date_iso)], amount)
 
 
+@logged
 def grant_chunk(date_iso, amount, lo, hi):
     """Credit users lo <= user_id < hi for the date; returns how many this call credited."""
     with _context():
