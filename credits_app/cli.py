@@ -87,6 +87,7 @@ def verify():
 def init_app(app):
     app.cli.add_command(users_cli)
     app.cli.add_command(credits_cli)
+    app.cli.add_command(queue_cli)
 
 
 # --- the daily grant ----------------------------------------------------------------------
@@ -122,3 +123,74 @@ def grant_status(limit):
         click.echo("no daily-grant runs yet")
     for run in runs:
         _show_run(run)
+
+
+# --- what an operator needs at 3 a.m. -------------------------------------------------------
+
+@users_cli.command("show")
+@click.argument("user_id", type=int)
+def show_user(user_id):
+    """A user, with its balance."""
+    try:
+        user, b = users.get(user_id), ledger.balance(user_id)
+    except DomainError as e:
+        _fail(e)
+    click.echo(f"user {user.user_id} <{user.email}> {user.name!r}: {b.credits} credits, created {user.created_at}")
+    for key, value in sorted(user.attributes.items()):
+        click.echo(f"  {key} = {value!r}")
+
+
+@users_cli.command("list")
+@click.option("--email", help="exact email, case-insensitive")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+def list_users(email, limit):
+    """Users by ascending id."""
+    for user in users.find(email=email, limit=limit):
+        click.echo(f"{user.user_id}\t{user.email}\t{user.name}")
+
+
+queue_cli = AppGroup("queue", help="The RQ queue: depth, workers, failed jobs, the daily-grant schedule.")
+
+
+@queue_cli.command("status")
+def queue_status():
+    """Jobs waiting, running and failed; live workers; the scheduled daily grant."""
+    from rq import Worker
+    from rq_scheduler import Scheduler
+
+    from . import grants
+    from worker.schedule import JOB_ID
+
+    try:
+        q = grants.queue()
+        click.echo(f"queue {q.name}: {q.count} waiting, {q.started_job_registry.count} running, "
+                   f"{q.failed_job_registry.count} failed, {q.scheduled_job_registry.count} scheduled retries")
+        workers = Worker.all(queue=q)
+        click.echo(f"workers: {len(workers)}" + "".join(f"\n  {w.name} {w.get_state()}" for w in workers))
+        entry = next(((job, at) for job, at in Scheduler(connection=q.connection).get_jobs(with_times=True)
+                      if job.id == JOB_ID), None)
+        click.echo(f"daily grant entry {JOB_ID}: " + (
+            f"cron {entry[0].meta.get('cron_string')}, next fire {entry[1].isoformat()} UTC" if entry
+            else "NOT REGISTERED (start the scheduler process)"))
+    except DomainError as e:
+        _fail(e)
+    except Exception as e:  # Redis down: say so plainly rather than print a traceback
+        click.echo(f"error: redis unavailable: {type(e).__name__}: {e}", err=True)
+        sys.exit(1)
+
+
+@queue_cli.command("requeue-failed")
+def requeue_failed():
+    """Put every failed job back on the queue. Safe: grants never credit a user twice."""
+    from . import grants
+
+    try:
+        q = grants.queue()
+    except DomainError as e:
+        _fail(e)
+    registry = q.failed_job_registry
+    ids = registry.get_job_ids()
+    for job_id in ids:
+        registry.requeue(job_id)
+    click.echo(f"requeued {len(ids)} failed job(s)")
+

@@ -19,6 +19,7 @@ from sqlalchemy import bindparam, text
 from . import ledger
 from .exceptions import DomainError, InvalidRequest
 from .extensions import db
+from .redis_client import redis_client
 from .types import UTCDateTime, utcnow
 
 RUN_COLUMNS = ("grant_date, status, amount, chunk_size, chunks_total, chunks_done, users_credited, "
@@ -174,15 +175,15 @@ def _run(row):
 # --- the queue ------------------------------------------------------------------------------
 
 def queue():
-    """The RQ queue the worker serves. Raises RedisUnavailable when REDIS_URL is not set."""
-    from redis import Redis
+    """The RQ queue the worker serves, on the app's one Redis client (short timeouts: a web
+    request fails fast with 503 rather than hang). Raises RedisUnavailable when REDIS_URL is
+    not set."""
     from rq import Queue
 
-    url = current_app.config["REDIS_URL"]
-    if not url:
+    client = redis_client()
+    if client is None:
         raise RedisUnavailable("REDIS_URL is not set")
-    # Short timeouts: a web request must fail fast with 503 rather than hang on Redis.
-    return Queue(current_app.config["RQ_QUEUE"], connection=Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10))
+    return Queue(current_app.config["RQ_QUEUE"], connection=client)
 
 
 def retry():

@@ -1,81 +1,97 @@
 """Users. Creating one creates its zero balance in the same transaction.
 
+Each function is one short transaction on its own connection (like ledger.py): nothing is
+held open across a request, which SQLite — where a transaction takes the write lock at
+BEGIN — needs so that a later connection in the same request never waits on this one.
+
 Every user returned carries `attributes`: the columns an external schema update added to
 `users` (see schema_updates), read live so they show up without a restart."""
-from sqlalchemy import bindparam, exc, func, select, text
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import bindparam, exc, func, insert, select, text, update as sql_update
 
 from .config import BIGINT_MAX
 from .exceptions import EmailTaken, UserNotFound
 from .extensions import db
 from .models import Credit, User
 
+USERS = User.__table__
 # The model's columns are the service's own; any other column of `users` is an attribute.
-CORE_COLUMNS = frozenset(User.__table__.columns.keys())
+CORE_COLUMNS = frozenset(USERS.columns.keys())
 _ROWS_PG = text("SELECT u.user_id, to_jsonb(u) FROM users u WHERE u.user_id = ANY(:ids)")
 _ROWS_SQLITE = text("SELECT * FROM users WHERE user_id IN :ids").bindparams(bindparam("ids", expanding=True))
 
 
-def _with_attributes(users):
-    """Attach `attributes` to each user. One primary-key query and no reflection: PostgreSQL's
-    to_jsonb(row) returns whatever columns the table has now, already JSON-typed, so a column
-    added a moment ago by another process is seen at once and nothing needs invalidating."""
-    if not users:
-        return users
-    ids = [u.user_id for u in users]
-    if db.engine.dialect.name == "postgresql":
-        rows = {uid: doc for uid, doc in db.session.execute(_ROWS_PG, {"ids": ids})}
-    else:
-        rows = {r["user_id"]: dict(r) for r in db.session.execute(_ROWS_SQLITE, {"ids": ids}).mappings()}
-    for user in users:
-        user.attributes = {k: v for k, v in rows.get(user.user_id, {}).items() if k not in CORE_COLUMNS}
-    return users
+@dataclass
+class UserRecord:
+    user_id: int
+    email: str
+    name: str
+    created_at: datetime
+    attributes: dict = field(default_factory=dict)
 
 
 def create(email, name):
     """Raises EmailTaken (case-insensitive)."""
-    user = User(email=email.strip(), name=name)
-    db.session.add(user)
     try:
-        db.session.flush()
-        db.session.add(Credit(user_id=user.user_id, credits=0))
-        db.session.commit()
+        with db.engine.begin() as conn:
+            row = conn.execute(insert(USERS).values(email=email.strip(), name=name).returning(*USERS.c)).one()
+            conn.execute(insert(Credit.__table__).values(user_id=row.user_id, credits=0))
+            return _records(conn, [row])[0]
     except exc.IntegrityError:
-        db.session.rollback()
         raise EmailTaken(email) from None
-    return _with_attributes([user])[0]
-
-
-def _load(user_id):
-    user = db.session.get(User, user_id) if 1 <= user_id <= BIGINT_MAX else None
-    if user is None:
-        raise UserNotFound(user_id)
-    return user
 
 
 def get(user_id):
     """Raises UserNotFound."""
-    return _with_attributes([_load(user_id)])[0]
+    with db.engine.connect() as conn:
+        return _records(conn, [_load(conn, user_id)])[0]
 
 
 def find(*, email=None, after_id=None, limit=50):
-    query = select(User).order_by(User.user_id).limit(limit)
+    query = select(USERS).order_by(USERS.c.user_id).limit(limit)
     if email is not None:
-        query = query.where(func.lower(User.email) == email.strip().lower())
+        query = query.where(func.lower(USERS.c.email) == email.strip().lower())
     if after_id is not None:
-        query = query.where(User.user_id > after_id)
-    return _with_attributes(db.session.scalars(query).all())
+        query = query.where(USERS.c.user_id > after_id)
+    with db.engine.connect() as conn:
+        return _records(conn, conn.execute(query).all())
 
 
 def update(user_id, *, email=None, name=None):
-    """Raises UserNotFound, EmailTaken."""
-    user = _load(user_id)
-    if email is not None:
-        user.email = email.strip()
-    if name is not None:
-        user.name = name
+    """Raises UserNotFound, EmailTaken. Nothing to change is a no-op."""
+    values = {k: v for k, v in (("email", email.strip() if email is not None else None), ("name", name))
+              if v is not None}
     try:
-        db.session.commit()
+        with db.engine.begin() as conn:
+            _load(conn, user_id)
+            if values:
+                conn.execute(sql_update(USERS).where(USERS.c.user_id == user_id).values(**values))
+            return _records(conn, [_load(conn, user_id)])[0]
     except exc.IntegrityError:
-        db.session.rollback()
         raise EmailTaken(email) from None
-    return _with_attributes([user])[0]
+
+
+def _load(conn, user_id):
+    row = conn.execute(select(USERS).where(USERS.c.user_id == user_id)).first() if 1 <= user_id <= BIGINT_MAX else None
+    if row is None:
+        raise UserNotFound(user_id)
+    return row
+
+
+def _records(conn, rows):
+    """Rows of the core columns, with `attributes` attached. One primary-key query and no
+    reflection: PostgreSQL's to_jsonb(row) returns whatever columns the table has now,
+    already JSON-typed, so a column added a moment ago by another process is seen at once
+    and nothing needs invalidating."""
+    if not rows:
+        return []
+    ids = [r.user_id for r in rows]
+    if conn.dialect.name == "postgresql":
+        extra = {uid: doc for uid, doc in conn.execute(_ROWS_PG, {"ids": ids})}
+    else:
+        extra = {r["user_id"]: dict(r) for r in conn.execute(_ROWS_SQLITE, {"ids": ids}).mappings()}
+    return [UserRecord(r.user_id, r.email, r.name, r.created_at,
+                       {k: v for k, v in extra.get(r.user_id, {}).items() if k not in CORE_COLUMNS})
+            for r in rows]

@@ -39,3 +39,48 @@ def test_cli_errors(runner):
     runner.invoke(args=["users", "create", "--email", "d@example.com", "--name", "D"])
     r = runner.invoke(args=["users", "create", "--email", "D@example.com", "--name", "D2"])
     assert r.exit_code == 1 and "email_taken" in r.output
+
+
+def test_users_show_and_list(runner):
+    runner.invoke(args=["users", "create", "--email", "ops@example.com", "--name", "Ops"])
+    runner.invoke(args=["users", "create", "--email", "dev@example.com", "--name", "Dev"])
+    runner.invoke(args=["credits", "add", "2", "7"])
+    r = runner.invoke(args=["users", "show", "2"])
+    assert r.exit_code == 0 and "dev@example.com" in r.output and "7 credits" in r.output
+    r = runner.invoke(args=["users", "list"])
+    assert r.output.splitlines() == ["1\tops@example.com\tOps", "2\tdev@example.com\tDev"]
+    assert runner.invoke(args=["users", "list", "--email", "DEV@example.com"]).output.startswith("2\t")
+    r = runner.invoke(args=["users", "show", "99"])
+    assert r.exit_code == 1 and "user_not_found" in r.output
+
+
+def test_queue_status_and_requeue(backend, request, tmp_path, redis_url):
+    from redis import Redis
+    from rq import Queue
+
+    from tests.conftest import _fresh_url, make_app
+    from worker import schedule
+
+    app = make_app(_fresh_url(backend, request, tmp_path), REDIS_URL=redis_url)
+    runner = app.test_cli_runner()
+    r = runner.invoke(args=["queue", "status"])
+    assert r.exit_code == 0, r.output
+    assert "queue credits: 0 waiting, 0 running, 0 failed" in r.output and "NOT REGISTERED" in r.output
+    schedule.register(Redis.from_url(redis_url), "0 0 * * *", 5, "credits")
+    Queue("credits", connection=Redis.from_url(redis_url)).enqueue("worker.jobs.catch_up")
+    r = runner.invoke(args=["queue", "status"])
+    assert "1 waiting" in r.output and "cron 0 0 * * *" in r.output and "T00:00:00 UTC" in r.output
+    assert runner.invoke(args=["queue", "requeue-failed"]).output.strip() == "requeued 0 failed job(s)"
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_queue_status_with_redis_down(backend, request, tmp_path):
+    from tests.conftest import _fresh_url, make_app
+    from tests.services import free_port
+
+    app = make_app(_fresh_url(backend, request, tmp_path), REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    r = app.test_cli_runner().invoke(args=["queue", "status"])
+    assert r.exit_code == 1 and "redis unavailable" in r.output
+    with app.app_context():
+        db.engine.dispose()
