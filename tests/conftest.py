@@ -18,7 +18,7 @@ from tests.services import Postgres
 _names = itertools.count()
 
 # Fixtures for Redis and RQ processes live in their own plugin module.
-pytest_plugins = ["tests.redis_fixtures"]
+pytest_plugins = ["tests.redis_fixtures", "tests.chaos_fixtures"]
 
 
 TEST_SECRET = "test-only-secret-key-of-sufficient-length-0123456789"

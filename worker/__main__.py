@@ -14,6 +14,8 @@ time.tzset()
 
 def main():
     from redis import Redis
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
     from rq import Queue, Worker
 
     from worker import jobs
@@ -22,7 +24,15 @@ def main():
     if not config["REDIS_URL"]:
         sys.exit("REDIS_URL is not set: the worker needs Redis")
     connection = Redis.from_url(config["REDIS_URL"])
-    Worker([Queue(config["RQ_QUEUE"], connection=connection)], connection=connection).work(with_scheduler=True)
+    # Redis down at start must not end the process (a supervisor such as honcho would take
+    # the whole stack down with it): wait for it. Once working, rq rides out outages itself.
+    while True:
+        try:
+            Worker([Queue(config["RQ_QUEUE"], connection=connection)], connection=connection).work(with_scheduler=True)
+            return
+        except (RedisConnectionError, RedisTimeoutError) as e:
+            print(f"redis unavailable ({e}); starting again in 2 s", file=sys.stderr, flush=True)
+            time.sleep(2)
 
 
 if __name__ == "__main__":

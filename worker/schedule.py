@@ -53,11 +53,28 @@ def register(connection, cron, amount, queue_name):
     return job, True
 
 
+class EntryLost(Exception):
+    """The daily-grant entry vanished from Redis (e.g. Redis restarted without persistence)."""
+
+
+def _scheduler_class():
+    from rq_scheduler import Scheduler
+
+    class GuardedScheduler(Scheduler):
+        def enqueue_jobs(self):
+            # Runs under the scheduler lock, where no other scheduler is moving the entry.
+            if JOB_ID not in self:
+                raise EntryLost(JOB_ID)
+            return super().enqueue_jobs()
+    return GuardedScheduler
+
+
 def main():
     _force_utc()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
     from redis import Redis
-    from rq_scheduler import Scheduler
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
 
     from credits_app import create_app, grants
 
@@ -66,14 +83,24 @@ def main():
     if not url:
         sys.exit("REDIS_URL is not set: the scheduler needs Redis")
     connection = Redis.from_url(url)
-    with app.app_context():
-        job, changed = register(connection, app.config["DAILY_GRANT_CRON"], app.config["DAILY_GRANT_AMOUNT"],
-                                app.config["RQ_QUEUE"])
-        logging.info("daily grant entry %s %s", JOB_ID, "registered" if changed else "unchanged")
-        # Dates missed while nothing was running are granted now (see credits_app.grants).
-        grants.queue().enqueue("worker.jobs.catch_up", retry=grants.retry(), job_timeout=grants.JOB_TIMEOUT)
-    Scheduler(queue_name=app.config["RQ_QUEUE"], connection=connection,
-              interval=app.config["DAILY_GRANT_SCHEDULER_INTERVAL"]).run()
+    interval = app.config["DAILY_GRANT_SCHEDULER_INTERVAL"]
+    # Redis down must not end the process (a supervisor such as honcho would take the whole
+    # stack down with it) nor, when Redis comes back empty, leave it without the entry: on
+    # every (re)connection register the entry again and queue a catch-up of missed dates.
+    while True:
+        try:
+            with app.app_context():
+                job, changed = register(connection, app.config["DAILY_GRANT_CRON"],
+                                        app.config["DAILY_GRANT_AMOUNT"], app.config["RQ_QUEUE"])
+                logging.info("daily grant entry %s %s", JOB_ID, "registered" if changed else "unchanged")
+                # Dates missed while nothing was running are granted now (see credits_app.grants).
+                grants.queue().enqueue("worker.jobs.catch_up", retry=grants.retry(), job_timeout=grants.JOB_TIMEOUT)
+            _scheduler_class()(queue_name=app.config["RQ_QUEUE"], connection=connection, interval=interval).run()
+            return
+        except (RedisConnectionError, RedisTimeoutError, EntryLost) as e:
+            logging.warning("redis unavailable or emptied (%s: %s); starting again in %s s",
+                            type(e).__name__, e, interval)
+            time.sleep(interval)
 
 
 if __name__ == "__main__":
