@@ -143,6 +143,13 @@ def _children(pid):
     return kids
 
 
+def blocked_grant():
+    """How many grant statements wait on a row lock (a test holds one)."""
+    with db.engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                 "AND query LIKE '%UPDATE credits AS c SET credits = c.credits +%'")).scalar()
+
+
 def test_a_chunk_sigkilled_mid_run_is_retried_and_credits_once(pg, rq_processes):
     ids = add_users(30)
     blocker = db.engine.connect()
@@ -152,11 +159,6 @@ def test_a_chunk_sigkilled_mid_run_is_retried_and_credits_once(pg, rq_processes)
     # Retries re-queue at once (delay 0), so no RQ scheduler child: the only child is the horse.
     worker = rq_processes.worker(db_url(pg), with_scheduler=False)
     grants.enqueue_date(grants.utc_today())
-
-    def blocked_grant():
-        with db.engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                     "AND query LIKE '%UPDATE credits AS c SET credits = c.credits +%'")).scalar()
 
     wait_for(blocked_grant, "the chunk job to block inside its transaction")
     (horse,) = wait_for(lambda: _children(worker.pid), "the work horse")
@@ -328,11 +330,6 @@ def test_sigterm_lets_the_running_grant_job_finish(pg, rq_processes):
     blocker.execute(text("SELECT credits FROM credits WHERE user_id = :u FOR UPDATE"), {"u": ids[15]})
     worker = rq_processes.worker(db_url(pg), entry_point=True)
     grants.enqueue_date(grants.utc_today())
-
-    def blocked_grant():
-        with db.engine.connect() as conn:
-            return conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                                     "AND query LIKE '%UPDATE credits AS c SET credits = c.credits +%'")).scalar()
 
     wait_for(blocked_grant, "the chunk job to block inside its transaction")
     worker.send_signal(signal.SIGTERM)
