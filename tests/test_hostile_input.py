@@ -143,3 +143,150 @@ def test_duplicate_keys_are_400(app, client, uid, raw):
     for op in ("add", "deduct"):
         assert_error(raw_json(client, "POST", f"/api/credits/{uid}/{op}", raw), 400, "malformed_json")
     assert snapshot(app) == before
+
+
+# --- numbers: huge, negative zero, floats in disguise ----------------------------------------
+
+@pytest.mark.parametrize("literal", [b"1e309", b"-1e309", b"2e0", b"1E2", b"-0", b"-0.0", b"0.0", b"0e0",
+                                     b"9223372036854775808", b"18446744073709551616", b"-9223372036854775809",
+                                     str(2**63).encode(), str(10**4000).encode(), b"1" + b"0" * 4300])
+def test_huge_and_negative_zero_amounts_change_nothing(app, client, uid, literal):
+    """Injected: amounts beyond BIGINT, beyond float range (1e309 parses as inf), and negative
+    zero. Observed: 422 (or 400 for a literal past Python's digit limit), balance intact."""
+    before = snapshot(app)
+    for op in ("add", "deduct"):
+        r = raw_json(client, "POST", f"/api/credits/{uid}/{op}", b'{"amount": ' + literal + b"}")
+        assert r.status_code in (400, 422), (literal[:30], r.status_code)
+        assert_error(r)
+    assert snapshot(app) == before
+
+
+@pytest.mark.parametrize("segment", ["9223372036854775808", "99999999999999999999999", "0", "-0", "-1", "+1",
+                                     "1e3", "1.0", "0x10", "%2B1", "1%20", "%EF%BC%91", "١"])
+def test_hostile_user_ids_in_paths_are_404(app, client, uid, segment):
+    """Injected: ids past BIGINT, zero, signs, exponents, hex, fullwidth and Arabic-Indic
+    digits in every user-id path. Observed: 404 JSON everywhere; nothing changes."""
+    before = snapshot(app)
+    for method, path, body in [("GET", "/api/credits/{}", None), ("POST", "/api/credits/{}/add", {"amount": 1}),
+                               ("POST", "/api/credits/{}/deduct", {"amount": 1}),
+                               ("PATCH", "/api/credits/{}/reset", {}), ("GET", "/api/credits/{}/transactions", None),
+                               ("GET", "/api/users/{}", None), ("PATCH", "/api/users/{}", {"name": "x"})]:
+        assert_error(client.open(path.format(segment), method=method, json=body), 404)
+    assert snapshot(app) == before
+
+
+@pytest.mark.parametrize("value", ["9223372036854775808", "-0", "0", "1e309", "1.5", "inf", "NaN", "-1", "%20"])
+def test_hostile_limits_are_422(client, uid, value):
+    for path in (f"/api/credits/{uid}/transactions", "/api/users"):
+        assert_error(client.get(f"{path}?limit={value}"), 422)
+
+
+# --- nesting and bad encodings ---------------------------------------------------------------
+
+@pytest.mark.parametrize("raw", [b'{"amount": 1, "reason": ' + b'{"a": ' * 9000 + b"1" + b"}" * 9001,
+                                 b'{"amount": ' + b"[" * 20000 + b"]" * 20000 + b"}",
+                                 b'{"amount": 1, "reason": ' + b'[{"a": ' * 5000 + b"1" + b"}]" * 5000 + b"}",
+                                 b'{"amount": 1, "reason": "\xc0\xaf"}',  # overlong '/'
+                                 b'{"amount": 1, "reason": "\xed\xa0\x80"}',  # a surrogate encoded (CESU-8)
+                                 b'{"amount": 1, "reason": "\xf4\x90\x80\x80"}',  # past U+10FFFF
+                                 b'{"amount": 1, "reason": "\xe2\x82"}',  # truncated sequence
+                                 b'{"amount": 1, "reason": "ok"}\xff',
+                                 b'\x00{"amount": 1}', b'{"amount": 1}\x00', b'{"amount"\x00: 1}'])
+def test_deep_nesting_and_invalid_utf8_change_nothing(app, client, uid, raw):
+    """Injected: nesting deep enough to overflow a recursive parser (kept under the body
+    limit), invalid UTF-8 (overlong, CESU-8 surrogates, past U+10FFFF, truncated, trailing
+    garbage) and raw NUL bytes. Observed: 400/422 JSON, nothing changes."""
+    before = snapshot(app)
+    r = raw_json(client, "POST", f"/api/credits/{uid}/add", raw)
+    assert r.status_code in (400, 422), r.status_code
+    assert_error(r)
+    assert snapshot(app) == before
+
+
+# --- SQL injection in every path, query, body and header field ------------------------------
+
+INJECTIONS = ["' OR '1'='1", "1; DROP TABLE credits; --", "1) OR (1=1", "'; UPDATE credits SET credits=10^12; --",
+              "\\'; TRUNCATE ledger_entries; --", "1 UNION SELECT user_id, credits FROM credits --",
+              "$$; DELETE FROM users; $$", "'||pg_sleep(10)||'", "%' OR email LIKE '%"]
+
+
+def test_sql_injection_in_every_field_is_inert(app, client, uid):
+    """Injected: classic injection strings in the user-id path segment, every query
+    parameter, every body text field, the Idempotency-Key header (a visible-ASCII variant)
+    and X-Request-ID. Observed: paths 404, queries 400/422 or an empty page, text fields
+    stored literally (it is text, not SQL) or refused as invalid emails, keys used literally;
+    no table lost a row, no balance moved except by the requests that legitimately added."""
+    from urllib.parse import quote
+    before_counts, before_balances, _ = snapshot(app)
+    added = 0
+    for i, evil in enumerate(INJECTIONS):
+        q = quote(evil, safe="")
+        for path in (f"/api/credits/{q}", f"/api/credits/{q}/add", f"/api/users/{q}", f"/api/credits/{uid}/{q}"):
+            assert_error(client.post(path, json={"amount": 1}) if path.endswith("add") else client.get(path))
+        for query in (f"/api/users?email={q}", f"/api/users?cursor={q}", f"/api/users?limit={q}",
+                      f"/api/credits/{uid}/transactions?cursor={q}", f"/api/credits/{uid}/transactions?limit={q}"):
+            r = client.get(query)
+            assert r.status_code in (200, 400, 422), (query, r.status_code)
+            if r.status_code == 200:
+                assert r.get_json()["items"] == [], (query, r.get_json())
+            else:
+                assert_error(r)
+        r = client.post(f"/api/credits/{uid}/add", json={"amount": 1, "reason": evil},
+                        headers={"Idempotency-Key": evil.replace(" ", "_") + f"-{i}", "X-Request-ID": evil})
+        assert r.status_code == 200, r.get_json()
+        assert r.get_json()["entry"]["reason"] == evil and r.get_json()["entry"]["idempotency_key"].startswith(
+            evil.replace(" ", "_"))
+        assert r.headers["X-Request-ID"] != evil  # not a sane id: replaced, never echoed
+        added += 1
+        assert_error(client.post("/api/users", json={"email": evil, "name": "x"}), 422)
+        r = client.post("/api/users", json={"email": f"inj{i}@example.com", "name": evil})
+        assert r.status_code == 201 and r.get_json()["name"] == evil
+        assert_error(client.get(f"/api/users?email={q}&limit=0"), 422)
+    counts, balances, _ = snapshot(app)
+    assert counts["ledger_entries"] == before_counts["ledger_entries"] + added
+    assert balances[uid] == before_balances[uid] + added
+    assert counts["users"] == before_counts["users"] + len(INJECTIONS)
+    assert all(balances[u] == b for u, b in before_balances.items() if u != uid)
+
+
+# --- unicode edge cases in names and emails ------------------------------------------------
+
+NAMES = ["\u202eevil\u202c", "zero\u200bwidth", "e\u0301\u0301\u0301", "👩‍👩‍👧‍👦", "\U0001F600" * 200,
+         "ǅ ß ﬁ İ ı", "名前", "\ufeffbom", "a\u2028b\u2029c", "\u00a0", "\t", "x" * 200, "𝔘𝔫𝔦𝔠𝔬𝔡𝔢"]
+EMAILS = ["ÄNN@example.com", "änn@example.com", "用户@例子.广告", "a@xn--e1afmkfd.xn--p1ai", "a\u200b@example.com",
+          "\u202eann@example.com", "ann@exa\u0301mple.com", "İ@example.com", "i̇@example.com", "K@example.com",
+          "\u212a@example.com", "a@[127.0.0.1]", '"a b"@example.com', "a@b", "a" * 65 + "@example.com",
+          "ann@example.com\n", " ann2@example.com"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unicode_names_round_trip_or_are_refused(client, name):
+    """Injected: bidi overrides, zero-width and combining characters, ZWJ emoji, astral
+    characters at the length limit, BOM, line/paragraph separators. Observed: a 201 whose
+    name reads back exactly, or a 4xx JSON error — never a 500 or a mangled name."""
+    r = client.post("/api/users", json={"email": "uni@example.com", "name": name})
+    if r.status_code == 201:
+        user = r.get_json()
+        assert user["name"] == name
+        assert client.get(f"/api/users/{user['user_id']}").get_json()["name"] == name
+    else:
+        assert_error(r)
+    assert_error(client.post("/api/users", json={"email": "uni2@example.com", "name": "\U0001F600" * 201}), 422)
+
+
+def test_unicode_emails_are_refused_or_found_by_themselves(app, client):
+    """Injected: unicode local parts and domains, case pairs that only unicode folds (Ä/ä,
+    K/KELVIN SIGN, İ/i̇), invisible and bidi characters, quoted and IP-literal forms.
+    Observed: each is a 4xx JSON error or a 201; a created user is found by its exact email
+    (and by no other user's), and no two created users collide on an email lookup."""
+    created = {}
+    for email in EMAILS:
+        r = client.post("/api/users", json={"email": email, "name": "U"})
+        if r.status_code == 201:
+            created[email] = r.get_json()["user_id"]
+        else:
+            assert_error(r)
+    for email, user_id in created.items():
+        from urllib.parse import quote
+        found = [u["user_id"] for u in client.get(f"/api/users?email={quote(email)}").get_json()["items"]]
+        assert user_id in found, f"user {user_id} is not found by its own email {email!r}: {found}"
