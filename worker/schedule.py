@@ -12,6 +12,8 @@ import sys
 import time
 from datetime import datetime, timezone
 
+log = logging.getLogger("credits.scheduler")
+
 JOB_ID = "credits-daily-grant"
 TICK = "worker.jobs.daily_grant_tick"
 
@@ -71,7 +73,8 @@ def _scheduler_class():
 
 def main():
     _force_utc()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s scheduler %(message)s")
+    from credits_app import logs
+    logs.configure()
     from redis import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -92,13 +95,13 @@ def main():
             with app.app_context():
                 job, changed = register(connection, app.config["DAILY_GRANT_CRON"],
                                         app.config["DAILY_GRANT_AMOUNT"], app.config["RQ_QUEUE"])
-                logging.info("daily grant entry %s %s", JOB_ID, "registered" if changed else "unchanged")
+                log.info("daily grant entry %s %s", JOB_ID, "registered" if changed else "unchanged")
                 # Dates missed while nothing was running are granted now (see credits_app.grants).
                 grants.queue().enqueue("worker.jobs.catch_up", retry=grants.retry(), job_timeout=grants.JOB_TIMEOUT)
             _scheduler_class()(queue_name=app.config["RQ_QUEUE"], connection=connection, interval=interval).run()
             return
         except (RedisConnectionError, RedisTimeoutError, EntryLost) as e:
-            logging.warning("redis unavailable or emptied (%s: %s); starting again in %s s",
+            log.warning("redis unavailable or emptied (%s: %s); starting again in %s s",
                             type(e).__name__, e, interval)
             time.sleep(interval)
 
