@@ -35,7 +35,9 @@ def _conn_pool():
     if _pool is None:
         with _pool_lock:
             if _pool is None:
-                _pool = ThreadedConnectionPool(1, _THREADS, os.environ["DATABASE_URL"])
+                # minconn = maxconn: psycopg2's pool closes a returned connection beyond
+                # minconn, which would cost a new backend per request.
+                _pool = ThreadedConnectionPool(_THREADS, _THREADS, os.environ["DATABASE_URL"])
     return _pool
 
 

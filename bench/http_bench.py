@@ -7,7 +7,8 @@ Starts its own stack: a DURABLE throwaway PostgreSQL (fsync and synchronous_comm
 defaults), a redis-server, and two gunicorns with the checked-in gunicorn.conf.py:
   - the service (wsgi:app) with auth, validation, ledger, request log, metrics and the rate
     limiter all ON; the limit is raised to 1,000,000/second per subject so it is counted in
-    Redis on every request (the production cost) but never refuses the offered load;
+    Redis on every request (the production cost) but never refuses the offered load
+    (--rate-limit off disables it, to show what it costs);
   - the bare-WSGI floor (bench/bare_wsgi.py) on a copy of the same database.
 Loads N users with INSERT ... SELECT generate_series (each with a seed ledger entry), then for
 each phase (balance read, add, deduct over random users, deduct on ONE hot user, mixed 80%
@@ -50,9 +51,10 @@ CLK = os.sysconf("SC_CLK_TCK")
 
 # --- stack --------------------------------------------------------------------------------
 
-def flask_env(url, redis_url, extra=None):
+def flask_env(url, redis_url, extra=None, rate_limit=True):
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, JWT_SECRET_KEY=SECRET, TZ="UTC",
-               RATELIMIT_DEFAULT="1000000/second", PYTHONPATH=ROOT)
+               RATELIMIT_DEFAULT="1000000/second", RATELIMIT_ENABLED="true" if rate_limit else "false",
+               PYTHONPATH=ROOT)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(extra or {})
     return env
@@ -322,7 +324,7 @@ def fmt_statuses(statuses):
 
 def markdown(report):
     lines = [f"HTTP benchmark: {report['users']:,} users, concurrency {report['concurrency']}, "
-             f"{report['duration']} s per run, gunicorn {report['gunicorn']}; "
+             f"{report['duration']} s per run, gunicorn {report['gunicorn']}; rate limiter {report['rate_limit']}; "
              f"machine: {report['machine']['nproc']} x {report['machine']['cpu']}, "
              f"{report['machine']['memory_gib']} GiB; load average before {report['loadavg_before']}", "",
              "| phase | target | req/s | p50 ms | p90 ms | p99 ms | responses | CPU% app | CPU% PG | CPU% gen "
@@ -358,6 +360,8 @@ def main():
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--phases", default=",".join(PHASES))
     parser.add_argument("--no-floors", action="store_true", help="only the service (quick before/after)")
+    parser.add_argument("--rate-limit", choices=("on", "off"), default="on",
+                        help="on (default): limiter counting in Redis at 1,000,000/s per subject; off: disabled")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     args = parser.parse_args()
     phases = [p for p in args.phases.split(",") if p]
@@ -372,7 +376,7 @@ def main():
         pg.start()
         redis.start()
         app_url = pg.createdb("credits")
-        env = flask_env(app_url, redis.url)
+        env = flask_env(app_url, redis.url, rate_limit=args.rate_limit == "on")
         migrated = flask(env, "db", "upgrade")
         if migrated.returncode != 0:
             raise SystemExit(migrated.stderr)
@@ -401,7 +405,8 @@ def main():
         report = {"users": args.users, "concurrency": args.concurrency, "duration": args.duration,
                   "gunicorn": gunicorn_settings, "machine": machine(),
                   "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-                  "rate_limit": "on, 1000000/second per subject (Redis storage): counted, never refuses",
+                  "rate_limit": ("on, 1000000/second per subject (Redis storage): counted, never refuses"
+                                 if args.rate_limit == "on" else "off (RATELIMIT_ENABLED=false)"),
                   "postgres": "durable: fsync=on, synchronous_commit=on (defaults)", "load_users_s": round(load_s, 2),
                   "phases": phases, "results": {}, "checks": {}, "loadavg": {}}
         print(f"stack up: {args.users:,} users loaded in {load_s:.1f} s; gunicorn {gunicorn_settings}; "
