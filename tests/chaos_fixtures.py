@@ -325,5 +325,7 @@ class KeyedTraffic:
         assert len(by_key) == ok, f"{len(by_key) - ok} ledger entries answer no 200 request"
         assert drift == [], f"invariant 2: balances drifted from the ledger: {drift}"
         assert all(b >= 0 for b in balances.values()), f"invariant 1: negative balance {balances}"
-        return {"ok": ok, "refused": refused, "requests": len(self.requests),
+        replayed = sum(1 for r in self.requests.values() for a in r["answers"]
+                       if a.headers.get("Idempotent-Replayed") == "true")
+        return {"ok": ok, "refused": refused, "replayed": replayed, "requests": len(self.requests),
                 "answers": sum(len(r["answers"]) for r in self.requests.values())}
