@@ -7,6 +7,7 @@ from flask import request
 from flask_smorest import Blueprint as SmorestBlueprint
 from webargs import core
 from webargs.flaskparser import FlaskParser
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 
 from ..errors import UnsupportedMediaType, parse_json_body
@@ -22,6 +23,11 @@ class StrictParser(FlaskParser):
 
     def _raw_load_json(self, req):
         raw = req.get_data(cache=True)
+        limit = req.max_content_length
+        if req.content_length is None and limit is not None and len(raw) >= limit:
+            # A chunked body is cut at the limit without an error (werkzeug): refuse it as a
+            # Content-Length body is refused, never parse what is left of it.
+            raise RequestEntityTooLarge()
         if not raw:
             return core.missing
         if not req.is_json:
