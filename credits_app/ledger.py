@@ -375,11 +375,15 @@ WHERE u.user_id >= :lo AND u.user_id < :hi
 ON CONFLICT (user_id) DO NOTHING"""
 # One statement: add to the LIVE balance (a concurrent add/deduct is re-read by the UPDATE's
 # row lock), skip users already granted this date or at the cap, and write their ledger rows.
+# The NOT EXISTS repeats the chunk's range (implied by l.user_id = c.user_id): statistics
+# taken before today's grant estimate 1 row for today's date, and without the range the
+# planner loops over every row granted so far per user (statement timeout at 1M users).
 _PG_GRANT = """
 WITH upd AS (
     UPDATE credits AS c SET credits = c.credits + :amount, last_updated = :now
     WHERE c.user_id >= :lo AND c.user_id < :hi AND c.credits <= :max_balance - :amount
-      AND NOT EXISTS (SELECT 1 FROM ledger_entries l WHERE l.user_id = c.user_id AND l.grant_date = :gd)
+      AND NOT EXISTS (SELECT 1 FROM ledger_entries l WHERE l.user_id = c.user_id AND l.grant_date = :gd
+                      AND l.user_id >= :lo AND l.user_id < :hi)
     RETURNING c.user_id, c.credits
 )
 INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, grant_date, created_at)
