@@ -45,9 +45,9 @@ def test_soak_mixed_traffic_memory_and_connections_hold(pg_server, request, tmp_
     dbname = url.rsplit("/", 1)[1]
     env = stack_env(url, REDIS_URL=redis_url, RQ_QUEUE=QUEUE, WEB_CONCURRENCY=WORKERS, WEB_THREADS=4,
                     DB_POOL_SIZE=POOL, DB_MAX_OVERFLOW=OVERFLOW, RATELIMIT_ENABLED="true",
-                    RATELIMIT_DEFAULT="400/second", DAILY_GRANT_CHUNK_SIZE=50)
+                    RATELIMIT_DEFAULT="400/second", DAILY_GRANT_CHUNK_SIZE=1000)
     web = Web(env).start()
-    rq_worker = rq_processes.worker(url, with_scheduler=False, DAILY_GRANT_CHUNK_SIZE=50)
+    rq_worker = rq_processes.worker(url, with_scheduler=False, DAILY_GRANT_CHUNK_SIZE=1000)
     admin, service = tokens_for(url, "admin", "service")
     api, svc = Api(web.url, admin), Api(web.url, service)
     try:
