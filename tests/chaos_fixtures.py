@@ -13,38 +13,20 @@ import psycopg2
 import pytest
 
 from tests.conftest import TEST_SECRET, _migrate, make_app, token_for
+from tests.redis_fixtures import wait_for
 from tests.services import Postgres, Web
 
 
 class ChaosPostgres(Postgres):
-    """A throwaway cluster that can be stopped and started again on the same port.
-
-    Postgres.start() passes its settings on the pg_ctl command line, so a plain
-    `pg_ctl start` (Postgres.restart) would come up on the default port; here they are also
-    written to postgresql.conf, which every later start reads.
-
-    Commits are synchronous: the shared test cluster's synchronous_commit=off loses commits
-    it already acknowledged when the server is killed (`pg_ctl stop -m immediate`), which
-    the first run of the outage test caught as "answered 200, not in the ledger". fsync
-    stays off: the tests kill the server, never the operating system."""
+    """A throwaway cluster for outage tests, with synchronous commits: the shared test
+    cluster's synchronous_commit=off loses commits it already acknowledged when the server
+    is killed (`pg_ctl stop -m immediate`), which the first run of the outage test caught as
+    "answered 200, not in the ledger". fsync stays off: the tests kill the server, never the
+    operating system. (Postgres keeps its settings in postgresql.conf, so restart() comes
+    back on the same port.)"""
 
     def __init__(self):
         super().__init__(durable=True, extra=["-c fsync=off"])
-
-    def start(self):
-        super().start()
-        settings = {"port": self.port, "unix_socket_directories": f"'{self.dir}'",
-                    "listen_addresses": "'127.0.0.1'", "max_connections": 300, "timezone": "'UTC'",
-                    "fsync": "off", "synchronous_commit": "on"}
-        with open(f"{self.dir}/data/postgresql.conf", "a") as f:
-            f.write("\n# chaos tests: the same settings on every start\n")
-            f.writelines(f"{k} = {v}\n" for k, v in settings.items())
-        return self
-
-    def restart(self):
-        # With -l: without it the server inherits pg_ctl's captured stdout and the call
-        # that started it never returns (Postgres.restart has both problems).
-        self._run("pg_ctl", "-D", f"{self.dir}/data", "-l", f"{self.dir}/log", "-w", "-t", "60", "start")
 
     def connections(self, dbname, application_name="credits"):
         """Client connections the service holds open on `dbname` (pg_stat_activity)."""
@@ -159,14 +141,7 @@ def rss_mib(pid):
 def wait_until(condition, what, timeout=60, every=0.1):
     """Poll `condition` until truthy; the bound only stops a hung test and is stated in the
     failure message. It is never the assertion itself."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within the generous bound of {timeout} s")
-        time.sleep(every)
+    return wait_for(condition, f"{what} (generous bound: {timeout} s)", timeout=timeout, every=every)
 
 
 def web_log_tail(web, chars=4000):

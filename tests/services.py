@@ -52,17 +52,25 @@ class Postgres:
             raise ServiceError(f"{args[0]} failed: {result.stderr.strip() or result.stdout.strip()}")
         return result
 
+    def settings(self):
+        """Server settings, written to postgresql.conf so every start (restart too) uses them."""
+        conf = {"port": self.port, "unix_socket_directories": f"'{self.dir}'", "listen_addresses": "'127.0.0.1'",
+                "max_connections": 300, "timezone": "'UTC'"}
+        if not self.durable:
+            conf.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+        for option in self.extra:  # "-c name=value"
+            name, value = option.removeprefix("-c").strip().split("=", 1)
+            conf[name.strip()] = value.strip()
+        return conf
+
     def start(self):
         if self.as_root:
             shutil.chown(self.dir, "postgres", "postgres")
         self._run("initdb", "-D", f"{self.dir}/data", "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
-        opts = [f"-p {self.port}", f"-k {self.dir}", "-c listen_addresses=127.0.0.1", "-c max_connections=300",
-                "-c timezone=UTC"]
-        if not self.durable:
-            opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
-        opts += self.extra
-        self._run("pg_ctl", "-D", f"{self.dir}/data", "-l", f"{self.dir}/log", "-w", "-t", "60", "start",
-                  "-o", " ".join(opts))
+        with open(f"{self.dir}/data/postgresql.conf", "a") as f:
+            f.write("\n# throwaway cluster (tests/services.py)\n")
+            f.writelines(f"{k} = {v}\n" for k, v in self.settings().items())
+        self.restart()
         return self
 
     def createdb(self, name):
@@ -81,7 +89,9 @@ class Postgres:
         self._run("pg_ctl", "-D", f"{self.dir}/data", "-m", mode, "-w", "stop", check=False)
 
     def restart(self):
-        self._run("pg_ctl", "-D", f"{self.dir}/data", "-w", "start", check=True)
+        """Start (again) with the same settings. -l matters: without it the server would keep
+        pg_ctl's captured stdout open and this call would never return."""
+        self._run("pg_ctl", "-D", f"{self.dir}/data", "-l", f"{self.dir}/log", "-w", "-t", "60", "start")
 
     def destroy(self):
         self.stop()
