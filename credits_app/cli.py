@@ -72,6 +72,13 @@ def reset(user_id, reason):
         _fail(e)
 
 
+@credits_cli.command("purge-keys")
+def purge_keys():
+    """Delete Idempotency-Key records older than IDEMPOTENCY_TTL_HOURS (the worker does this
+    daily; a purged key that took effect is still never applied twice)."""
+    click.echo(f"purged {ledger.purge_idempotency_keys()} idempotency key record(s)")
+
+
 @credits_cli.command("verify")
 def verify():
     """Recompute every balance from the ledger; exit 1 listing users that drift."""

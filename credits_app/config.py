@@ -64,7 +64,6 @@ def load(env, instance_path):
         "MAX_BALANCE": max_balance,
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024),
         "IDEMPOTENCY_TTL_HOURS": _int(env, "IDEMPOTENCY_TTL_HOURS", 72, minimum=24),
-        "PAGE_SIZE_MAX": 200,
         "REDIS_URL": env.get("REDIS_URL", ""),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
         # External schema updates: how long DDL may wait for a table lock (credit traffic queues

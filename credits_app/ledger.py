@@ -15,7 +15,7 @@ separate statements inside one BEGIN IMMEDIATE transaction, which serialises wri
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import bindparam, exc, text
@@ -116,6 +116,16 @@ def entries(user_id, *, limit, before_id=None):
         if not rows and conn.execute(text("SELECT 1 FROM users WHERE user_id = :uid"), {"uid": user_id}).first() is None:
             raise UserNotFound(user_id)
     return [_entry(r) for r in rows]
+
+
+def purge_idempotency_keys(now=None):
+    """Delete key claims older than IDEMPOTENCY_TTL_HOURS; returns how many. Safe: the
+    ledger's UNIQUE (actor, idempotency_key) still refuses a purged key that took effect
+    (422 idempotency_key_expired), so nothing can apply twice."""
+    cutoff = (now or utcnow()) - timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
+    with db.engine.begin() as conn:
+        return conn.execute(text("DELETE FROM idempotency_keys WHERE created_at < :cutoff")
+                            .bindparams(bindparam("cutoff", type_=UTCDateTime)), {"cutoff": cutoff}).rowcount
 
 
 def verify():

@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from .extensions import db
 from .redis_client import redis_client
+from .types import UTCDateTime
 
 REQUESTS = Counter("credits_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("credits_http_request_duration_seconds", "HTTP request latency", ["method", "route"],
@@ -73,13 +74,13 @@ class StateCollector:
         try:
             with db.engine.connect() as conn:
                 row = conn.execute(text("SELECT started_at, finished_at, users_credited FROM daily_grant_runs "
-                                        "WHERE status = 'done' ORDER BY grant_date DESC LIMIT 1")).first()
+                                        "WHERE status = 'done' ORDER BY grant_date DESC LIMIT 1")
+                                   .columns(started_at=UTCDateTime, finished_at=UTCDateTime)).first()
         except Exception:  # no table yet, database down: report nothing rather than fail the scrape
             row = None
         if row is not None:
-            started, finished = (_aware(v) for v in row[:2])
-            success.add_metric([], finished.timestamp())
-            duration.add_metric([], (finished - started).total_seconds())
+            success.add_metric([], row.finished_at.timestamp())
+            duration.add_metric([], (row.finished_at - row.started_at).total_seconds())
             users.add_metric([], row.users_credited)
         yield from (success, duration, users)
 
@@ -99,13 +100,6 @@ class StateCollector:
             except Exception:  # Redis down: say so instead of failing the scrape
                 up.add_metric([], 0)
         yield from (up, depth, failed)
-
-
-def _aware(value):
-    from datetime import datetime, timezone
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
 @blp.get("/metrics")

@@ -1,5 +1,5 @@
-"""Tables. Alembic migrations are the source of truth; these mirror them for the ORM
-(users API) and for `db.create_all()`-free tests, which always migrate."""
+"""Table definitions mirroring the Alembic migrations (the source of truth): used as Core
+tables by users.py and by `flask db migrate` to diff future migrations."""
 from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 

@@ -104,3 +104,22 @@ def test_malformed_keys_are_400(client):
         assert r.status_code == 400, repr(key)
         assert r.get_json()["error"]["code"] == "invalid_header"
     assert _balance(client, uid) == 0
+
+
+def test_expired_key_records_are_purged_and_still_never_apply_twice(app, client, runner):
+    from datetime import timedelta
+
+    from credits_app.types import utcnow
+
+    uid = new_user(client)
+    h = {"Idempotency-Key": "purge-me"}
+    client.post(f"/api/credits/{uid}/add", json={"amount": 5}, headers=h)
+    with app.app_context():
+        assert ledger.purge_idempotency_keys() == 0  # fresh: kept for IDEMPOTENCY_TTL_HOURS
+        ttl = app.config["IDEMPOTENCY_TTL_HOURS"]
+        assert ledger.purge_idempotency_keys(now=utcnow() + timedelta(hours=ttl - 1)) == 0
+        assert ledger.purge_idempotency_keys(now=utcnow() + timedelta(hours=ttl, minutes=1)) == 1
+    r = client.post(f"/api/credits/{uid}/add", json={"amount": 5}, headers=h)
+    assert r.status_code == 422 and r.get_json()["error"]["code"] == "idempotency_key_expired"
+    assert _balance(client, uid) == 5
+    assert runner.invoke(args=["credits", "purge-keys"]).output.strip() == "purged 0 idempotency key record(s)"

@@ -106,3 +106,13 @@ def test_one_json_log_line_per_request(client):
     line = lines[1]
     assert line["request_id"] == "trace-42" and line["status"] == 200 and line["subject"] == "test-admin"
     assert line["route"] == "/api/credits/<int:user_id>" and line["duration_ms"] >= 0 and line["msg"] == "request"
+
+
+def test_metrics_report_the_last_finished_daily_grant(client, anon, runner):
+    for i in range(3):
+        new_user(client, f"g{i}@example.com")
+    assert runner.invoke(args=["credits", "grant-daily", "--date", "2026-01-02"]).exit_code == 0
+    text = anon.get("/metrics").get_data(as_text=True)
+    assert _sample(text, "credits_daily_grant_last_users_credited") == 3
+    assert _sample(text, "credits_daily_grant_last_success_timestamp_seconds") > 1.7e9
+    assert _sample(text, "credits_daily_grant_last_duration_seconds") >= 0
