@@ -1,132 +1,152 @@
-"""Per-request CPU cost of the hot path, in process (no HTTP server, no load generator), so
+"""CPU per request of the hot path, in process (no HTTP server, no load generator), so
 before/after comparisons are not drowned by the noise of a shared 2-core machine.
 
     .venv/bin/python bench/profile_hot_path.py [--requests 3000] [--profile read|add|deduct]
+    .venv/bin/python bench/profile_hot_path.py --against REV   # this tree vs a git revision
 
 Starts a durable throwaway PostgreSQL and Redis, loads 10,000 users, builds the app exactly
-as wsgi.py does (production settings, rate limiter on in Redis, request log on) and drives
-GET balance / POST add / POST deduct through Flask's test client from one thread. Prints CPU
-microseconds per request (process time: Python + driver, not the database's) for the hot path
-before each kept change and after it, interleaved (see _variants). `--profile KIND` adds a cProfile of that kind (cumulative and own time)."""
+as wsgi.py does (production settings, rate limiter on in Redis, request log and metrics on)
+and calls the WSGI app directly from one thread with a prepared environ, as gunicorn would:
+GET balance, POST add, POST deduct. Prints CPU microseconds per request (process time:
+Python and driver, not the database's). With --against, each measured batch runs once per
+tree in alternation, each tree in its own process on the same database, so a neighbour's
+load burst hits both alike. `--profile KIND` adds a cProfile of that kind."""
 import argparse
+import io
+import json
 import logging
 import os
 import random
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from contextlib import contextmanager
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
-from http_bench import SECRET, flask, flask_env, load_users  # noqa: E402
-from tests.services import Postgres, Redis  # noqa: E402
+KINDS = ("read", "add", "deduct")
 
 
-class _NoCache(dict):
-    def get(self, key, default=None):
-        return default
+def _environ(kind, token):
+    uid = random.randint(2, 10_000)
+    body = b'{"amount": 1}' if kind != "read" else b""
+    return {
+        "REQUEST_METHOD": "GET" if kind == "read" else "POST",
+        "PATH_INFO": f"/api/credits/{uid}" + ("" if kind == "read" else f"/{kind}"),
+        "QUERY_STRING": "", "SERVER_NAME": "localhost", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "localhost:8000", "HTTP_AUTHORIZATION": f"Bearer {token}",
+        "CONTENT_TYPE": "application/json" if body else "", "CONTENT_LENGTH": str(len(body)) if body else "",
+        "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
+    }
 
-    def __setitem__(self, key, value):
-        pass
+
+def serve(root, env_json):
+    """Child process: build the app from `root` and answer 'KIND N' lines with CPU us/request."""
+    sys.path.insert(0, root)
+    os.chdir(root)
+    os.environ.update(json.loads(env_json))
+    from credits_app import create_app
+    app = create_app()
+    logging.getLogger("credits").handlers[0].stream = open(os.devnull, "w")  # formatting still runs
+    with app.app_context():
+        from credits_app import tokens
+        token, _ = tokens.issue("service", "bench")
+    status = []
+
+    def start_response(s, headers, exc_info=None):
+        status.append(s)
+
+    def one(kind):
+        status.clear()
+        body = b"".join(app(_environ(kind, token), start_response))
+        assert status[0].startswith("200"), (status, body)
+
+    for line in sys.stdin:
+        kind, n = line.split()
+        if kind == "profile":
+            _profile(one, n)
+            print("done", flush=True)
+            continue
+        cpu = time.process_time()
+        for _ in range(int(n)):
+            one(kind)
+        print((time.process_time() - cpu) / int(n) * 1e6, flush=True)
 
 
-def _variants(app):
-    """The hot path as it was before each kept change, to measure that change in the same
-    process: `before` = a plain SQLAlchemy connection for reads (BEGIN ... ROLLBACK) and
-    isolation_level="AUTOCOMMIT" for changes (a SET at checkout and return), no verified-token
-    cache; then each change added in turn."""
-    from credits_app import ledger
-    from credits_app.extensions import db
-    current, cache = ledger._single_statement, app.extensions["credits.verified_tokens"]
-
-    @contextmanager
-    def old_read():
-        with db.engine.connect() as conn:
-            yield conn
-
-    @contextmanager
-    def old_change():
-        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            yield conn
-
-    def setup(single_statement, token_cache):
-        def apply(kind):
-            ledger._single_statement = single_statement or (old_read if kind == "read" else old_change)
-            app.extensions["credits.verified_tokens"] = token_cache
-        return apply
-    return {"before": setup(None, _NoCache()), "+autocommit": setup(current, _NoCache()),
-            "+token-cache": setup(current, cache)}
+def _profile(one, kind):
+    import cProfile
+    import pstats
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(3000):
+        one(kind)
+    profiler.disable()
+    stats = pstats.Stats(profiler, stream=sys.stderr).strip_dirs()
+    stats.sort_stats("cumulative").print_stats(60)
+    stats.sort_stats("tottime").print_stats(30)
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--profile", choices=("read", "add", "deduct"))
+    parser.add_argument("--against", metavar="REV", help="also measure this git revision, interleaved")
+    parser.add_argument("--profile", choices=KINDS)
     args = parser.parse_args()
+    sys.path.insert(0, ROOT)
+    from http_bench import flask, flask_env, load_users
+    from tests.services import Postgres, Redis
     pg, redis = Postgres(durable=True).start(), Redis().start()
+    trees, children, tmp = {"this tree": ROOT}, {}, None
     try:
+        if args.against:
+            tmp = tempfile.mkdtemp(prefix="credits-rev-")
+            subprocess.run(["git", "worktree", "add", "--detach", tmp, args.against], cwd=ROOT, check=True,
+                           capture_output=True)
+            trees = {args.against: tmp, **trees}
         url = pg.createdb("credits")
         env = flask_env(url, redis.url)
         flask(env, "db", "upgrade").check_returncode()
         load_users(pg, "credits", 10_000)
-        os.environ.update(env)
-        from credits_app import create_app
-        app = create_app()
-        logging.getLogger("credits").handlers[0].stream = open(os.devnull, "w")  # log formatting still runs
-        with app.app_context():
-            from credits_app import tokens
-            token, _ = tokens.issue("service", "bench")
-        client = app.test_client()
-        headers = {"Authorization": f"Bearer {token}"}
-        variants = _variants(app)
+        for name, root in trees.items():
+            child_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+            children[name] = subprocess.Popen(
+                [sys.executable, __file__, "--serve", root, json.dumps(child_env)], stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, text=True, cwd=root)
 
-        def one(kind):
-            uid = random.randint(2, 10_000)
-            if kind == "read":
-                r = client.get(f"/api/credits/{uid}", headers=headers)
-            else:
-                r = client.post(f"/api/credits/{uid}/{kind}", headers=headers, json={"amount": 1})
-            assert r.status_code == 200, (r.status_code, r.get_data())
+        def ask(name, line):
+            children[name].stdin.write(line + "\n")
+            children[name].stdin.flush()
+            return children[name].stdout.readline().strip()
 
-        # Variants interleaved in small batches and compared by their median batch, so a
-        # neighbour's load burst hits all of them alike.
         batch = max(50, args.requests // args.rounds)
         print(f"CPU microseconds per request (median of {args.rounds} interleaved batches of {batch}):")
-        for kind in ("read", "add", "deduct"):
-            samples = {name: [] for name in variants}
-            for name, apply in variants.items():
-                apply(kind)
-                for _ in range(100):  # warm: pools, plans, caches
-                    one(kind)
+        for kind in KINDS:
+            samples = {name: [] for name in trees}
+            for name in trees:
+                ask(name, f"{kind} 200")  # warm: pools, plans, caches
             for _ in range(args.rounds):
-                for name, apply in variants.items():
-                    apply(kind)
-                    cpu = time.process_time()
-                    for _ in range(batch):
-                        one(kind)
-                    samples[name].append((time.process_time() - cpu) / batch * 1e6)
+                for name in trees:
+                    samples[name].append(float(ask(name, f"{kind} {batch}")))
             print(f"  {kind:>6}: " + "  ".join(f"{name} {statistics.median(v):5.0f}" for name, v in samples.items()),
                   flush=True)
-            variants[list(variants)[-1]](kind)
         if args.profile:
-            import cProfile
-            import pstats
-            profiler = cProfile.Profile()
-            profiler.enable()
-            for _ in range(args.requests):
-                one(args.profile)
-            profiler.disable()
-            stats = pstats.Stats(profiler).strip_dirs()
-            stats.sort_stats("cumulative").print_stats(60)
-            stats.sort_stats("tottime").print_stats(30)
+            ask("this tree", f"profile {args.profile}")
     finally:
+        for child in children.values():
+            child.stdin.close()
+            child.wait(30)
+        if tmp:
+            subprocess.run(["git", "worktree", "remove", "--force", tmp], cwd=ROOT, capture_output=True)
         redis.destroy()
         pg.destroy()
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], sys.argv[3])
+    else:
+        main()

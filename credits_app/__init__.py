@@ -3,8 +3,8 @@ import os
 
 from flask import Flask
 
-from . import auth, config, errors, health, logs, metrics, tokens
-from .extensions import configure_sqlite, db, limiter, migrate, openapi
+from . import auth, config, errors, health, logs, metrics, rate_limit, tokens
+from .extensions import configure_sqlite, db, migrate, openapi
 
 
 def create_app(env=None):
@@ -26,7 +26,7 @@ def create_app(env=None):
     health.init_app(app)
     tokens.init_app(app)
     auth.init_app(app)  # before the limiter: limits are counted per authenticated subject
-    limiter.init_app(app)
+    rate_limit.init_app(app)
 
     from .api import document_limits, register
     register(openapi)

@@ -2,6 +2,8 @@
 and by `wsgi.py`). Invalid values fail fast with a message naming the variable."""
 import os
 
+from . import rate_limit
+
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "your_jwt_secret", "dev"}
 
 
@@ -136,7 +138,7 @@ ASYMMETRIC = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256")
 
 
 def _auth(env):
-    """JWT (flask-jwt-extended) and rate-limit (Flask-Limiter) settings. Outside debug and
+    """JWT (flask-jwt-extended) and rate-limit settings. Outside debug and
     testing a missing, short or placeholder JWT_SECRET_KEY refuses to start."""
     relaxed = _bool(env, "TESTING", False) or _bool(env, "FLASK_DEBUG", False)
     secret = env.get("JWT_SECRET_KEY", "")
@@ -169,15 +171,29 @@ def _auth(env):
         "JWT_DEFAULT_TTL_SECONDS": _int(env, "JWT_DEFAULT_TTL_SECONDS", 3600, minimum=60),
         "AUTH_SERVICE_CAN_RESET": _bool(env, "AUTH_SERVICE_CAN_RESET", False),
         "REVOCATION_CACHE_SECONDS": _int(env, "REVOCATION_CACHE_SECONDS", 5, minimum=0, maximum=300),
-        # Flask-Limiter reads these keys itself; the limit is per token subject.
+        # Per token subject (rate_limit.py), in the `limits` grammar: "100/second;5000/hour".
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
-        "RATELIMIT_DEFAULT": env.get("RATELIMIT_DEFAULT", "100/second"),
-        "RATELIMIT_STORAGE_URI": env.get("RATELIMIT_STORAGE_URI") or env.get("REDIS_URL") or "memory://",
-        "RATELIMIT_HEADERS_ENABLED": True,
-        # Redis down must not take the credits API down: count in memory until it returns.
-        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
-        "RATELIMIT_SWALLOW_ERRORS": True,
+        "RATELIMIT_DEFAULT": _rate_limits(env),
+        "RATELIMIT_STORAGE_URI": _rate_limit_storage(env),
     }
+
+
+def _rate_limits(env):
+    spec = env.get("RATELIMIT_DEFAULT", "100/second")
+    try:
+        parsed = rate_limit.parse(spec)
+    except ValueError:
+        parsed = None
+    if not parsed or any(amount < 1 for amount, _ in parsed):
+        raise ConfigError(f"RATELIMIT_DEFAULT={spec!r} is not a rate limit such as 100/second or 30/10second")
+    return spec
+
+
+def _rate_limit_storage(env):
+    uri = env.get("RATELIMIT_STORAGE_URI") or env.get("REDIS_URL") or "memory://"
+    if not uri.startswith(("memory://", "redis://", "rediss://", "unix://")):
+        raise ConfigError("RATELIMIT_STORAGE_URI must be a redis://, rediss:// or unix:// URL, or memory://")
+    return uri
 
 
 def _engine_options(url, env):

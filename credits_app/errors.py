@@ -44,8 +44,6 @@ def _http(e):
         details = {"fields": messages.get("json", messages) if isinstance(messages, dict) else messages}
     message = e.description if isinstance(e.description, str) else HTTP_CODES.get(e.code, "error")
     headers = {}
-    if e.code == 429:
-        message = f"rate limit exceeded ({e.description})"
     if e.code == 405 and hasattr(e, "valid_methods") and e.valid_methods:
         headers["Allow"] = ", ".join(sorted(e.valid_methods))
     if e.code == 422 and details:

@@ -1,6 +1,4 @@
 """Extension objects, created unbound here and attached in `create_app()`."""
-from flask import g, request
-from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
@@ -50,11 +48,3 @@ def configure_sqlite(engine):
     def _on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
-
-def _rate_limit_key():
-    # Per token subject (set by auth before the limiter runs); the address for anything else.
-    return g.get("actor") or request.remote_addr or "unknown"
-
-
-# Limits come from Flask-Limiter's own RATELIMIT_* settings (see config.py); only /api counts.
-limiter = Limiter(key_func=_rate_limit_key, default_limits_exempt_when=lambda: not request.path.startswith("/api/"))

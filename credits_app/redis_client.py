@@ -11,6 +11,9 @@ def redis_client():
         return None
     client = current_app.extensions.get("credits.redis")
     if client is None:
-        client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2, health_check_interval=30)
-        current_app.extensions["credits.redis"] = client
+        client = current_app.extensions["credits.redis"] = connect(url)
     return client
+
+
+def connect(url):
+    return Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2, health_check_interval=30)
