@@ -10,9 +10,9 @@ from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTExtendedException, NoAuthorizationError, RevokedTokenError
 from jwt import ExpiredSignatureError, PyJWTError
 
+from . import tokens
 from .exceptions import DomainError
-
-ROLES = ("admin", "service", "user")
+from .roles import ROLES
 
 # permission -> roles that hold it. `user` tokens only ever read their own user id.
 RULES = {
@@ -98,6 +98,12 @@ def authenticate():
 
 
 def _verified_claims():
+    authorization = request.headers.get(current_app.config["JWT_HEADER_NAME"])
+    claims = tokens.recall(authorization)
+    if claims is not None:  # verified before by the path below; only the clock and revocation can differ
+        if tokens.is_revoked(claims["jti"]):
+            raise Unauthorized("token_revoked", "the token has been revoked")
+        return claims
     try:
         verify_jwt_in_request()
     except NoAuthorizationError:
@@ -118,6 +124,7 @@ def _verified_claims():
         user_id = claims.get("user_id")
         if not isinstance(user_id, int) or isinstance(user_id, bool):
             raise Unauthorized("invalid_token", "a user token needs an integer user_id claim")
+    tokens.remember(authorization, claims)
     return claims
 
 

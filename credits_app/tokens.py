@@ -8,7 +8,7 @@ import re
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import click
 from flask import current_app
@@ -16,50 +16,61 @@ from flask.cli import AppGroup
 from flask_jwt_extended import JWTManager, create_access_token, decode_token
 from sqlalchemy import bindparam, text
 
-from .auth import ROLES
 from .config import ASYMMETRIC
 from .exceptions import InvalidRequest
 from .extensions import db
+from .roles import ROLES
 from .types import UTCDateTime, utcnow
 
 
-class _JWTManager(JWTManager):
-    """flask-jwt-extended, remembering the tokens it has verified: decoding (twice: the
-    unverified header for the key loader, then the signature) is the largest CPU cost of a
-    request, and a service presents the same token thousands of times.
-
-    A token is served from the cache only while PyJWT would accept it again now (exp, nbf,
-    iat re-checked with the configured leeway) and only under the same keys, algorithms and
-    claim settings it was verified with; anything else is decoded in full, so every refusal
-    and its message are exactly flask-jwt-extended's. Revocation is checked after decoding,
-    on every request, as before. Only verified tokens enter the bounded cache."""
-
-    def _decode_jwt_from_config(self, encoded_token, csrf_value=None, allow_expired=False):
-        if csrf_value or allow_expired:
-            return super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
-        config = current_app.config
-        key = (encoded_token, config["JWT_SECRET_KEY"], config.get("JWT_PUBLIC_KEY"), config.get("JWT_ALGORITHM"),
-               tuple(config.get("JWT_DECODE_ALGORITHMS") or ()), config.get("JWT_DECODE_AUDIENCE"),
-               config.get("JWT_DECODE_ISSUER"), config.get("JWT_IDENTITY_CLAIM"), config.get("JWT_VERIFY_SUB"),
-               config.get("JWT_DECODE_LEEWAY"))
-        cache = current_app.extensions["credits.verified_tokens"]
-        claims = cache.get(key)
-        if claims is None or not _still_valid(claims, config.get("JWT_DECODE_LEEWAY") or 0):
-            claims = super()._decode_jwt_from_config(encoded_token, csrf_value, allow_expired)
-            if len(cache) >= _VERIFIED_CACHE_SIZE:
-                cache.clear()
-            cache[key] = dict(claims)
-        return dict(claims)  # a copy: the request may not alter the cached claims
-
+# --- verified-token cache ----------------------------------------------------------------
+# Decoding a JWT (the unverified header for the key loader, the signature, then the header
+# again) was the largest CPU cost of a request, and a service presents the same token
+# thousands of times. So each process remembers the Authorization headers it has fully
+# verified (flask-jwt-extended and auth.py's claim checks, all of which depend only on the
+# token and the configuration) and serves them again while PyJWT would still accept them
+# now: exp, nbf and iat are re-checked with the configured leeway, revocation is checked on
+# every request, and an entry counts only under the keys and settings it was verified with.
+# Anything else takes the full path, so every refusal and its message are the library's.
 
 _VERIFIED_CACHE_SIZE = 1024
+_SETTINGS = ("JWT_SECRET_KEY", "JWT_PUBLIC_KEY", "JWT_ALGORITHM", "JWT_DECODE_ALGORITHMS", "JWT_DECODE_AUDIENCE",
+             "JWT_DECODE_ISSUER", "JWT_IDENTITY_CLAIM", "JWT_VERIFY_SUB", "JWT_DECODE_LEEWAY", "JWT_HEADER_NAME",
+             "JWT_HEADER_TYPE", "JWT_TOKEN_LOCATION")
+
+
+def _settings(config):
+    return tuple(tuple(v) if isinstance(v, list) else v for v in map(config.get, _SETTINGS))
+
+
+def recall(authorization):
+    """Claims of an Authorization header verified before in this process, if PyJWT would
+    accept its token now; None otherwise (and for a header never seen)."""
+    if not authorization:
+        return None
+    entry = current_app.extensions["credits.verified_tokens"].get(authorization)
+    if entry is None:
+        return None
+    settings, claims = entry
+    config = current_app.config
+    if settings != _settings(config) or not _still_valid(claims, config.get("JWT_DECODE_LEEWAY") or 0):
+        return None
+    return dict(claims)  # a copy: the request may not alter the cached claims
+
+
+def remember(authorization, claims):
+    """Called only after the full verification of this header succeeded."""
+    cache = current_app.extensions["credits.verified_tokens"]
+    if len(cache) >= _VERIFIED_CACHE_SIZE:
+        cache.clear()
+    cache[authorization] = (_settings(current_app.config), dict(claims))
 
 
 def _still_valid(claims, leeway):
     """What PyJWT checks against the clock (jwt/api_jwt.py _validate_exp/nbf/iat)."""
     if isinstance(leeway, timedelta):
         leeway = leeway.total_seconds()
-    now = datetime.now(tz=timezone.utc).timestamp()
+    now = time.time()
     try:
         if "exp" in claims and int(claims["exp"]) <= now - leeway:
             return False
@@ -72,7 +83,7 @@ def _still_valid(claims, leeway):
     return True
 
 
-jwt = _JWTManager()
+jwt = JWTManager()
 
 
 def issue(role, sub, *, user_id=None, ttl_seconds=None):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import jwt as pyjwt
 import pytest
@@ -162,6 +163,24 @@ def test_forged_and_stale_tokens_are_401(app):
     for header in ("Bearer", "Basic abc", f"Token {valid}", "Bearer  "):
         r = client.get("/api/users", headers={"Authorization": header})
         assert r.status_code == 401, header
+
+
+def test_a_remembered_token_is_checked_again_against_the_clock_keys_and_rules(app):
+    """A verified Authorization header is served from the process's cache afterwards; the
+    cache must refuse exactly what a full verification would."""
+    from freezegun import freeze_time
+    client = app.test_client()
+    token = token_for(app, "user", user_id=5, ttl_seconds=120)
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/api/auth/whoami", headers=headers).status_code == 200  # now remembered
+    assert client.get("/api/credits/6", headers=headers).status_code == 403  # the rules still apply
+    assert len(app.extensions["credits.verified_tokens"]) == 1
+    with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=120 + 31)):  # past exp and the 30 s leeway
+        r = client.get("/api/auth/whoami", headers=headers)
+        assert r.status_code == 401 and r.get_json()["error"]["code"] == "token_expired"
+    assert client.get("/api/auth/whoami", headers=headers).status_code == 200
+    app.config["JWT_SECRET_KEY"] = "a-rotated-secret-that-is-long-enough-0123456789"
+    _expect_401(client, token)  # verified under the old key only
 
 
 def test_unknown_role_is_403(app):
