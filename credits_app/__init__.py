@@ -4,7 +4,7 @@ import os
 from flask import Flask
 
 from . import auth, config, errors, health, logs, metrics, rate_limit, tokens
-from .extensions import configure_sqlite, db, migrate, openapi
+from .extensions import configure_sqlite, db, migrate, openapi, ping_idle_connections
 
 
 def create_app(env=None):
@@ -16,9 +16,11 @@ def create_app(env=None):
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
-    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
-        with app.app_context():
+    with app.app_context():
+        if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
             configure_sqlite(db.engine)
+        else:
+            ping_idle_connections(db.engine, app.config["DB_PING_IDLE_SECONDS"])
     openapi.init_app(app)
     errors.init_app(app)  # after the Api, whose own HTTP error handler it replaces
     logs.init_app(app)

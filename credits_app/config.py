@@ -62,6 +62,7 @@ def load(env, instance_path):
     return {
         "SQLALCHEMY_DATABASE_URI": url,
         "SQLALCHEMY_ENGINE_OPTIONS": _engine_options(url, env),
+        "DB_PING_IDLE_SECONDS": _int(env, "DB_PING_IDLE_SECONDS", 10, minimum=0),
         "MAX_AMOUNT": max_amount,
         "MAX_BALANCE": max_balance,
         "MAX_CONTENT_LENGTH": _int(env, "MAX_CONTENT_LENGTH", 64 * 1024, minimum=1024),
@@ -200,7 +201,9 @@ def _engine_options(url, env):
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 30, "check_same_thread": False}}
     return {
-        "pool_pre_ping": True,
+        # No pool_pre_ping (a SELECT 1 round trip before every statement): connections idle
+        # for DB_PING_IDLE_SECONDS are pinged at checkout (extensions.ping_idle_connections),
+        # and a connection found dead in use invalidates the whole pool.
         "pool_size": _int(env, "DB_POOL_SIZE", 10, minimum=1),
         "max_overflow": _int(env, "DB_MAX_OVERFLOW", 5, minimum=0),
         "pool_timeout": _int(env, "DB_POOL_TIMEOUT", 10, minimum=1),

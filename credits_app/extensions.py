@@ -1,8 +1,10 @@
 """Extension objects, created unbound here and attached in `create_app()`."""
+import time
+
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, event, exc
 
 # Stable constraint names so Alembic migrations and schema.sql never depend on the dialect.
 NAMING = {
@@ -48,3 +50,28 @@ def configure_sqlite(engine):
     def _on_begin(conn):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
+
+
+def ping_idle_connections(engine, idle_seconds):
+    """Ping a pooled PostgreSQL connection at checkout only if it sat idle for longer than
+    `idle_seconds` (0: always, like pool_pre_ping). Under load connections never idle, so
+    the hot path pays no extra round trip; after a quiet spell (a restarted server, a
+    firewall that dropped the socket) a dead connection is replaced before a request uses
+    it. A connection that dies while in use fails its statement (a JSON 503) and SQLAlchemy
+    then invalidates every connection in the pool that is older than the failure."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn, record, _proxy):
+        idle_since = record.info.pop("idle_since", None)
+        if idle_since is None or time.monotonic() - idle_since <= idle_seconds:
+            return
+        try:
+            with dbapi_conn.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            dbapi_conn.rollback()  # end the transaction the driver opened, as the pool expects
+        except engine.dialect.dbapi.Error as e:
+            raise exc.DisconnectionError() from e  # the pool connects afresh and checks out again

@@ -36,6 +36,41 @@ def _users(api, n, prefix):
     return ids
 
 
+def test_pooled_connections_after_a_postgres_restart(own_pg):
+    """No pre-ping per statement: a connection idle longer than DB_PING_IDLE_SECONDS is
+    pinged at checkout and replaced if dead, so the first request after a quiet restart
+    succeeds; one reused within that time fails once with the JSON 503 (a change is not
+    applied: the client retries it with its Idempotency-Key), and that failure invalidates
+    the rest of the pool, so the next request succeeds."""
+    url = own_pg.url("credits")
+    pinging, trusting = make_app(url, DB_PING_IDLE_SECONDS="0"), make_app(url, DB_PING_IDLE_SECONDS="3600")
+    admin = {"Authorization": f"Bearer {token_for(pinging)}"}
+    uid = pinging.test_client().post("/api/users", json={"email": "p@example.com", "name": "P"},
+                                     headers=admin).get_json()["user_id"]
+    for app in (pinging, trusting):
+        with app.app_context():
+            db.engine.pool.dispose()
+        for _ in range(3):  # two pooled connections each (one for auth's revocation load, one for the change)
+            assert app.test_client().post(f"/api/credits/{uid}/add", json={"amount": 1}, headers=admin).status_code == 200
+    own_pg.stop("immediate")
+    own_pg.restart()
+
+    r = pinging.test_client().post(f"/api/credits/{uid}/add", json={"amount": 1}, headers=admin)
+    assert r.status_code == 200, r.get_json()
+    r = trusting.test_client().post(f"/api/credits/{uid}/add", json={"amount": 1}, headers=admin,
+                                    environ_base={"HTTP_IDEMPOTENCY_KEY": "after-restart"})
+    assert r.status_code == 503 and r.get_json()["error"]["code"] == "database_unavailable", r.get_json()
+    for _ in range(3):  # the retry, then more: the pool was invalidated by that one failure
+        r = trusting.test_client().post(f"/api/credits/{uid}/add", json={"amount": 1}, headers=admin,
+                                        environ_base={"HTTP_IDEMPOTENCY_KEY": "after-restart"})
+        assert r.status_code == 200, r.get_json()
+    balance = pinging.test_client().get(f"/api/credits/{uid}", headers=admin).get_json()["credits"]
+    assert balance == 6 + 1 + 1  # the 503 applied nothing; the retries applied once
+    for app in (pinging, trusting):
+        with app.app_context():
+            db.engine.dispose()
+
+
 def test_postgres_stopped_and_restarted_under_load(own_pg):
     """Injected: `pg_ctl stop -m immediate` (every backend killed mid-statement) while six
     client threads send keyed add/deduct/reset to three hot users through gunicorn with two
