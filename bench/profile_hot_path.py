@@ -87,6 +87,8 @@ def _profile(one, kind):
     stats = pstats.Stats(profiler, stream=sys.stderr).strip_dirs()
     stats.sort_stats("cumulative").print_stats(60)
     stats.sort_stats("tottime").print_stats(30)
+    if os.environ.get("PROFILE_CALLERS"):
+        stats.print_callers(os.environ["PROFILE_CALLERS"])
 
 
 def main():

@@ -21,6 +21,20 @@ class StrictParser(FlaskParser):
     in the body or the query may hold a NUL (422): PostgreSQL text cannot store one, so
     refusing it here covers every field, present and future, before it reaches the driver."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._schemas = {}
+
+    def _get_schema(self, argmap, req):
+        # webargs builds a new instance of a schema class for every request (a third of
+        # parsing's cost); a marshmallow schema holds no per-load state, so one will do.
+        if isinstance(argmap, type):
+            schema = self._schemas.get(argmap)
+            if schema is None:
+                schema = self._schemas[argmap] = super()._get_schema(argmap, req)
+            return schema
+        return super()._get_schema(argmap, req)
+
     def _raw_load_json(self, req):
         raw = req.get_data(cache=True)
         limit = req.max_content_length
