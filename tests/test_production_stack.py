@@ -97,6 +97,12 @@ def test_gunicorn_stack_readiness_metrics_and_redis_outage(stack_db):
         redis.start()
         assert wait_for(lambda: http(web.url, "GET", "/readyz")[0] == 200), "readiness did not recover"
         assert http(web.url, "GET", f"/api/credits/{uid}", token=token)[1]["credits"] == 21
+
+        # One JSON line per request, the app's: gunicorn's own access line stays off.
+        lines = [json.loads(line) for line in open(web.log_path) if line.startswith("{")]
+        assert not [line for line in lines if line["logger"] == "gunicorn.access"], "gunicorn's access log is on"
+        adds = [line for line in lines if line["logger"] == "credits.request" and line["path"].endswith("/add")]
+        assert len(adds) == 7 and {line["status"] for line in adds} == {200}
     finally:
         assert web.stop() == 0
         redis.destroy()
