@@ -97,6 +97,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--against", metavar="REV", help="also measure this git revision, interleaved")
     parser.add_argument("--profile", choices=KINDS)
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra environment for the app, e.g. PROMETHEUS_MULTIPROC_DIR=/tmp/m")
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
     from http_bench import flask, flask_env, load_users
@@ -110,7 +112,7 @@ def main():
                            capture_output=True)
             trees = {args.against: tmp, **trees}
         url = pg.createdb("credits")
-        env = flask_env(url, redis.url)
+        env = flask_env(url, redis.url, dict(e.split("=", 1) for e in args.env))
         flask(env, "db", "upgrade").check_returncode()
         load_users(pg, "credits", 10_000)
         for name, root in trees.items():
