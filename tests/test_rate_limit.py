@@ -42,6 +42,14 @@ def test_processes_share_counts_through_redis(redis_url):
     assert len(keys) == 1 and 0 < RedisClient.from_url(redis_url).ttl(keys[0]) <= 61  # windows expire
 
 
+def test_a_flushed_script_cache_is_reloaded(redis_url):
+    limiter = Limiter(parse("10/minute"), redis_url)
+    limiter.hit("s", T0)
+    RedisClient.from_url(redis_url).script_flush()  # as after a Redis restart
+    assert counts(limiter.hit("s", T0 + 1)) == [2]  # still Redis's count, not a fresh in-memory one
+    assert RedisClient.from_url(redis_url).get(f"ratelimit:s:10/60:{int(T0 // 60)}") == b"2"
+
+
 def test_redis_down_counts_in_memory_then_back_to_redis():
     redis = Redis()  # not started yet
     try:
