@@ -1,16 +1,20 @@
 """gunicorn settings for the `web` process (Procfile). Environment: HOST, PORT,
 WEB_CONCURRENCY, WEB_THREADS, PROMETHEUS_MULTIPROC_DIR.
 
-Worker class gthread, one process per core, 4 threads each: chosen by measurement
-(bench/http_bench.py; STACK-NOTES for sync/gevent). On 2 cores at concurrency 32 the service is
-CPU-bound in Python (app processes take all the CPU they get; PostgreSQL 12-25%), so:
-- processes = cores: 2x4, 2x8, 2x16, 3x8 and 4x4 all served 390-570 reads/s and 250-350
-  deducts/s, differences inside the run-to-run noise of a shared machine (load average 2-10);
-  more processes than cores add memory and connections, not throughput;
-- threads = 4: enough to keep a process busy while one request waits on PostgreSQL (a change
-  waits for its WAL flush); more threads only queue on the GIL. The bare-WSGI floor, which
-  is not CPU-bound, is limited on writes by 2x4 = 8 commits in flight (group commit), so a
-  deployment with spare CPU should raise WEB_THREADS (and DB_POOL_SIZE with it);
+Worker class gthread, one process per core, 4 threads each, listening socket per worker
+(reuse_port): chosen by measurement (bench/http_bench.py, 2 cores, concurrency 32; STACK-NOTES
+for sync/gevent):
+- reuse_port: with one shared socket, whichever worker woke first accepted most of the 32
+  connections and the other idled (the bare floor served 1,969 reads/s at 106% CPU; with a
+  socket per worker the kernel spreads connections and it served 2,886-3,415);
+- processes x threads: 2x4, 4x2, 3x4 and 4x4 served 1,309-1,591 reads/s, 813-967 adds/s and
+  737-984 hot-user deducts/s, differences inside one machine's run-to-run noise (a second
+  2x8 run: no better for writes, worse for reads); more processes than cores add memory and
+  connections, not throughput, so processes = cores;
+- threads = 4: enough to keep a process busy while requests wait on PostgreSQL (a change
+  waits for its WAL flush) and Redis; more threads queue on the GIL. The bare-WSGI floor,
+  which is not CPU-bound, is limited on writes by 2x4 = 8 commits in flight (group commit),
+  so a deployment with spare CPU should raise WEB_THREADS (and DB_POOL_SIZE with it);
 - not gevent: psycopg2 blocks the hub without psycogreen (STACK-NOTES), and it would not
   help a CPU-bound process; not sync: one request per process stalls on every round trip.
 Each process's connection pool is DB_POOL_SIZE (default 10 >= threads)."""
