@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app wsgi
 export TZ := UTC
 
-.PHONY: run test schema lint clean postman postman-examples bench-grant
+.PHONY: run test schema lint clean postman postman-examples bench bench-grant
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ postman: $(BIN)/.installed postman/node_modules/.installed
 postman-examples: $(BIN)/.installed postman/node_modules/.installed
 	POSTMAN_REPORT=/tmp/credits-newman.json $(BIN)/python -m pytest -q tests/test_postman.py
 	$(BIN)/python postman/build_collection.py --examples /tmp/credits-newman.json
+
+## lint: pyflakes over the code, tests and tools (unused imports and names, undefined names)
+lint: $(BIN)/.installed
+	$(BIN)/python -m pyflakes credits_app worker migrations tests bench scripts wsgi.py gunicorn.conf.py
 
 ## schema: regenerate schema.sql from the migrations
 schema: $(BIN)/.installed

@@ -17,7 +17,7 @@ import pytest
 
 from credits_app.extensions import db
 from tests.conftest import _fresh_url, make_app, token_for
-from tests.services import ROOT, Web
+from tests.services import Web
 
 SECRET = "fuzz-ci-secret-0123456789abcdefghijklmnopqrst"
 SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")

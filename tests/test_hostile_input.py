@@ -10,7 +10,6 @@ header field, unicode edge cases in names and emails.
 Observed: the status and JSON error shape of each answer, and the tables before/after.
 Invariants (DESIGN.md): 1 (no negative balance), 2 (ledger = balance), 4 (a refused
 request burns no Idempotency-Key) and the one error shape."""
-import json
 
 import pytest
 from sqlalchemy import text

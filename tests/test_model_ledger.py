@@ -19,7 +19,7 @@ from datetime import date
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, multiple, rule, \
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule, \
     run_state_machine_as_test
 
 from credits_app import grants, ledger

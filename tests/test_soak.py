@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from datetime import date, timedelta
 
-import psutil
 import pytest
 from sqlalchemy import text
 
