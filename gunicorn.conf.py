@@ -1,12 +1,15 @@
 """gunicorn settings for the `web` process (Procfile). Environment: HOST, PORT,
-WEB_CONCURRENCY, WEB_THREADS, PROMETHEUS_MULTIPROC_DIR.
+WEB_CONCURRENCY, WEB_THREADS, WEB_REUSE_PORT, PROMETHEUS_MULTIPROC_DIR.
 
-Worker class gthread, one process per core, 4 threads each, listening socket per worker
-(reuse_port): chosen by measurement (bench/http_bench.py, 2 cores, concurrency 32; STACK-NOTES
-for sync/gevent):
-- reuse_port: with one shared socket, whichever worker woke first accepted most of the 32
-  connections and the other idled (the bare floor served 1,969 reads/s at 106% CPU; with a
-  socket per worker the kernel spreads connections and it served 2,886-3,415);
+Worker class gthread, one process per core, 4 threads each: chosen by measurement
+(bench/http_bench.py, 2 cores, concurrency 32; STACK-NOTES for sync/gevent):
+- one listening socket shared by the workers (WEB_REUSE_PORT=false, the default): with a
+  socket per worker (reuse_port) the kernel spreads connections evenly, but the connections
+  waiting in a worker's own queue are reset when that worker dies or restarts (a SIGKILL
+  test saw it), while a shared queue is served by the siblings. The price: a worker that
+  wakes first can take most of a burst of long-lived connections (the bare floor served
+  1,969 reads/s at 106% CPU instead of ~3,300), so the benchmark sets WEB_REUSE_PORT=true
+  for the floor and the service alike;
 - processes x threads: 2x4, 4x2, 3x4 and 4x4 served 1,309-1,591 reads/s, 813-967 adds/s and
   737-984 hot-user deducts/s, differences inside one machine's run-to-run noise (a second
   2x8 run: no better for writes, worse for reads); more processes than cores add memory and
@@ -32,7 +35,7 @@ threads = int(os.environ.get("WEB_THREADS", "4"))
 timeout = 30
 graceful_timeout = 30  # SIGTERM: in-flight requests get this long to finish
 keepalive = 5
-reuse_port = True  # a listening socket per worker: the kernel spreads connections evenly (see above)
+reuse_port = os.environ.get("WEB_REUSE_PORT", "false").lower() in ("1", "true", "yes")  # see above
 # gunicorn answers an over-long request line itself, in HTML; 8190 (its maximum) lets every
 # schema-valid query (320-char email + cursor, percent-encoded) reach the app's JSON errors.
 limit_request_line = 8190

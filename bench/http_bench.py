@@ -52,9 +52,11 @@ CLK = os.sysconf("SC_CLK_TCK")
 # --- stack --------------------------------------------------------------------------------
 
 def flask_env(url, redis_url, extra=None, rate_limit=True):
+    # WEB_REUSE_PORT: a listening socket per gunicorn worker, for the floor and the service
+    # alike, so that wrk's 32 connections are spread over the workers (gunicorn.conf.py).
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, JWT_SECRET_KEY=SECRET, TZ="UTC",
                RATELIMIT_DEFAULT="1000000/second", RATELIMIT_ENABLED="true" if rate_limit else "false",
-               PYTHONPATH=ROOT)
+               WEB_REUSE_PORT="true", PYTHONPATH=ROOT)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(extra or {})
     return env
@@ -400,7 +402,7 @@ def main():
             c.autocommit = True
         gunicorn_settings = subprocess.run(
             [sys.executable, "-c", "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
-             "print(f\"{c['worker_class']}, {c['workers']} workers x {c['threads']} threads\")"],
+             "print(f\"{c['worker_class']}, {c['workers']} workers x {c['threads']} threads, reuse_port={c['reuse_port']}\")"],
             cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip()
         report = {"users": args.users, "concurrency": args.concurrency, "duration": args.duration,
                   "gunicorn": gunicorn_settings, "machine": machine(),
