@@ -1,8 +1,8 @@
 """The bare-WSGI floor for bench/http_bench.py: no framework, no auth, no validation beyond
 what a request needs, no logging or metrics; a plain WSGI callable and a psycopg2 pool
 running the SAME single statement per request as the service's hot path (the balance
-SELECT, and ledger._pg_statement() for add/deduct), on the same URLs, under the same
-gunicorn settings:
+SELECT, and ledger._pg_statement() for add/deduct), prepared once per connection as the
+service does (ledger._Prepared), on the same URLs, under the same gunicorn settings:
 
     DATABASE_URL=postgresql://... gunicorn -c gunicorn.conf.py bench.bare_wsgi:app
 
@@ -14,14 +14,15 @@ import threading
 from datetime import datetime, timezone
 
 from psycopg2.pool import ThreadedConnectionPool
+from sqlalchemy.dialects.postgresql.psycopg2 import dialect
 
-from credits_app.ledger import _pg_statement
+from credits_app.ledger import _BALANCE as _BALANCE_STATEMENT
+from credits_app.ledger import _pg_statement, _Prepared
 
-_BALANCE = ("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated FROM users u "
-            "LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = %(uid)s")
-# The service's own statements, turned from SQLAlchemy's :name into psycopg2's %(name)s.
-_CHANGE = {kind: re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", str(_pg_statement(kind, False)))
-           for kind in ("add", "deduct")}
+# The service's own statements, compiled to psycopg2's SQL and prepared as the service does.
+_BALANCE = _Prepared(str(_BALANCE_STATEMENT.compile(dialect=dialect())))
+_CHANGE = {kind: _Prepared(str(_pg_statement(kind, False).compile(dialect=dialect()))) for kind in ("add", "deduct")}
+_prepared_on = {}  # connection -> names prepared there
 _ROUTE = re.compile(r"^/api/credits/(\d+)(?:/(add|deduct))?$")
 _THREADS = int(os.environ.get("WEB_THREADS", "4"))
 
@@ -41,13 +42,17 @@ def _conn_pool():
     return _pool
 
 
-def _query(sql, params):
+def _query(prepared, params):
     pool = _conn_pool()
     conn = pool.getconn()
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(sql, params)
+            known = _prepared_on.setdefault(conn, set())
+            if prepared.name not in known:
+                cur.execute(prepared.prepare)
+                known.add(prepared.name)
+            cur.execute(prepared.execute, params)
             return cur.fetchone(), [d[0] for d in cur.description]
     finally:
         pool.putconn(conn)

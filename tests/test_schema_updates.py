@@ -124,6 +124,30 @@ def test_columns_added_out_of_band_show_up_without_restart(pg_app, pg_server, ad
         "region": "eu", "meta": {"a": [1, 2]}, "joined": "2026-01-02"}
 
 
+def test_prepared_credit_statements_survive_columns_added_under_them(pg_app, pg_server, admin):
+    """Each pooled connection prepares the hot-path statements once (ledger._Prepared); a
+    column added to any of their tables afterwards must not break them (they name their
+    columns, so PostgreSQL re-plans them without a result-type change)."""
+    user_id = new_user(admin)
+    for i in range(3):  # keyed and not: both statements prepared
+        keyed = i % 2 == 1
+        for kind, amount in (("add", 5), ("deduct", 1)):
+            headers = {"Idempotency-Key": f"warm-{kind}-{i}"} if keyed else {}
+            r = admin.post(f"/api/credits/{user_id}/{kind}", json={"amount": amount}, headers=headers)
+            assert r.status_code == 200, r.get_json()
+        assert admin.get(f"/api/credits/{user_id}").status_code == 200
+    database = dsn(pg_app).rsplit("/", 1)[1]
+    pg_server.psql(database, "ALTER TABLE users ADD COLUMN tier text; ALTER TABLE credits ADD COLUMN note text; "
+                             "ALTER TABLE ledger_entries ADD COLUMN origin text; "
+                             "ALTER TABLE idempotency_keys ADD COLUMN seen_by text")
+    assert admin.post(f"/api/credits/{user_id}/add", json={"amount": 1}).status_code == 200
+    r = admin.post(f"/api/credits/{user_id}/deduct", json={"amount": 2}, headers={"Idempotency-Key": "after-ddl"})
+    assert r.status_code == 200 and r.get_json()["credits"] == 12 + 1 - 2
+    assert admin.post(f"/api/credits/{user_id}/deduct", json={"amount": 2},
+                      headers={"Idempotency-Key": "after-ddl"}).headers["Idempotent-Replayed"] == "true"
+    assert admin.get(f"/api/credits/{user_id}").get_json()["credits"] == 11
+
+
 # ---- refused: nothing changes ----------------------------------------------------------------
 
 def test_every_refused_class_is_refused_and_changes_nothing(pg_app, admin):
