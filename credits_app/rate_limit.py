@@ -21,6 +21,7 @@ from redis.connection import ConnectionPool
 from redis.exceptions import NoScriptError, RedisError
 
 from .exceptions import DomainError
+from .redis_client import TIMEOUTS
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,7 @@ class Limiter:
         conn = getattr(self._thread, "conn", None)
         if conn is None:
             if self._connections is None:
-                self._connections = ConnectionPool.from_url(self._storage_uri, socket_connect_timeout=1,
-                                                            socket_timeout=2)
+                self._connections = ConnectionPool.from_url(self._storage_uri, **TIMEOUTS)
             conn = self._thread.conn = self._connections.make_connection()
         return conn
 
