@@ -1,5 +1,7 @@
 """credits: a credit-management service. `create_app()` is the only way to build the app."""
+import inspect
 import os
+from types import FunctionType  # not `import types`: credits_app.types would shadow it
 
 from flask import Flask
 
@@ -7,10 +9,28 @@ from . import auth, config, errors, health, logs, metrics, rate_limit, tokens
 from .extensions import configure_sqlite, db, migrate, openapi, ping_idle_connections
 
 
+class CreditsFlask(Flask):
+    """Flask asks `inspect` whether each hook and view is a coroutine function before every
+    call: some 16 times a request here, for functions defined once. Remember the plain ones
+    (bound methods, partials and the like are still asked every time)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._sync_functions = set()
+
+    def ensure_sync(self, func):
+        if func in self._sync_functions:
+            return func
+        if type(func) is FunctionType and not inspect.iscoroutinefunction(func):
+            self._sync_functions.add(func)
+            return func
+        return super().ensure_sync(func)
+
+
 def create_app(env=None):
     """Build the app from `env` (default: os.environ). Connects to nothing."""
     env = os.environ if env is None else env
-    app = Flask(__name__, instance_relative_config=True)
+    app = CreditsFlask(__name__, instance_relative_config=True)
     os.makedirs(app.instance_path, exist_ok=True)
     app.config.update(config.load(env, app.instance_path))
 

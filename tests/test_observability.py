@@ -90,6 +90,26 @@ def test_metrics_count_credit_operations(client, anon):
     assert "credits_daily_grant_last_success_timestamp_seconds" in after
 
 
+def test_invented_methods_share_one_metric_label(anon):
+    before = anon.get("/metrics").get_data(as_text=True)
+    for verb in ("BREW", "WHEN", "X" * 40):
+        assert anon.open("/api/credits/1", method=verb).status_code == 405
+    text = anon.get("/metrics").get_data(as_text=True)
+    assert "BREW" not in text and "WHEN" not in text
+    route = "unmatched"  # a 405 matched no rule
+    assert (_sample(text, "credits_http_requests_total", method="other", route=route, status="405")
+            - _sample(before, "credits_http_requests_total", method="other", route=route, status="405")) == 3
+
+
+def test_log_timestamps_are_utc_iso_with_milliseconds():
+    formatter = JsonFormatter()
+    for created, expected in ((0.0, "1970-01-01T00:00:00.000+00:00"), (1764130000.9995, "2025-11-26T04:06:40.999+00:00"),
+                              (1764130001.25, "2025-11-26T04:06:41.250+00:00")):
+        record = logging.LogRecord("credits.request", logging.INFO, __file__, 1, "request", (), None)
+        record.created = created
+        assert json.loads(formatter.format(record))["ts"] == expected
+
+
 def test_one_json_log_line_per_request(client):
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
