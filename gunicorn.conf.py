@@ -21,11 +21,14 @@ Worker class gthread, one process per core, 4 threads each: chosen by measuremen
 - not gevent: psycopg2 blocks the hub without psycogreen (STACK-NOTES), and it would not
   help a CPU-bound process; not sync: one request per process stalls on every round trip.
 Each process's connection pool is DB_POOL_SIZE (default 10 >= threads)."""
+import json
 import multiprocessing
 import os
 import shutil
 import tempfile
+import uuid
 
+from gunicorn import util
 from gunicorn.glogging import Logger
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
@@ -55,6 +58,25 @@ class NoAccessLog(Logger):
 
 
 logger_class = NoAccessLog
+
+# What gunicorn's parser refuses (a malformed request line or header, an over-long URI, a
+# bad chunk) never reaches the app, and gunicorn answers it with an HTML page. Answer in the
+# app's one error shape instead. gunicorn calls util.write_error from its worker at the time
+# of the error, so replacing it here (in the master, before the workers fork) covers them.
+_WIRE_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+               431: "request_header_fields_too_large", 500: "internal_error", 501: "not_implemented"}
+
+
+def _json_wire_error(sock, status_int, reason, mesg):
+    body = json.dumps({"error": {"code": _WIRE_CODES.get(status_int, "bad_request"),
+                                 "message": f"the HTTP request was refused: {reason}",
+                                 "details": {"reason": str(mesg)[:200]} if mesg else {}}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Request-ID: {uuid.uuid4().hex}\r\n\r\n")
+    util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+util.write_error = _json_wire_error
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,

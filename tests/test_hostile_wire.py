@@ -3,11 +3,10 @@ it: CR/LF/NUL header injection in Idempotency-Key and X-Request-ID, obs-folded h
 request smuggling shapes (two Content-Lengths, Content-Length with chunked), chunked and
 lying bodies past the 64 KiB limit, invalid UTF-8 in headers, an oversized header.
 
-Injected: each raw request below. Observed: a 4xx answer; when the app answers, the one JSON
-error shape; no injected header ever appears in a response; the ledger, balances and
-idempotency claims are unchanged (invariants 2 and 4). Malformed HTTP is refused by
-gunicorn's parser before the app sees it (its own plain 400 page); that is asserted as a
-4xx with nothing changed, since the app cannot shape what never reaches it."""
+Injected: each raw request below. Observed: a 4xx answer in the one JSON error shape (also
+when gunicorn's parser refuses malformed HTTP before the app sees it: gunicorn.conf.py
+replaces its HTML error page); no injected header ever appears in a response; the ledger,
+balances and idempotency claims are unchanged (invariants 2 and 4)."""
 import json
 import socket
 
@@ -119,10 +118,36 @@ def test_header_injection_is_refused_and_changes_nothing(live, case):
     status, names, hdr, body = raw(live["web"], request(live, "POST", "/api/credits/{uid}/add", CASES[case], ADD))
     assert 400 <= status < 500, f"{case}: {status} {body[:200]!r}"
     assert b"x-injected" not in names and b"set-cookie" not in names, f"{case}: injected header answered: {names}"
-    if hdr.get(b"content-type", b"").startswith(b"application/json"):
-        err = json.loads(body)["error"]
-        assert set(err) == {"code", "message", "details"}
+    assert_json_error(hdr, body, case)
     assert state(live["app"]) == before, f"{case} changed something"
+
+
+def assert_json_error(hdr, body, case):
+    assert hdr.get(b"content-type", b"").startswith(b"application/json"), f"{case}: {hdr} {body[:200]!r}"
+    err = json.loads(body)["error"]
+    assert set(err) == {"code", "message", "details"} and err["code"], f"{case}: {err}"
+    assert hdr.get(b"x-request-id"), f"{case}: no X-Request-ID"
+    return err
+
+
+MALFORMED = {  # refused by gunicorn's parser: (raw request, status, code)
+    "garbage request line": (b"HELLO\r\n\r\n", 400, "bad_request"),
+    "bad HTTP version": (b"GET / HTTP/9.x\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    "lower-case method": (b"get / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad_request"),
+    "request line past the limit": (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "uri_too_long"),
+    "header without a colon": (b"GET / HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", 400, "bad_request"),
+    "too many headers": (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(200)) + b"\r\n",
+                         431, "request_header_fields_too_large"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_http_gets_the_json_error_shape(live, case):
+    data, expected_status, expected_code = MALFORMED[case]
+    status, names, hdr, body = raw(live["web"], data)
+    assert status == expected_status, f"{case}: {status} {body[:200]!r}"
+    assert assert_json_error(hdr, body, case)["code"] == expected_code
+    assert b"<html" not in body.lower()
 
 
 def test_request_id_injection_is_never_echoed(live):
@@ -163,6 +188,7 @@ def test_smuggling_and_oversized_bodies_are_refused(live, case):
     status, names, hdr, resp = raw(live["web"], request(live, "POST", "/api/credits/{uid}/add", headers, body,
                                                         content_length=with_length))
     assert 400 <= status < 500, f"{case}: {status} {resp[:200]!r}"
+    assert_json_error(hdr, resp, case)
     if "limit" in case or "terabyte" in case:
         assert status == 413, f"{case}: {status}"
         assert json.loads(resp)["error"]["code"] == "payload_too_large"
