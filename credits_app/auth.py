@@ -77,28 +77,31 @@ def current_claims():
 
 def authenticate():
     """before_request for /api: 401 for any token problem, 403 for a role that may not."""
-    if not request.path.startswith("/api/") or request.method == "OPTIONS":
+    req = request._get_current_object()  # one context lookup, not one per attribute
+    if not req.path.startswith("/api/") or req.method == "OPTIONS":
         return  # Flask's automatic OPTIONS answer carries only `Allow` (and CORS preflights no token)
-    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
-    if view is None or request.routing_exception is not None:
+    app = current_app._get_current_object()
+    view = app.view_functions.get(req.endpoint) if req.endpoint else None
+    if view is None or req.routing_exception is not None:
         return  # 404/405 answer by themselves
     permission = getattr(view, "permission", None)
     if permission is None:
         raise Forbidden("this endpoint declares no permission")
-    claims = _verified_claims()
+    claims = _verified_claims(req, app)
     role = claims["role"]
     if role not in ROLES:
         raise Forbidden(f"unknown role {role!r}", role=role)
-    if role not in roles_for(permission, current_app.config["AUTH_SERVICE_CAN_RESET"]):
+    if role not in RULES[permission] and role not in roles_for(permission, app.config["AUTH_SERVICE_CAN_RESET"]):
         raise Forbidden(f"role {role!r} may not {permission}", role=role, permission=permission)
-    if role == "user" and "user_id" in (request.view_args or {}) and request.view_args["user_id"] != claims["user_id"]:
+    view_args = req.view_args or {}
+    if role == "user" and "user_id" in view_args and view_args["user_id"] != claims["user_id"]:
         raise Forbidden("a user token may only read its own user", role=role)
     g.actor = claims["sub"]
     g.claims = claims
 
 
-def _verified_claims():
-    authorization = request.headers.get(current_app.config["JWT_HEADER_NAME"])
+def _verified_claims(req, app):
+    authorization = req.headers.get(app.config["JWT_HEADER_NAME"])
     claims = tokens.recall(authorization)
     if claims is not None:  # verified before by the path below; only the clock and revocation can differ
         if tokens.is_revoked(claims["jti"]):

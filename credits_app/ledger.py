@@ -103,10 +103,11 @@ _BALANCE = text("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_upd
 def balance(user_id):
     """The current balance. Raises UserNotFound."""
     _check_user_id(user_id)
-    if db.engine.dialect.name == "postgresql":
-        row = _pg_fetch_one(_BALANCE, {"uid": user_id})
+    engine = db.engine
+    if engine.dialect.name == "postgresql":
+        row = _pg_fetch_one(engine, _BALANCE, {"uid": user_id})
     else:
-        with db.engine.connect() as conn:
+        with engine.connect() as conn:
             row = conn.execute(_BALANCE, {"uid": user_id}).first()
     if row is None:
         raise UserNotFound(user_id)
@@ -192,10 +193,11 @@ def _change(kind, user_id, delta, amount, actor, reason, key):
     op = _Op(kind, user_id, delta, amount, actor, reason, key,
              _request_hash(kind, user_id, amount, reason) if key else None,
              current_app.config["MAX_BALANCE"])
-    apply = _apply_postgres if db.engine.dialect.name == "postgresql" else _apply_sqlite
+    engine = db.engine
+    apply = _apply_postgres if engine.dialect.name == "postgresql" else _apply_sqlite
     for _ in range(3):
         try:
-            outcome = apply(op)
+            outcome = apply(engine, op)
         except exc.IntegrityError as e:
             # A concurrent request with the same key won the race (claim PK or ledger UNIQUE).
             if key and _is_key_conflict(e):
@@ -252,10 +254,10 @@ def _pg_statement(kind, keyed):
     return text(sql).bindparams(bindparam("now", type_=UTCDateTime)).columns(created_at=UTCDateTime)
 
 
-def _apply_postgres(op):
+def _apply_postgres(engine, op):
     params = {"uid": op.user_id, "delta": op.delta, "now": utcnow(), "max_balance": op.max_balance,
               "kind": op.kind, "reason": op.reason, "actor": op.actor, "key": op.key, "hash": op.request_hash}
-    row = _pg_fetch_one(_pg_statement(op.kind, op.key is not None), params)
+    row = _pg_fetch_one(engine, _pg_statement(op.kind, op.key is not None), params)
     if row.seen:
         return "replay"
     if row.id is not None:
@@ -286,7 +288,7 @@ class _Prepared:
 _PREPARED = {}
 
 
-def _pg_fetch_one(stmt, params):
+def _pg_fetch_one(engine, stmt, params):
     """Run ONE statement as its own transaction on a pooled PostgreSQL connection and return
     its first row (a named tuple) or None.
 
@@ -299,7 +301,6 @@ def _pg_fetch_one(stmt, params):
     (IntegrityError, OperationalError: errors.py and _change() handle those), and a lost
     connection is invalidated and the pool replaced, so connections to a restarted server
     are not tried one by one."""
-    engine = db.engine
     prepared = _PREPARED.get(stmt)
     if prepared is None:
         prepared = _PREPARED[stmt] = _Prepared(str(stmt.compile(dialect=engine.dialect)))
@@ -338,9 +339,9 @@ def _pg_fetch_one(stmt, params):
         pooled.close()
 
 
-def _apply_sqlite(op):
+def _apply_sqlite(engine, op):
     now = utcnow()
-    with db.engine.begin() as conn:  # BEGIN IMMEDIATE: we hold the write lock from here
+    with engine.begin() as conn:  # BEGIN IMMEDIATE: we hold the write lock from here
         if op.key is not None and conn.execute(
                 text("SELECT 1 FROM idempotency_keys WHERE scope = :actor AND key = :key"),
                 {"actor": op.actor, "key": op.key}).first():

@@ -120,20 +120,23 @@ class Limiter:
 
 def _check():
     """before_request (after authentication, so the subject is known)."""
-    if not request.path.startswith("/api/"):
+    req = request._get_current_object()  # the proxies are read once: each read is a context lookup
+    if not req.path.startswith("/api/"):
         return
     limiter = current_app.extensions["credits.rate_limit"]
-    subject = g.get("actor") or f"addr:{request.remote_addr or 'unknown'}"
+    ctx = g._get_current_object()
+    subject = ctx.get("actor") or f"addr:{req.remote_addr or 'unknown'}"
     now = time.time()
     results = limiter.hit(subject, now)
     # Report the limit closest to being exceeded, as X-RateLimit-* headers on the response.
     amount, window, count, reset_at = min(results, key=lambda r: (r[0] - r[2], r[3]))
-    g.rate_limit_headers = {"X-RateLimit-Limit": str(amount), "X-RateLimit-Remaining": str(max(0, amount - count)),
-                            "X-RateLimit-Reset": str(reset_at)}
+    headers = ctx.rate_limit_headers = {"X-RateLimit-Limit": str(amount),
+                                        "X-RateLimit-Remaining": str(max(0, amount - count)),
+                                        "X-RateLimit-Reset": str(reset_at)}
     if count > amount:
         error = RateLimited(f"rate limit exceeded ({amount} per {window} second{'s' if window > 1 else ''})",
                             limit=amount, window_seconds=window)
-        error.headers = {**g.rate_limit_headers, "Retry-After": str(max(1, int(reset_at - now + 0.999)))}
+        error.headers = {**headers, "Retry-After": str(max(1, int(reset_at - now + 0.999)))}
         raise error
 
 
