@@ -38,6 +38,11 @@ class StrictParser(FlaskParser):
             return schema
         return super()._get_schema(argmap, req)
 
+    def get_default_request(self):
+        # The request itself, not Flask's proxy: parsing reads a dozen of its attributes and
+        # through the proxy each read is a context lookup.
+        return request._get_current_object()
+
     def _raw_load_json(self, req):
         raw = req.get_data(cache=True)
         limit = req.max_content_length
