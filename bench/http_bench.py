@@ -1,6 +1,6 @@
 """HTTP benchmark (not a test: it prints figures and never asserts speed).
 
-    .venv/bin/python bench/http_bench.py [--users 10000] [--duration 12] [--concurrency 32]
+    .venv/bin/python bench/http_bench.py [--users 10000] [--duration 12] [--rounds 3] [--concurrency 32]
     (make bench)
 
 Starts its own stack: a DURABLE throwaway PostgreSQL (fsync and synchronous_commit on, the
@@ -16,7 +16,10 @@ reads) runs, back to back at the same concurrency:
   1. pgbench -M prepared with a custom script of exactly the hot-path statement (the floor
      database's own ceiling),
   2. wrk against the bare-WSGI floor,
-  3. wrk against the service.
+  3. wrk against the service,
+and repeats that round (--rounds, default 3): the table shows each target's median run, every
+round's req/s, and the service's ratios as the median of the rounds' ratios, so a neighbour's
+load burst on a shared machine costs one round rather than skewing one target.
 CPU of the app, PostgreSQL and the load generator is sampled from /proc per phase. After each
 run against the service the database is cross-checked against the successful responses
 (ledger rows by kind, sum of balances, the hot user's balance), and at the end
@@ -28,6 +31,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -324,24 +328,39 @@ def fmt_statuses(statuses):
     return " ".join(f"{k}:{v}" for k, v in statuses.items()) or "-"
 
 
+def median_round(rounds):
+    """Per target, the run with the median req/s, plus every run's req/s; and the service's
+    ratios to the floors as the median of each round's ratio (a round's runs are adjacent)."""
+    out = {}
+    for target in rounds[0]:
+        runs = sorted((r[target] for r in rounds), key=lambda r: r["rps"])
+        out[target] = {**runs[(len(runs) - 1) // 2], "rps_runs": [round(r[target]["rps"]) for r in rounds]}
+    for target, floor in (("app", "bare"), ("app", "pgbench"), ("bare", "pgbench")):
+        if target in out and floor in out:
+            out[target][f"vs_{floor}"] = statistics.median(r[target]["rps"] / r[floor]["rps"] for r in rounds)
+    return out
+
+
 def markdown(report):
     lines = [f"HTTP benchmark: {report['users']:,} users, concurrency {report['concurrency']}, "
-             f"{report['duration']} s per run, gunicorn {report['gunicorn']}; rate limiter {report['rate_limit']}; "
+             f"{report['duration']} s per run, median of {report['rounds']} rounds (req/s of each round in "
+             f"'runs'), gunicorn {report['gunicorn']}; rate limiter {report['rate_limit']}; "
              f"machine: {report['machine']['nproc']} x {report['machine']['cpu']}, "
              f"{report['machine']['memory_gib']} GiB; load average before {report['loadavg_before']}", "",
-             "| phase | target | req/s | p50 ms | p90 ms | p99 ms | responses | CPU% app | CPU% PG | CPU% gen "
+             "| phase | target | req/s | runs | p50 ms | p90 ms | p99 ms | responses | CPU% app | CPU% PG | CPU% gen "
              "| vs bare | vs pgbench |",
-             "|---|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
+             "|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for phase in report["phases"]:
         runs = report["results"][phase]
         for target in ("pgbench", "bare", "app"):
             r = runs.get(target)
             if r is None:
                 continue
-            vs_bare = f"{r['rps'] / runs['bare']['rps']:.0%}" if target == "app" else ""
-            vs_pg = f"{r['rps'] / runs['pgbench']['rps']:.0%}" if target != "pgbench" else ""
+            vs_bare = f"{r['vs_bare']:.0%}" if "vs_bare" in r else ""
+            vs_pg = f"{r['vs_pgbench']:.0%}" if "vs_pgbench" in r else ""
             cpu = r["cpu_pct"]
-            lines.append(f"| {phase} | {target} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
+            spread = " ".join(f"{x:,}" for x in r["rps_runs"])
+            lines.append(f"| {phase} | {target} | {r['rps']:,.0f} | {spread} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
                          f"{r['p99_ms']:.1f} | {fmt_statuses(r['statuses'])} | {cpu.get('app', 0):.0f} | "
                          f"{cpu.get('postgres', 0):.0f} | {cpu.get('generator', 0):.0f} | {vs_bare} | {vs_pg} |")
     lines.append("")
@@ -361,6 +380,8 @@ def main():
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--wrk-threads", type=int, default=2)
     parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--rounds", type=int, default=int(os.environ.get("BENCH_ROUNDS", 3)),
+                        help="rounds per phase (pgbench, bare, service each); the median is reported")
     parser.add_argument("--no-floors", action="store_true", help="only the service (quick before/after)")
     parser.add_argument("--rate-limit", choices=("on", "off"), default="on",
                         help="on (default): limiter counting in Redis at 1,000,000/s per subject; off: disabled")
@@ -404,7 +425,7 @@ def main():
             [sys.executable, "-c", "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
              "print(f\"{c['worker_class']}, {c['workers']} workers x {c['threads']} threads, reuse_port={c['reuse_port']}\")"],
             cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip()
-        report = {"users": args.users, "concurrency": args.concurrency, "duration": args.duration,
+        report = {"users": args.users, "concurrency": args.concurrency, "duration": args.duration, "rounds": args.rounds,
                   "gunicorn": gunicorn_settings, "machine": machine(),
                   "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
                   "rate_limit": ("on, 1000000/second per subject (Redis storage): counted, never refuses"
@@ -418,21 +439,31 @@ def main():
             warm = argparse.Namespace(**{**vars(args), "duration": 2})
             wrk(server.url, "mixed", warm, token, {}, workdir)
         for phase in phases:
-            runs = report["results"][phase] = {}
-            if not args.no_floors:
-                runs["pgbench"] = pgbench(pg, "floor", phase, scripts, args, {"postgres": pg_pid}, workdir)
-                runs["bare"] = wrk(bare.url, phase, args, token, {"app": bare.proc.pid, "postgres": pg_pid}, workdir)
-            offset = settle(app.log_path)
-            before = snapshot(conns["credits"])
-            runs["app"] = wrk(app.url, phase, args, token, {"app": app.proc.pid, "postgres": pg_pid}, workdir)
-            settle(app.log_path)
-            runs["app"]["served"] = served(app.log_path, offset)
-            report["checks"][phase] = cross_check(phase, before, snapshot(conns["credits"]), runs["app"],
-                                                  runs["app"]["served"], args.concurrency)
+            # Rounds of floor, floor, service back to back: a neighbour's burst on this shared
+            # machine then hits one round, not one target, and the median round is reported.
+            rounds, checks = [], {}
+            for _ in range(args.rounds):
+                runs = {}
+                if not args.no_floors:
+                    runs["pgbench"] = pgbench(pg, "floor", phase, scripts, args, {"postgres": pg_pid}, workdir)
+                    runs["bare"] = wrk(bare.url, phase, args, token, {"app": bare.proc.pid, "postgres": pg_pid},
+                                       workdir)
+                offset = settle(app.log_path)
+                before = snapshot(conns["credits"])
+                runs["app"] = wrk(app.url, phase, args, token, {"app": app.proc.pid, "postgres": pg_pid}, workdir)
+                settle(app.log_path)
+                runs["app"]["served"] = served(app.log_path, offset)
+                for name, ok in cross_check(phase, before, snapshot(conns["credits"]), runs["app"],
+                                            runs["app"]["served"], args.concurrency).items():
+                    checks[name] = checks.get(name, True) and ok
+                for target, r in runs.items():
+                    print(f"{phase:>6} {target:>7}: {r['rps']:8,.0f} req/s  p50 {r['p50_ms']:6.1f}  "
+                          f"p90 {r['p90_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  {fmt_statuses(r['statuses'])}  "
+                          f"cpu {r['cpu_pct']}", flush=True)
+                rounds.append(runs)
+            report["results"][phase] = median_round(rounds)
+            report["checks"][phase] = checks
             report["loadavg"][phase] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-            for target, r in runs.items():
-                print(f"{phase:>6} {target:>7}: {r['rps']:8,.0f} req/s  p50 {r['p50_ms']:6.1f}  p90 {r['p90_ms']:6.1f}"
-                      f"  p99 {r['p99_ms']:6.1f} ms  {fmt_statuses(r['statuses'])}  cpu {r['cpu_pct']}", flush=True)
         verify = flask(env, "credits", "verify")
         with conns["credits"].cursor() as cur:
             cur.execute("SELECT count(*) FROM credits WHERE credits < 0")
