@@ -13,7 +13,10 @@ Worker class gthread, one process per core, 4 threads each: chosen by measuremen
 - processes x threads: 2x4, 4x2, 3x4 and 4x4 served 1,309-1,591 reads/s, 813-967 adds/s and
   737-984 hot-user deducts/s, differences inside one machine's run-to-run noise (a second
   2x8 run: no better for writes, worse for reads); more processes than cores add memory and
-  connections, not throughput, so processes = cores;
+  connections, not throughput, so processes = cores. Re-measured after the hot path's CPU
+  per request fell by a further ~15% (limiter off, each target's median of 2 rounds): 2x8
+  gave adds 54% of the floor against 57% for 2x4 and reads 60% against 57%, inside the
+  noise; 4x4 fell behind (adds 50%, a 391 ms p99 on reads);
 - threads = 4: enough to keep a process busy while requests wait on PostgreSQL (a change
   waits for its WAL flush) and Redis; more threads queue on the GIL. The bare-WSGI floor,
   which is not CPU-bound, is limited on writes by 2x4 = 8 commits in flight (group commit),
