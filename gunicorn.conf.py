@@ -16,7 +16,9 @@ Worker class gthread, one process per core, 4 threads each: chosen by measuremen
   connections, not throughput, so processes = cores. Re-measured after the hot path's CPU
   per request fell by a further ~15% (limiter off, each target's median of 2 rounds): 2x8
   gave adds 54% of the floor against 57% for 2x4 and reads 60% against 57%, inside the
-  noise; 4x4 fell behind (adds 50%, a 391 ms p99 on reads);
+  noise; 4x4 fell behind (adds 50%, a 391 ms p99 on reads). A 1 ms GIL switch interval
+  (instead of 5 ms) helped writes a little (56% vs 53%) and cost reads (47% vs 60%): the
+  default stays;
 - threads = 4: enough to keep a process busy while requests wait on PostgreSQL (a change
   waits for its WAL flush) and Redis; more threads queue on the GIL. The bare-WSGI floor,
   which is not CPU-bound, is limited on writes by 2x4 = 8 commits in flight (group commit),
