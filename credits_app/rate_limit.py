@@ -9,7 +9,8 @@ a pool checkout, a retry wrapper and a health check to every command (~60 us of 
 
 If Redis is unreachable the API keeps working: each process counts in its own memory and
 tries Redis again after a second (losing exact limits for a while beats refusing money
-traffic)."""
+traffic). A connection Redis closed after it had worked is retried once at once, so a Redis
+restart or idle timeout does not send a whole process to memory for that second."""
 import hashlib
 import logging
 import threading
@@ -18,7 +19,7 @@ import time
 from flask import current_app, g, request
 from limits import parse_many
 from redis.connection import ConnectionPool
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError, NoScriptError, RedisError
 
 from .exceptions import DomainError
 from .redis_client import TIMEOUTS
@@ -74,14 +75,17 @@ class Limiter:
             return None
         expiries = [window + 1 for _, window, _ in windows]
         try:
-            conn = self._connection()
             try:
-                counts = self._evalsha(conn, keys, expiries)
-            except NoScriptError:  # a restarted or flushed Redis: load the script once more
-                conn.send_command("SCRIPT", "LOAD", _HIT)
-                conn.read_response()
-                counts = self._evalsha(conn, keys, expiries)
+                counts = self._hit_redis(keys, expiries)
+            except ConnectionError:
+                if not getattr(self._thread, "answered", False):
+                    raise
+                # Redis closed a connection that had worked (a restart, its idle timeout,
+                # CLIENT KILL): one more try on a new connection before counting in memory.
+                self._thread.conn.disconnect()
+                counts = self._hit_redis(keys, expiries)
         except RedisError as e:
+            self._thread.answered = False
             if getattr(self._thread, "conn", None) is not None:
                 self._thread.conn.disconnect()  # reconnects on the next use
             if not self._redis_down_until:
@@ -91,6 +95,17 @@ class Limiter:
         if self._redis_down_until:
             log.info("rate limits counted in Redis again")
             self._redis_down_until = 0.0
+        return counts
+
+    def _hit_redis(self, keys, expiries):
+        conn = self._connection()
+        try:
+            counts = self._evalsha(conn, keys, expiries)
+        except NoScriptError:  # a restarted or flushed Redis: load the script once more
+            conn.send_command("SCRIPT", "LOAD", _HIT)
+            conn.read_response()
+            counts = self._evalsha(conn, keys, expiries)
+        self._thread.answered = True
         return counts
 
     @staticmethod

@@ -50,6 +50,17 @@ def test_a_flushed_script_cache_is_reloaded(redis_url):
     assert RedisClient.from_url(redis_url).get(f"ratelimit:s:10/60:{int(T0 // 60)}") == b"2"
 
 
+def test_a_connection_redis_closed_is_replaced_at_once(redis_url):
+    limiter = Limiter(parse("10/minute"), redis_url)
+    limiter.hit("s", T0)
+    conn = limiter._thread.conn  # this thread's own connection
+    conn.send_command("CLIENT", "ID")
+    admin = RedisClient.from_url(redis_url)
+    assert admin.client_kill_filter(_id=conn.read_response()) == 1  # as a restart or idle timeout would
+    assert counts(limiter.hit("s", T0 + 1)) == [2]  # Redis's count on a new connection, not memory's 1
+    assert admin.get(f"ratelimit:s:10/60:{int(T0 // 60)}") == b"2"
+
+
 def test_redis_down_counts_in_memory_then_back_to_redis():
     redis = Redis()  # not started yet
     try:
