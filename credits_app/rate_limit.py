@@ -19,7 +19,7 @@ import time
 from flask import current_app, g, request
 from limits import parse_many
 from redis.connection import ConnectionPool
-from redis.exceptions import ConnectionError, NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, RedisError
 
 from .exceptions import DomainError
 from .redis_client import TIMEOUTS
@@ -77,7 +77,7 @@ class Limiter:
         try:
             try:
                 counts = self._hit_redis(keys, expiries)
-            except ConnectionError:
+            except RedisConnectionError:
                 if not getattr(self._thread, "answered", False):
                     raise
                 # Redis closed a connection that had worked (a restart, its idle timeout,
