@@ -2,6 +2,7 @@
 token subject; gunicorn's own access log stays off) and one per job (worker/)."""
 import json
 import logging
+import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -24,12 +25,18 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(line)
 
     def _timestamp(self, created):
+        # As datetime.fromtimestamp(created).isoformat(timespec="milliseconds"): the fraction
+        # rounded to microseconds (carrying into the second), then cut to milliseconds.
+        fraction, whole = math.modf(created)
+        micro = round(fraction * 1e6)
+        if micro >= 1_000_000:
+            whole, micro = whole + 1, micro - 1_000_000
         second, text = self._second
-        if second != int(created):
-            second = int(created)
+        if second != whole:
+            second = whole
             text = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
             self._second = (second, text)  # one tuple, so threads never see half an update
-        return f"{text}.{int(created % 1 * 1000):03d}+00:00"
+        return f"{text}.{micro // 1000:03d}+00:00"
 
 
 def configure(level="INFO"):

@@ -3,7 +3,9 @@ stack is in test_production_stack.py)."""
 import io
 import json
 import logging
+import random
 import re
+from datetime import datetime, timezone
 
 from flask_migrate import upgrade
 
@@ -104,10 +106,16 @@ def test_invented_methods_share_one_metric_label(anon):
 def test_log_timestamps_are_utc_iso_with_milliseconds():
     formatter = JsonFormatter()
     for created, expected in ((0.0, "1970-01-01T00:00:00.000+00:00"), (1764130000.9995, "2025-11-26T04:06:40.999+00:00"),
-                              (1764130001.25, "2025-11-26T04:06:41.250+00:00")):
+                              (1764130001.25, "2025-11-26T04:06:41.250+00:00"),
+                              (1764130000.123, "2025-11-26T04:06:40.123+00:00"),  # 0.12299990654 as a float
+                              (1764130000.9999997, "2025-11-26T04:06:41.000+00:00")):  # rounds into the next second
         record = logging.LogRecord("credits.request", logging.INFO, __file__, 1, "request", (), None)
         record.created = created
         assert json.loads(formatter.format(record))["ts"] == expected
+    for _ in range(2000):  # and as datetime formats it, whatever the fraction
+        created = random.uniform(0, 4e9)
+        expected = datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds")
+        assert formatter._timestamp(created) == expected, created
 
 
 def test_one_json_log_line_per_request(client):

@@ -10,8 +10,8 @@ from flask_smorest.utils import resolve_schema_instance, set_status_and_headers_
 from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.wrappers import Response
 from werkzeug.routing import IntegerConverter
+from werkzeug.wrappers import Response
 
 from ..errors import UnsupportedMediaType, parse_json_body
 from ..exceptions import DomainError, InvalidRequest
