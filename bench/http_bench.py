@@ -425,8 +425,8 @@ def main():
             [sys.executable, "-c", "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
              "print(f\"{c['worker_class']}, {c['workers']} workers x {c['threads']} threads, reuse_port={c['reuse_port']}\")"],
             cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip()
-        report = {"users": args.users, "concurrency": args.concurrency, "duration": args.duration, "rounds": args.rounds,
-                  "gunicorn": gunicorn_settings, "machine": machine(),
+        report = {"users": args.users, "concurrency": args.concurrency, "duration": args.duration,
+                  "rounds": args.rounds, "gunicorn": gunicorn_settings, "machine": machine(),
                   "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),
                   "rate_limit": ("on, 1000000/second per subject (Redis storage): counted, never refuses"
                                  if args.rate_limit == "on" else "off (RATELIMIT_ENABLED=false)"),

@@ -91,6 +91,7 @@ def authenticate():
     role = claims["role"]
     if role not in ROLES:
         raise Forbidden(f"unknown role {role!r}", role=role)
+    # RULES first (the common case, no set built); roles_for adds what configuration grants.
     if role not in RULES[permission] and role not in roles_for(permission, app.config["AUTH_SERVICE_CAN_RESET"]):
         raise Forbidden(f"role {role!r} may not {permission}", role=role, permission=permission)
     view_args = req.view_args or {}

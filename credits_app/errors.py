@@ -109,7 +109,8 @@ def init_app(app):
     @app.before_request
     def _request_id():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()  # 32 hex digits, like uuid4().hex without the UUID object
+        # A fresh id is 32 hex digits, as uuid4().hex was, without building a UUID object.
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else os.urandom(16).hex()
 
     @app.after_request
     def _echo_request_id(response):

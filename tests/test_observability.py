@@ -105,7 +105,8 @@ def test_invented_methods_share_one_metric_label(anon):
 
 def test_log_timestamps_are_utc_iso_with_milliseconds():
     formatter = JsonFormatter()
-    for created, expected in ((0.0, "1970-01-01T00:00:00.000+00:00"), (1764130000.9995, "2025-11-26T04:06:40.999+00:00"),
+    for created, expected in ((0.0, "1970-01-01T00:00:00.000+00:00"),
+                              (1764130000.9995, "2025-11-26T04:06:40.999+00:00"),
                               (1764130001.25, "2025-11-26T04:06:41.250+00:00"),
                               (1764130000.123, "2025-11-26T04:06:40.123+00:00"),  # 0.12299990654 as a float
                               (1764130000.9999997, "2025-11-26T04:06:41.000+00:00")):  # rounds into the next second
