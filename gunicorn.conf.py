@@ -68,14 +68,10 @@ logger_class = NoAccessLog
 # bad chunk) never reaches the app, and gunicorn answers it with an HTML page. Answer in the
 # app's one error shape instead. gunicorn calls util.write_error from its worker at the time
 # of the error, so replacing it here (in the master, before the workers fork) covers them.
-_WIRE_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
-               431: "request_header_fields_too_large", 500: "internal_error", 501: "not_implemented"}
-
-
 def _json_wire_error(sock, status_int, reason, mesg):
-    body = json.dumps({"error": {"code": _WIRE_CODES.get(status_int, "bad_request"),
-                                 "message": f"the HTTP request was refused: {reason}",
-                                 "details": {"reason": str(mesg)[:200]} if mesg else {}}}).encode()
+    from credits_app.errors import HTTP_CODES, error_body
+    body = json.dumps(error_body(HTTP_CODES.get(status_int, "bad_request"), f"the HTTP request was refused: {reason}",
+                                 {"reason": str(mesg)[:200]} if mesg else None)).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\nX-Request-ID: {uuid.uuid4().hex}\r\n\r\n")
     util.write_nonblock(sock, head.encode("latin-1") + body)

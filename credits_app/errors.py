@@ -17,15 +17,20 @@ log = logging.getLogger(__name__)
 HTTP_CODES = {
     400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
-    415: "unsupported_media_type", 422: "validation_error", 429: "rate_limited",
-    500: "internal_error", 503: "service_unavailable",
+    414: "uri_too_long", 415: "unsupported_media_type", 417: "expectation_failed", 422: "validation_error",
+    429: "rate_limited", 431: "request_header_fields_too_large", 500: "internal_error", 501: "not_implemented",
+    503: "service_unavailable",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def error_body(code, message, details=None):
+    """The one error shape (also written by gunicorn.conf.py for what never reaches the app)."""
+    return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
 def error_response(status, code, message, details=None, headers=None):
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    response = jsonify(body)
+    response = jsonify(error_body(code, message, details))
     response.status_code = status
     for name, value in (headers or {}).items():
         response.headers[name] = value
