@@ -6,6 +6,8 @@ Why not Flask-Limiter: with its X-RateLimit headers on, it spent three Redis rou
 limit grammar is still the `limits` library's (`RATELIMIT_DEFAULT="100/second;5000/hour"`).
 Each thread keeps its own Redis connection and speaks to it directly: redis-py's client adds
 a pool checkout, a retry wrapper and a health check to every command (~60 us of CPU).
+hiredis (in requirements.txt) is redis-py's C reply parser and command packer: it takes a
+further ~10 us off each request's round trip (redis-py picks it up when it is installed).
 
 If Redis is unreachable the API keeps working: each process counts in its own memory and
 tries Redis again after a second (losing exact limits for a while beats refusing money
