@@ -26,6 +26,7 @@ Worker class gthread, one process per core, 4 threads each: chosen by measuremen
 - not gevent: psycopg2 blocks the hub without psycogreen (STACK-NOTES), and it would not
   help a CPU-bound process; not sync: one request per process stalls on every round trip.
 Each process's connection pool is DB_POOL_SIZE (default 10 >= threads)."""
+import gc
 import json
 import multiprocessing
 import os
@@ -102,6 +103,14 @@ def on_starting(server):
     os.makedirs(path, exist_ok=True)
     for name in os.listdir(path):
         os.remove(os.path.join(path, name))
+
+
+def post_worker_init(worker):
+    # The worker has built the app: move what start-up allocated (~130,000 objects) into
+    # the permanent generation. Otherwise every full collection walks them all, a ~56 ms
+    # pause of every thread in the worker about once per 20,000 requests (measured in
+    # process): a latency spike for whatever was in flight.
+    gc.freeze()
 
 
 def child_exit(server, worker):
