@@ -29,6 +29,7 @@ class InvalidRequest(DomainError):
 
 class Conflict(DomainError):
     status, code = 409, "conflict"
+    replayed = False  # true when an Idempotency-Key replays an earlier refusal
 
 
 class InsufficientCredits(Conflict):

@@ -391,7 +391,9 @@ def _replay(op):
         if claim.request_hash != op.request_hash:
             raise IdempotencyMismatch(op.key)
         if claim.status_code != 200:
-            raise _refusal(op, claim.refused_balance)
+            refusal = _refusal(op, claim.refused_balance)
+            refusal.replayed = True  # the API says so, as it does for a replayed change
+            raise refusal
         row = conn.execute(text(f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE actor = :actor "
                                 "AND idempotency_key = :key").columns(created_at=UTCDateTime),
                            {"actor": op.actor, "key": op.key}).one()

@@ -30,8 +30,10 @@ blp = Blueprint("metrics", __name__)
 
 
 def _outcome(response):
+    if response.headers.get("Idempotent-Replayed"):  # a replayed change or refusal took no effect now
+        return "replayed"
     if response.status_code == 200:
-        return "replayed" if response.headers.get("Idempotent-Replayed") else "ok"
+        return "ok"
     return {409: "refused", 404: "not_found", 401: "unauthorized", 403: "forbidden", 429: "rate_limited"}.get(
         response.status_code, "invalid" if response.status_code < 500 else "error")
 

@@ -47,10 +47,11 @@ def test_refused_request_replays_its_refusal(client):
     uid = new_user(client)
     h = {"Idempotency-Key": "k3"}
     first = client.post(f"/api/credits/{uid}/deduct", json={"amount": 5}, headers=h)
-    assert first.status_code == 409
+    assert first.status_code == 409 and "Idempotent-Replayed" not in first.headers
     client.post(f"/api/credits/{uid}/add", json={"amount": 100})
     again = client.post(f"/api/credits/{uid}/deduct", json={"amount": 5}, headers=h)
     assert again.status_code == 409 and again.get_json() == first.get_json()
+    assert again.headers["Idempotent-Replayed"] == "true"
     assert _balance(client, uid) == 100
 
 

@@ -75,16 +75,18 @@ def test_metrics_count_credit_operations(client, anon):
     client.post(f"/api/credits/{uid}/deduct", json={"amount": 50})
     client.post(f"/api/credits/{uid}/deduct", json={"amount": 2}, headers={"Idempotency-Key": "m1"})
     client.post(f"/api/credits/{uid}/deduct", json={"amount": 2}, headers={"Idempotency-Key": "m1"})
+    client.post(f"/api/credits/{uid}/deduct", json={"amount": 70}, headers={"Idempotency-Key": "m2"})
+    client.post(f"/api/credits/{uid}/deduct", json={"amount": 70}, headers={"Idempotency-Key": "m2"})
     after = anon.get("/metrics").get_data(as_text=True)
 
     def delta(name, **labels):
         return _sample(after, name, **labels) - _sample(before, name, **labels)
 
     assert delta("credits_operations_total", kind="add", outcome="ok") == 1
-    assert delta("credits_operations_total", kind="deduct", outcome="refused") == 1
+    assert delta("credits_operations_total", kind="deduct", outcome="refused") == 2
     assert delta("credits_operations_total", kind="deduct", outcome="ok") == 1
-    assert delta("credits_operations_total", kind="deduct", outcome="replayed") == 1
-    assert delta("credits_insufficient_credits_total") == 1
+    assert delta("credits_operations_total", kind="deduct", outcome="replayed") == 2  # a change, a refusal
+    assert delta("credits_insufficient_credits_total") == 2  # a replayed refusal refuses nothing new
     assert delta("credits_http_requests_total", method="POST", route="/api/credits/<int:user_id>/deduct",
                  status="200") == 2
     assert delta("credits_http_request_duration_seconds_count", method="POST",

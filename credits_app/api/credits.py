@@ -1,6 +1,7 @@
 """/api/credits: balances and their changes. Thin: parse, call ledger, render."""
 from .. import ledger
 from ..auth import current_actor, require
+from ..exceptions import Conflict
 from .common import Blueprint, decode_cursor, idempotency_key, page
 from .schemas import AmountIn, BalanceOut, ChangeOut, EntryPage, ErrorOut, PageArgs, ResetIn
 
@@ -9,7 +10,15 @@ blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Cre
 REPLAYED = {"Idempotent-Replayed": "true"}
 
 
-def _render(change):
+def _change(apply, user_id, *args, reason=None):
+    """Run a ledger change for the caller; a replay (of a change or of a refusal) carries
+    the Idempotent-Replayed header."""
+    try:
+        change = apply(user_id, *args, actor=current_actor(), reason=reason, idempotency_key=idempotency_key())
+    except Conflict as refusal:
+        if refusal.replayed:
+            refusal.headers = {**refusal.headers, **REPLAYED}
+        raise
     return (change, 200, REPLAYED) if change.replayed else change
 
 
@@ -30,8 +39,7 @@ def get_balance(user_id):
 @blp.alt_response(422, schema=ErrorOut)
 def add(body, user_id):
     """Add credits. Send an Idempotency-Key header to make retries safe."""
-    return _render(ledger.add(user_id, body["amount"], actor=current_actor(), reason=body.get("reason"),
-                              idempotency_key=idempotency_key()))
+    return _change(ledger.add, user_id, body["amount"], reason=body.get("reason"))
 
 
 @blp.route("/<int:user_id>/deduct", methods=["POST"])
@@ -42,8 +50,7 @@ def add(body, user_id):
 @blp.alt_response(422, schema=ErrorOut)
 def deduct(body, user_id):
     """Deduct credits; refused with 409 insufficient_credits rather than go negative."""
-    return _render(ledger.deduct(user_id, body["amount"], actor=current_actor(), reason=body.get("reason"),
-                                 idempotency_key=idempotency_key()))
+    return _change(ledger.deduct, user_id, body["amount"], reason=body.get("reason"))
 
 
 @blp.route("/<int:user_id>/reset", methods=["PATCH"])
@@ -52,8 +59,7 @@ def deduct(body, user_id):
 @blp.response(200, ChangeOut)
 def reset(body, user_id):
     """Set the balance to zero; the ledger records minus the old balance."""
-    return _render(ledger.reset(user_id, actor=current_actor(), reason=body.get("reason"),
-                                idempotency_key=idempotency_key()))
+    return _change(ledger.reset, user_id, reason=body.get("reason"))
 
 
 @blp.route("/<int:user_id>/transactions", methods=["GET"])
