@@ -1,5 +1,10 @@
 """The schema-update guard on its own: what parses as allowed additive DDL and what is
 refused, with the offending statement named. Pure parser tests, no database."""
+import os
+import re
+import subprocess
+import sys
+
 import pytest
 
 from credits_app.schema_guard import CORE_TABLES, Refused, check
@@ -182,3 +187,31 @@ def test_every_core_table_is_protected():
                     f'ALTER TABLE public."{table}" ADD CONSTRAINT c CHECK (false)'):
             with pytest.raises(Refused):
                 check(sql)
+
+
+def test_core_tables_cover_every_table_the_migrations_create():
+    schema_sql = open(os.path.join(os.path.dirname(os.path.dirname(__file__)), "schema.sql")).read()
+    created = {name.lower() for name in re.findall(r"^CREATE TABLE (\w+)", schema_sql, re.MULTILINE)}
+    assert created and created <= CORE_TABLES, created - CORE_TABLES
+
+
+def test_deep_expressions_are_checked_without_recursion():
+    # 4,000 nested operators: past Python's recursion limit, well inside the token cap.
+    assert len(check("CREATE VIEW v AS SELECT " + "+".join(["1"] * 4000))) == 1
+    with pytest.raises(Refused, match="function pg_sleep"):
+        check("CREATE VIEW v AS SELECT " + "+".join(["1"] * 4000) + " + pg_sleep(1)")
+
+
+def test_a_statement_deep_enough_to_crash_the_parser_is_refused_before_parsing():
+    # 25,000 nested '+' (50 KB, inside the API's 64 KiB body limit) overflowed the C parser's
+    # stack and killed the process; run in a child so a regression fails this test, not the run.
+    script = ("from credits_app.schema_guard import Refused, check\n"
+              "try:\n    check('CREATE VIEW v AS SELECT ' + '+'.join(['1'] * 25000))\n"
+              "except Refused as e:\n    print(e.reason)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, (out.returncode, out.stderr[-500:])
+    assert "more than 10,000 tokens" in out.stdout
+    wide = "CREATE TABLE t (" + ", ".join(f"c{i} int" for i in range(1600)) + ")"  # PostgreSQL's column maximum
+    assert len(check(wide)) == 1
+    assert len(check(";".join(f"CREATE TABLE t{i} (a int)" for i in range(3000)))) == 3000  # the cap is per statement
