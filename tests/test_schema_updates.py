@@ -246,6 +246,27 @@ def test_seed_token_field_is_refused_with_a_hint(pg_app, admin):
     assert query(pg_app, "SELECT to_regclass('t')") == [(None,)]
 
 
+def test_hostile_bodies_before_authentication_get_json_errors(pg_app, admin):
+    anon = pg_app.test_client()
+    deep = b"[" * 30000 + b"]" * 30000  # parsed by the seed-token check, before authentication
+    r = anon.post("/api/schema/apply", data=deep, content_type="application/json")
+    assert r.status_code == 401 and r.get_json()["error"]["code"] == "missing_token"
+    r = admin.post("/api/schema/apply", data=deep, content_type="application/json")
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == "malformed_json"
+    r = anon.post("/api/schema/apply", json={"sql": "CREATE TABLE t (x int)", "token": "t"},
+                  headers={"X-Request-ID": "probe-4"})
+    assert r.status_code == 400 and r.headers["X-Request-ID"] == "probe-4"  # like every other error
+
+
+def test_deeply_nested_sql_is_refused_not_a_500(pg_app, admin):
+    r = apply(admin, "CREATE VIEW v AS SELECT " + "+".join(["1"] * 30000), dry_run=True)
+    assert r.status_code == 422 and "tokens" in r.get_json()["error"]["message"]
+    r = apply(admin, "CREATE VIEW v AS SELECT " + "+".join(["1"] * 3000), dry_run=True)
+    assert r.status_code == 200 and r.get_json()["status"] == "dry_run"
+    r = apply(admin, "ALTER TABLE daily_grant_chunks ADD CONSTRAINT no_chunks CHECK (false) NOT VALID")
+    assert r.status_code == 422 and changes(pg_app) == []  # the grant's own table, like every core table
+
+
 def test_request_body_is_validated(pg_app, admin):
     assert apply(admin, "CREATE TABLE t (x int)", name="has space").status_code == 422
     assert apply(admin, "CREATE TABLE t (x int)", dry_run="yes").status_code == 422

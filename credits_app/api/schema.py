@@ -2,7 +2,8 @@
 from flask import request
 
 from .. import schema_updates
-from ..auth import current_actor, require
+from ..auth import authenticate, current_actor, require
+from ..errors import MalformedJSON, parse_json_body
 from ..exceptions import DomainError
 from .common import Blueprint, decode_cursor, page
 from .schemas import ErrorOut, LiveSchemaOut, PageArgs, SchemaApplyIn, SchemaApplyOut, SchemaChangePage
@@ -23,14 +24,22 @@ def _seed_token_in_body():
     """Seed-era clients put their token in the body. Answer them before authentication does,
     or they would only ever see a 401 for a missing header and not learn why."""
     req = request._get_current_object()  # runs for every request: one context lookup
-    if req.method == "POST" and req.path == "/api/schema/apply":
-        body = req.get_json(silent=True)
+    if req.method == "POST" and req.path == "/api/schema/apply" and req.is_json:
+        try:
+            body = parse_json_body(req.get_data(cache=True))  # the strict parser: never a 500, whatever the body
+        except MalformedJSON:
+            return  # not this hook's to answer: authentication, then the body's parser, will
         if isinstance(body, dict) and "token" in body:
             raise TokenInBody()
 
 
-# Runs first among the app's before_request hooks (ahead of authentication).
-blp.record_once(lambda state: state.app.before_request_funcs.setdefault(None, []).insert(0, _seed_token_in_body))
+def _run_before_authentication(state):
+    # After the hooks that give every response its request id, log line and metrics.
+    hooks = state.app.before_request_funcs.setdefault(None, [])
+    hooks.insert(hooks.index(authenticate) if authenticate in hooks else len(hooks), _seed_token_in_body)
+
+
+blp.record_once(_run_before_authentication)
 
 
 @blp.route("/apply", methods=["POST"])
