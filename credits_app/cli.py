@@ -107,13 +107,14 @@ def _show_run(run):
 
 
 @credits_cli.command("grant-daily")
-@click.option("--date", "day", help="UTC date YYYY-MM-DD (default: today in UTC).")
+@click.option("--date", "day", help="UTC date YYYY-MM-DD (default: today in UTC); today or within "
+                                    "DAILY_GRANT_CATCHUP_DAYS before it.")
 def grant_daily(day):
     """Run or complete a date's daily grant here, without the worker. Idempotent."""
     from . import grants
 
     try:
-        run = grants.run_date(grants.parse_date(day) if day else grants.utc_today())
+        run = grants.run_date(grants.check_requested_date(day) if day else grants.utc_today())
     except DomainError as e:
         _fail(e)
     _show_run(run)

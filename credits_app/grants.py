@@ -64,6 +64,23 @@ def parse_date(raw):
         raise InvalidRequest("date must be YYYY-MM-DD", field="date", value=str(raw)) from None
 
 
+def check_requested_date(grant_date, today=None):
+    """A date an operator asks to grant (API, CLI) as a date. It must be today (UTC) or one
+    of the DAILY_GRANT_CATCHUP_DAYS before it, or already have a run (to finish it): every
+    other date would be one more +amount for every user (a typo such as 2099-01-01 or
+    0001-01-01 was one), and a run planned ahead of its day would leave out the users who
+    sign up before that day comes. Raises InvalidRequest (422)."""
+    grant_date = parse_date(grant_date)
+    today = today or utc_today()
+    window = current_app.config["DAILY_GRANT_CATCHUP_DAYS"]
+    earliest = today - timedelta(days=window)
+    if earliest <= grant_date <= today or get_run(grant_date) is not None:
+        return grant_date
+    why = "is in the future" if grant_date > today else f"is more than {window} days ago (DAILY_GRANT_CATCHUP_DAYS)"
+    raise InvalidRequest(f"date {grant_date} {why}: grant today ({today}, UTC) or a date since {earliest}",
+                         fields={"date": [f"must be between {earliest} and {today}"]})
+
+
 def start(grant_date, amount=None):
     """Plan the run for `grant_date` if it has none (amount and chunking are fixed then) and
     return (run, chunks still to do). Safe to call concurrently and repeatedly."""

@@ -147,18 +147,22 @@ def test_utc_today_is_the_utc_calendar_date():
 def test_cli_grant_daily_is_idempotent_and_grant_status_lists_runs(app, runner):
     with app.app_context():
         ids = add_users(4)
-    first = runner.invoke(args=["credits", "grant-daily", "--date", "2026-03-01"])
+    yesterday = str(grants.utc_today() - timedelta(days=1))
+    first = runner.invoke(args=["credits", "grant-daily", "--date", yesterday])
     assert first.exit_code == 0, first.output
-    assert "2026-03-01  done" in first.output and "users 4" in first.output
-    again = runner.invoke(args=["credits", "grant-daily", "--date", "2026-03-01"])
+    assert f"{yesterday}  done" in first.output and "users 4" in first.output
+    again = runner.invoke(args=["credits", "grant-daily", "--date", yesterday])
     assert again.exit_code == 0 and "users 4" in again.output
     today = runner.invoke(args=["credits", "grant-daily"])
     assert today.exit_code == 0 and str(grants.utc_today()) in today.output
     status = runner.invoke(args=["credits", "grant-status"])
     assert status.exit_code == 0
-    assert status.output.index(str(grants.utc_today())) < status.output.index("2026-03-01")
+    assert status.output.index(str(grants.utc_today())) < status.output.index(yesterday)
     bad = runner.invoke(args=["credits", "grant-daily", "--date", "2026-02-30"])
     assert bad.exit_code == 1 and "YYYY-MM-DD" in bad.output
+    for day in (grants.utc_today() + timedelta(days=1), grants.utc_today() - timedelta(days=366), date(1, 1, 1)):
+        refused = runner.invoke(args=["credits", "grant-daily", "--date", str(day)])
+        assert refused.exit_code == 1 and "validation_error" in refused.output, refused.output
     with app.app_context():
         assert balances() == {uid: 10 for uid in ids} and ledger.verify() == []
 
@@ -175,8 +179,26 @@ def test_api_lists_runs_and_refuses_non_admins(app, client):
     assert app.test_client().get("/api/grants/daily").status_code == 401
 
 
+def test_api_grants_only_today_and_the_catch_up_window(app, client):
+    today, window = grants.utc_today(), app.config["DAILY_GRANT_CATCHUP_DAYS"]
+    for day, why in ((today + timedelta(days=1), "future"), (today - timedelta(days=window + 1), "days ago"),
+                     (date(9999, 12, 31), "future"), (date(1, 1, 1), "days ago")):
+        r = client.post("/api/grants/daily/run", json={"date": str(day)})
+        assert r.status_code == 422 and why in r.get_json()["error"]["message"], r.get_json()
+        assert list(r.get_json()["error"]["details"]["fields"]) == ["date"]
+    with app.app_context():
+        add_users(2)
+        grants.run_date(D)  # an old run (the window is relative to today)...
+        grants.run_date(today - timedelta(days=window))
+    for day in (D, today - timedelta(days=window)):  # ... already done: nothing to queue, so no Redis needed
+        r = client.post("/api/grants/daily/run", json={"date": str(day)})
+        assert r.status_code == 200 and r.get_json() == {"status": "already_done", "job_id": None, "date": str(day)}
+    with app.app_context():
+        assert grants.get_run(today + timedelta(days=1)) is None and ledger.verify() == []
+
+
 def test_api_run_without_redis_is_503(app, client):
-    response = client.post("/api/grants/daily/run", json={"date": "2026-03-01"})
+    response = client.post("/api/grants/daily/run", json={"date": str(grants.utc_today() - timedelta(days=1))})
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "queue_unavailable"
     assert client.post("/api/grants/daily/run", json={"date": "March 1st"}).status_code == 422

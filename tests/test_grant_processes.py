@@ -278,18 +278,22 @@ def test_scheduler_process_catches_up_a_date_missed_while_down(pg, rq_processes)
 def test_api_enqueues_a_date_and_the_worker_runs_it(pg, rq_processes):
     ids = add_users(5)
     client = client_as(pg, "admin")
-    response = client.post("/api/grants/daily/run", json={"date": "2026-03-01"})
+    yesterday = str(grants.utc_today() - timedelta(days=1))
+    response = client.post("/api/grants/daily/run", json={"date": yesterday})
     assert response.status_code == 202
     body = response.get_json()
-    assert body["date"] == "2026-03-01" and Queue(QUEUE, connection=redis(pg)).fetch_job(body["job_id"])
+    assert body["date"] == yesterday and body["status"] == "queued"
+    assert Queue(QUEUE, connection=redis(pg)).fetch_job(body["job_id"])
     default = client.post("/api/grants/daily/run", json={})
     assert default.status_code == 202 and default.get_json()["date"] == str(grants.utc_today())
     rq_processes.worker(db_url(pg), entry_point=True)
     wait_for(lambda: len(done_runs()) == 2 and idle(pg), "both dates to be granted")
     items = client.get("/api/grants/daily").get_json()["items"]
     assert [(i["grant_date"], i["status"], i["users_credited"]) for i in items] == [
-        (str(grants.utc_today()), "done", 5), ("2026-03-01", "done", 5)]
+        (str(grants.utc_today()), "done", 5), (yesterday, "done", 5)]
     assert balances() == {uid: 10 for uid in ids}
+    again = client.post("/api/grants/daily/run", json={"date": yesterday})
+    assert again.status_code == 200 and again.get_json()["status"] == "already_done"
 
 
 def _job_lines(proc):

@@ -35,7 +35,8 @@ class RunIn(Schema):
 
 
 class EnqueuedOut(Schema):
-    job_id = fields.String()
+    status = fields.String(metadata={"enum": ["queued", "already_done"]})
+    job_id = fields.String(allow_none=True, metadata={"description": "null when the date was already done"})
     date = fields.Date()
 
 
@@ -52,13 +53,20 @@ def runs(args):
 @require("grants:run")
 @blp.arguments(RunIn, required=False)
 @blp.response(202, EnqueuedOut)
+@blp.alt_response(200, schema=EnqueuedOut, description="already_done: nothing to run")
+@blp.alt_response(422, schema=ErrorOut, description="a date in the future or before the catch-up window")
 @blp.alt_response(503, schema=ErrorOut, description="queue_unavailable")
 def run(body):
-    """Enqueue a date's grant for the worker. Idempotent: users already granted that date
-    are not granted again."""
-    day = body.get("date") or grants.utc_today()
+    """Enqueue a date's grant for the worker: today (UTC, the default) or one of the
+    DAILY_GRANT_CATCHUP_DAYS before it. Idempotent: users already granted that date are not
+    granted again, and a date whose run is done answers 200 `already_done` without a job.
+    A run covers the users that existed when it was planned."""
+    day = grants.check_requested_date(body.get("date") or grants.utc_today())
+    existing = grants.get_run(day)
+    if existing is not None and existing.status == "done":
+        return {"status": "already_done", "job_id": None, "date": day}, 200
     try:
         job = grants.enqueue_date(day)
     except RedisError as e:
         raise grants.RedisUnavailable(type(e).__name__) from None
-    return {"job_id": job.id, "date": day}
+    return {"status": "queued", "job_id": job.id, "date": day}
