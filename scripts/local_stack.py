@@ -40,12 +40,16 @@ def start_redis(env):
     data = os.path.join(ROOT, "instance", "redis")
     os.makedirs(data, exist_ok=True)
     binary = redis_binary()
+    # A session of its own: Ctrl-C reaches the whole foreground process group, and Redis must
+    # outlive the worker's warm shutdown (it is stopped below, after honcho).
     proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", data,
-                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+                             "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL, start_new_session=True)
     for _ in range(100):
         if not port_is_free(port):
-            print(f"local_stack: redis ({binary}) on 127.0.0.1:{port}", flush=True)
-            return proc, f"redis://127.0.0.1:{port}/0"
+            url = f"redis://127.0.0.1:{port}/0"
+            print(f"local_stack: redis ({binary}) on 127.0.0.1:{port}; for `flask ... queue` commands in "
+                  f"another shell: export REDIS_URL={url}", flush=True)
+            return proc, url
         if proc.poll() is not None:
             break
         time.sleep(0.05)
