@@ -321,6 +321,7 @@ def test_the_worker_logs_one_json_line_per_job(pg, rq_processes):
     assert len(by_job["grant_date"]) == 1 and len(by_job["grant_chunk"]) == 3  # 25 users, chunks of 10
     for line in lines:
         assert line["outcome"] == "ok" and line["job_id"] and line["duration_ms"] >= 0 and line["level"] == "info"
+        assert line["retries_left"] == 3  # a first run: DAILY_GRANT_RETRY_DELAYS "0,0,0" all still left
     assert sum(line["result"] for line in by_job["grant_chunk"]) == 25
 
 

@@ -45,7 +45,8 @@ def logged(job):
     def run(*args, **kwargs):
         current = get_current_job()
         fields = {"job_id": current.id if current else None, "job": job.__name__, "args": list(args),
-                  "attempt": (current.retries_left is not None and current.retries_left) if current else None}
+                  # RQ counts retries down: 3 (of DAILY_GRANT_RETRY_DELAYS "10,60,300") on a first run
+                  "retries_left": current.retries_left if current else None}
         started = time.perf_counter()
         try:
             result = job(*args, **kwargs)
