@@ -395,8 +395,17 @@ def replay_command(source, dry_run):
 
 def _load_source(source):
     if "://" not in source:
-        with open(source) as f:
-            return json.load(f)
+        try:
+            with open(source) as f:
+                changes = json.load(f)
+            if not (isinstance(changes, list) and all(isinstance(c, dict) and {"id", "name", "sql", "outcome"} <= set(c)
+                                                      for c in changes)):
+                raise ValueError("not a list of changes")
+        except (OSError, ValueError) as e:
+            raise click.ClickException(
+                f"{source}: not a history file ({e}). SOURCE is a PostgreSQL URL or the output of "
+                "`flask schema history --json`; to apply a .sql file use `flask schema apply FILE`") from None
+        return changes
     engine = create_engine(database_url(source, current_app.instance_path))
     try:
         with engine.connect() as conn:

@@ -433,6 +433,10 @@ def test_cli_apply_history_and_replay_on_a_fresh_database(pg_app, pg_server, tmp
     exported = tmp_path / "history.json"
     exported.write_text(runner.invoke(args=["schema", "history", "--json"]).output)
     assert [c["name"] for c in json.loads(exported.read_text())] == ["tier", "notes"]
+    for wrong in (str(f), str(tmp_path / "missing.json")):  # a .sql file, a typo: said plainly, no traceback
+        r = runner.invoke(args=["schema", "replay", wrong])
+        assert r.exit_code == 1 and "not a history file" in r.output and "schema apply FILE" in r.output
+        assert r.exception is None or isinstance(r.exception, SystemExit)
 
     for source in (dsn(pg_app), str(exported)):
         name = f"replayed_{abs(hash(source)) % 10**8}"
