@@ -44,16 +44,19 @@ def _domain(e):
 def _http(e):
     data = getattr(e, "data", None) or {}
     details = {}
-    if "messages" in data:  # webargs/marshmallow validation: {"json": {"field": [...]}}
-        messages = data["messages"]
-        details = {"fields": messages.get("json", messages) if isinstance(messages, dict) else messages}
     message = e.description if isinstance(e.description, str) else HTTP_CODES.get(e.code, "error")
+    if "messages" in data:  # webargs/marshmallow validation: {"json": {"field": [...]}} (one location)
+        messages = data["messages"]
+        location = next(iter(messages)) if isinstance(messages, dict) and len(messages) == 1 else None
+        details = {"fields": messages[location] if location else messages}
+        message = _INVALID.get(location, "the request is invalid")
     headers = {}
     if e.code == 405 and hasattr(e, "valid_methods") and e.valid_methods:
         headers["Allow"] = ", ".join(sorted(e.valid_methods))
-    if e.code == 422 and details:
-        message = "the request body is invalid"
     return error_response(e.code or 500, HTTP_CODES.get(e.code, "error"), message, details, headers)
+
+
+_INVALID = {"json": "the request body is invalid", "query": "the query string is invalid"}
 
 
 def _database_down(e):

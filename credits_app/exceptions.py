@@ -26,6 +26,13 @@ class UserNotFound(NotFound):
 class InvalidRequest(DomainError):
     status, code = 422, "validation_error"
 
+    def __init__(self, message, field=None, **details):
+        # `field` names the input at fault: details.fields says so, in the shape the schemas'
+        # own 422s have ({"fields": {name: [message]}}), whichever layer refused it.
+        if field is not None:
+            details["fields"] = {field: [message]}
+        super().__init__(message, **details)
+
 
 class Conflict(DomainError):
     status, code = 409, "conflict"

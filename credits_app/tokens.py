@@ -85,18 +85,21 @@ def _still_valid(claims, leeway):
 
 
 jwt = JWTManager()
+MIN_TTL, MAX_TTL = 60, 90 * 86400  # seconds a token issued here may live
 
 
 def issue(role, sub, *, user_id=None, ttl_seconds=None):
     """Mint an HS256 access token. Returns (token, claims). Raises InvalidRequest."""
     if role not in ROLES:
-        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", role=role)
+        raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role", role=role)
     if not sub or len(sub) > 200:
-        raise InvalidRequest("sub must be 1-200 characters")
+        raise InvalidRequest("sub must be 1-200 characters", field="sub")
     if (role == "user") != (user_id is not None):
-        raise InvalidRequest("--user-id is required for role user, and only for it")
+        raise InvalidRequest("user_id is required for role user, and only for it", field="user_id")
+    if ttl_seconds is not None and not MIN_TTL <= ttl_seconds <= MAX_TTL:  # 0 is not "the default"
+        raise InvalidRequest(f"ttl_seconds must be between {MIN_TTL} and {MAX_TTL}", field="ttl_seconds")
     claims = {"role": role, **({"user_id": user_id} if user_id is not None else {})}
-    ttl = timedelta(seconds=ttl_seconds or current_app.config["JWT_DEFAULT_TTL_SECONDS"])
+    ttl = timedelta(seconds=ttl_seconds if ttl_seconds is not None else current_app.config["JWT_DEFAULT_TTL_SECONDS"])
     token = create_access_token(identity=sub, additional_claims=claims, expires_delta=ttl)
     return token, decode_token(token)
 
@@ -177,7 +180,9 @@ def issue_token_command(role, sub, user_id, ttl):
     try:
         token, claims = issue(role, sub, user_id=user_id, ttl_seconds=parse_ttl(ttl))
     except InvalidRequest as e:
-        click.echo(f"error: {e.message}", err=True)
+        option = {"role": "--role", "sub": "--sub", "user_id": "--user-id", "ttl_seconds": "--ttl"}
+        fields = list(e.details.get("fields", ()))
+        click.echo(f"error: {option[fields[0]] + ': ' if fields else ''}{e.message}", err=True)
         sys.exit(1)
     click.echo(token)
     click.echo(f"jti={claims['jti']} role={role} sub={sub} expires={claims['exp']}", err=True)

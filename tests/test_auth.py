@@ -262,7 +262,23 @@ def test_cli_issues_working_tokens(app):
     r = app.test_client().get("/api/users", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200
     bad = runner.invoke(args=["auth", "issue-token", "--role", "user", "--sub", "u"])
-    assert bad.exit_code == 1 and "user-id" in bad.output
+    assert bad.exit_code == 1 and "--user-id" in bad.output
+    for ttl in ("0", "59s", "91d"):  # 0 is not "the default hour"
+        bad = runner.invoke(args=["auth", "issue-token", "--role", "service", "--sub", "s", "--ttl", ttl])
+        assert bad.exit_code == 1 and "--ttl: ttl_seconds must be between 60 and 7776000" in bad.output, ttl
+
+
+def test_api_token_fields_are_strict_json_integers(app):
+    admin = client_as(app, "admin")
+    for body in ({"role": "user", "sub": "u", "user_id": "1"}, {"role": "user", "sub": "u", "user_id": 1.0},
+                 {"role": "service", "sub": "s", "ttl_seconds": "60"}, {"role": "service", "sub": "s", "ttl_seconds": 60.9},
+                 {"role": "service", "sub": "s", "ttl_seconds": True}):
+        r = admin.post("/api/auth/tokens", json=body)
+        assert r.status_code == 422, body
+        assert set(r.get_json()["error"]["details"]["fields"]) <= {"user_id", "ttl_seconds"}
+    r = admin.post("/api/auth/tokens", json={"role": "user", "sub": "u"})
+    assert r.status_code == 422 and r.get_json()["error"]["details"] == {
+        "fields": {"user_id": ["user_id is required for role user, and only for it"]}}
 
 
 def test_actor_and_idempotency_scope_follow_the_subject(app):

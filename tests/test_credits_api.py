@@ -128,7 +128,8 @@ def test_transactions_bad_cursor_and_limit(client):
     for bad in ("0", "201", "-1", "abc"):
         r = client.get(f"/api/credits/{uid}/transactions?limit={bad}")
         assert r.status_code == 422, bad
-        assert "limit" in r.get_json()["error"]["details"]["fields"]["query"]
+        error = r.get_json()["error"]
+        assert list(error["details"]["fields"]) == ["limit"] and error["message"] == "the query string is invalid"
 
 
 def test_empty_history_of_existing_user(client):

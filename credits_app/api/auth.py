@@ -4,7 +4,7 @@ from marshmallow import Schema, fields, validate
 from .. import tokens
 from ..auth import ROLES, current_actor, current_claims, require
 from .common import Blueprint
-from .schemas import NO_NUL, ErrorOut
+from .schemas import NO_NUL, ErrorOut, StrictInteger
 
 blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Tokens: inspect and revoke")
 
@@ -12,8 +12,8 @@ blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Tokens: i
 class IssueIn(Schema):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
     sub = fields.String(required=True, validate=[validate.Length(min=1, max=200), NO_NUL])
-    user_id = fields.Integer(allow_none=True, validate=validate.Range(min=1, max=2**63 - 1))
-    ttl_seconds = fields.Integer(load_default=None, validate=validate.Range(min=60, max=90 * 86400))
+    user_id = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=2**63 - 1))
+    ttl_seconds = StrictInteger(load_default=None, validate=validate.Range(min=tokens.MIN_TTL, max=tokens.MAX_TTL))
 
 
 class IssueOut(Schema):
