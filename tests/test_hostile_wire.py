@@ -109,6 +109,9 @@ CASES = {
     "256-char Idempotency-Key": b"Idempotency-Key: " + b"k" * 256 + b"\r\n",
     "CR in X-Request-ID with a key": b"X-Request-ID: abc\rSet-Cookie: evil=1\r\nIdempotency-Key: wire-x\x00\r\n",
     "oversized header": b"X-Big: " + b"a" * 20000 + b"\r\nIdempotency-Key: wire-big\r\n",
+    # gunicorn joins repeated fields with commas ("wire-a,wire-b"): which key did the caller
+    # mean? A proxy that keeps the first and a service that kept the last would double-charge.
+    "two Idempotency-Key headers": b"Idempotency-Key: wire-a\r\nIdempotency-Key: wire-b\r\n",
 }
 
 

@@ -16,7 +16,9 @@ from werkzeug.wrappers import Response
 from ..errors import UnsupportedMediaType, parse_json_body
 from ..exceptions import DomainError, InvalidRequest
 
-_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # visible ASCII: no spaces, CR/LF or NUL
+# Visible ASCII (no space, CR/LF or NUL) except the comma: servers join repeated header fields
+# with commas, so "a,b" may be two keys, and which one the caller meant cannot be known.
+_KEY = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,255}$")
 
 
 class StrictParser(FlaskParser):
@@ -165,7 +167,8 @@ def idempotency_key():
     if key is None:
         return None
     if not _KEY.match(key):
-        raise BadHeader("Idempotency-Key must be 1-255 visible ASCII characters", header="Idempotency-Key")
+        raise BadHeader("Idempotency-Key must be one key of 1-255 visible ASCII characters other than a comma "
+                        "(repeated headers arrive joined by commas)", header="Idempotency-Key")
     return key
 
 
