@@ -4,15 +4,27 @@ import os
 from types import FunctionType  # not `import types`: credits_app.types would shadow it
 
 from flask import Flask
+from werkzeug.routing import Map
 
 from . import auth, config, errors, health, logs, metrics, rate_limit, tokens
 from .extensions import configure_sqlite, db, migrate, openapi, ping_idle_connections
+
+
+class NoSlashMergingMap(Map):
+    """werkzeug answers /api/credits//1 with a 308 redirect to /api/credits/1 and an HTML
+    body, a response Flask sends without any error handler seeing it: a 404 JSON instead."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("merge_slashes", False)
+        super().__init__(*args, **kwargs)
 
 
 class CreditsFlask(Flask):
     """Flask asks `inspect` whether each hook and view is a coroutine function before every
     call: some 16 times a request here, for functions defined once. Remember the plain ones
     (bound methods, partials and the like are still asked every time)."""
+
+    url_map_class = NoSlashMergingMap
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

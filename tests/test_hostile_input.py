@@ -161,10 +161,13 @@ def test_huge_and_negative_zero_amounts_change_nothing(app, client, uid, literal
 
 
 @pytest.mark.parametrize("segment", ["9223372036854775808", "99999999999999999999999", "0", "-0", "-1", "+1",
-                                     "1e3", "1.0", "0x10", "%2B1", "1%20", "%EF%BC%91", "١"])
+                                     "1e3", "1.0", "0x10", "%2B1", "1%20", "%EF%BC%91", "١", "01", "001", "00",
+                                     "/1", "1/", "/"])
 def test_hostile_user_ids_in_paths_are_404(app, client, uid, segment):
     """Injected: ids past BIGINT, zero, signs, exponents, hex, fullwidth and Arabic-Indic
-    digits in every user-id path. Observed: 404 JSON everywhere; nothing changes."""
+    digits, leading zeros (another spelling of user 1) and doubled slashes (werkzeug's 308
+    redirect with an HTML body) in every user-id path. Observed: 404 JSON everywhere;
+    nothing changes."""
     before = snapshot(app)
     for method, path, body in [("GET", "/api/credits/{}", None), ("POST", "/api/credits/{}/add", {"amount": 1}),
                                ("POST", "/api/credits/{}/deduct", {"amount": 1}),

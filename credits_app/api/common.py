@@ -83,11 +83,12 @@ def _refuse_nul(value, where):
 
 
 class AsciiIntegerConverter(IntegerConverter):
-    """`<int:...>` with ASCII digits only. Python's \\d also matches fullwidth '１' and
-    Arabic-Indic '١', so /api/credits/１/add reached user 1 by a path that no proxy rule,
-    rate limit or log search written for /api/credits/1 recognises."""
+    """`<int:...>` with ASCII digits only and no leading zero. Python's \\d also matches
+    fullwidth '１' and Arabic-Indic '١', and int() reads '01' as 1, so /api/credits/１/add and
+    /api/credits/01/add reached user 1 by paths that no proxy rule, rate limit or log search
+    written for /api/credits/1 recognises."""
 
-    regex = r"[0-9]+"
+    regex = r"0|[1-9][0-9]*"
 
 
 class Blueprint(SmorestBlueprint):
