@@ -160,6 +160,12 @@ def _auth(env):
     external_algs = [a.strip() for a in env.get("JWT_PUBLIC_KEY_ALGORITHMS", "RS256,ES256").split(",") if a.strip()]
     if public_key and not set(external_algs) <= set(ASYMMETRIC):
         raise ConfigError(f"JWT_PUBLIC_KEY_ALGORITHMS must be asymmetric algorithms from {', '.join(ASYMMETRIC)}")
+    audience = env.get("JWT_AUDIENCE", "").strip() or None
+    if public_key and not audience:
+        # An identity provider signs tokens for every application it serves; only the
+        # audience claim says a token was meant for this one.
+        raise ConfigError("JWT_PUBLIC_KEY needs JWT_AUDIENCE (the `aud` your identity provider puts in tokens "
+                          "for this service): without it a token issued for any other application is accepted")
     return {
         "JWT_SECRET_KEY": secret or DEV_SECRET,
         "JWT_ALGORITHM": "HS256",
@@ -167,6 +173,9 @@ def _auth(env):
         # HS256 for our own tokens; asymmetric ones only when an identity provider's key is set.
         "JWT_DECODE_ALGORITHMS": ["HS256"] + (external_algs if public_key else []),
         "JWT_DECODE_LEEWAY": _int(env, "JWT_LEEWAY_SECONDS", 30, minimum=0, maximum=600),
+        # When set, every token must name it in `aud`, ours included (they are issued with it).
+        "JWT_DECODE_AUDIENCE": audience,
+        "JWT_ENCODE_AUDIENCE": audience,
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_EXEMPT_METHODS": [],  # auth.py decides what is open; the library never skips a check
         "JWT_DEFAULT_TTL_SECONDS": _int(env, "JWT_DEFAULT_TTL_SECONDS", 3600, minimum=60),

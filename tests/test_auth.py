@@ -192,11 +192,19 @@ def test_unknown_role_is_403(app):
 def test_external_identity_provider_keys(backend, request, tmp_path):
     from tests.conftest import _fresh_url
     rsa_key, rsa_pub = _rsa_pair()
-    app = make_app(_fresh_url(backend, request, tmp_path), JWT_PUBLIC_KEY=rsa_pub)
+    app = make_app(_fresh_url(backend, request, tmp_path), JWT_PUBLIC_KEY=rsa_pub, JWT_AUDIENCE="credits-api")
     client = app.test_client()
-    good = pyjwt.encode(_claims(sub="idp|42", role="service"), rsa_key, algorithm="RS256")
+    good = pyjwt.encode(_claims(sub="idp|42", role="service", aud="credits-api"), rsa_key, algorithm="RS256")
     r = client.get("/api/users", headers={"Authorization": f"Bearer {good}"})
     assert r.status_code == 200
+    # Signed by the same provider for another application, or for none: not for us.
+    _expect_401(client, pyjwt.encode(_claims(role="service", aud="billing-ui"), rsa_key, algorithm="RS256"))
+    _expect_401(client, pyjwt.encode(_claims(role="service", aud=["billing-ui", "crm"]), rsa_key, algorithm="RS256"))
+    _expect_401(client, pyjwt.encode(_claims(role="service"), rsa_key, algorithm="RS256"))
+    # Our own tokens carry the audience too, and still work.
+    own = client_as(app, "service")
+    assert own.get("/api/users").status_code == 200
+    assert pyjwt.decode(own.token, options={"verify_signature": False})["aud"] == "credits-api"
     # HS/RS confusion: the public key used as an HMAC secret must not verify.
     _expect_401(client, _hs256_with(rsa_pub.encode(), _claims()))
     other_key, _ = _rsa_pair()
@@ -208,8 +216,8 @@ def test_external_identity_provider_keys(backend, request, tmp_path):
     ec_pub = ec_key.public_key().public_bytes(serialization.Encoding.PEM,
                                               serialization.PublicFormat.SubjectPublicKeyInfo).decode()
     (tmp_path / "ec").mkdir()
-    app = make_app(_fresh_url(backend, request, tmp_path / "ec"), JWT_PUBLIC_KEY=ec_pub)
-    token = pyjwt.encode(_claims(role="service"), ec_key, algorithm="ES256")
+    app = make_app(_fresh_url(backend, request, tmp_path / "ec"), JWT_PUBLIC_KEY=ec_pub, JWT_AUDIENCE="credits-api")
+    token = pyjwt.encode(_claims(role="service", aud="credits-api"), ec_key, algorithm="ES256")
     assert app.test_client().get("/api/users", headers={"Authorization": f"Bearer {token}"}).status_code == 200
     with app.app_context():
         db.engine.dispose()

@@ -21,3 +21,12 @@ def test_bad_values_name_the_variable():
         config.load({"MAX_AMOUNT": "100", "MAX_BALANCE": "10"}, "/i")
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         config.load({"DATABASE_URL": "mysql://x"}, "/i")
+
+
+def test_an_identity_providers_key_needs_an_audience():
+    base = {"TESTING": "1", "JWT_PUBLIC_KEY": "-----BEGIN PUBLIC KEY-----\nx\n-----END PUBLIC KEY-----\n"}
+    with pytest.raises(ConfigError, match="JWT_AUDIENCE"):
+        config.load(base, "/i")
+    loaded = config.load({**base, "JWT_AUDIENCE": "credits-api"}, "/i")
+    assert loaded["JWT_DECODE_AUDIENCE"] == loaded["JWT_ENCODE_AUDIENCE"] == "credits-api"
+    assert config.load({"TESTING": "1"}, "/i")["JWT_DECODE_AUDIENCE"] is None  # our own tokens alone: optional
