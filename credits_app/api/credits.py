@@ -9,6 +9,16 @@ blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Cre
 
 REPLAYED = {"Idempotent-Replayed": "true"}
 
+# OpenAPI only (common.idempotency_key() reads and checks the header).
+IDEMPOTENCY_KEY = {"in": "header", "name": "Idempotency-Key", "required": False,
+                   "description": "Makes a retry safe: the first request with a key takes effect, a replay returns "
+                                  "its answer. One key, 1-255 visible ASCII characters, no comma (400 otherwise); "
+                                  "scoped to the token subject.",
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-+\--~]+$"}}
+REPLAYED_HEADER = {"Idempotent-Replayed": {"description": "`true` when this answer replays an earlier request "
+                                                          "with the same Idempotency-Key: nothing changed now",
+                                           "schema": {"type": "string", "enum": ["true"]}}}
+
 
 def _change(apply, user_id, *args, reason=None):
     """Run a ledger change for the caller; a replay (of a change or of a refusal) carries
@@ -34,9 +44,13 @@ def get_balance(user_id):
 @blp.route("/<int:user_id>/add", methods=["POST"])
 @require("credits:add")
 @blp.arguments(AmountIn)
-@blp.response(200, ChangeOut)
-@blp.alt_response(409, schema=ErrorOut, description="balance_limit_exceeded")
-@blp.alt_response(422, schema=ErrorOut)
+@blp.doc(parameters=[IDEMPOTENCY_KEY])
+@blp.response(200, ChangeOut, headers=REPLAYED_HEADER)
+@blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json")
+@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
+@blp.alt_response(409, schema=ErrorOut, description="balance_limit_exceeded", headers=REPLAYED_HEADER)
+@blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
+                                                     "idempotency_key_expired")
 def add(body, user_id):
     """Add credits. Send an Idempotency-Key header to make retries safe."""
     return _change(ledger.add, user_id, body["amount"], reason=body.get("reason"))
@@ -45,9 +59,13 @@ def add(body, user_id):
 @blp.route("/<int:user_id>/deduct", methods=["POST"])
 @require("credits:deduct")
 @blp.arguments(AmountIn)
-@blp.response(200, ChangeOut)
-@blp.alt_response(409, schema=ErrorOut, description="insufficient_credits")
-@blp.alt_response(422, schema=ErrorOut)
+@blp.doc(parameters=[IDEMPOTENCY_KEY])
+@blp.response(200, ChangeOut, headers=REPLAYED_HEADER)
+@blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json")
+@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
+@blp.alt_response(409, schema=ErrorOut, description="insufficient_credits", headers=REPLAYED_HEADER)
+@blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
+                                                     "idempotency_key_expired")
 def deduct(body, user_id):
     """Deduct credits; refused with 409 insufficient_credits rather than go negative."""
     return _change(ledger.deduct, user_id, body["amount"], reason=body.get("reason"))
@@ -56,7 +74,12 @@ def deduct(body, user_id):
 @blp.route("/<int:user_id>/reset", methods=["PATCH"])
 @require("credits:reset")
 @blp.arguments(ResetIn, required=False)
-@blp.response(200, ChangeOut)
+@blp.doc(parameters=[IDEMPOTENCY_KEY])
+@blp.response(200, ChangeOut, headers=REPLAYED_HEADER)
+@blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json")
+@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
+@blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
+                                                     "idempotency_key_expired")
 def reset(body, user_id):
     """Set the balance to zero; the ledger records minus the old balance."""
     return _change(ledger.reset, user_id, reason=body.get("reason"))
@@ -66,6 +89,8 @@ def reset(body, user_id):
 @require("credits:read")
 @blp.arguments(PageArgs, location="query")
 @blp.response(200, EntryPage)
+@blp.alt_response(400, schema=ErrorOut, description="invalid_cursor")
+@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
 def transactions(args, user_id):
     """Ledger history, newest first. Pass `next_cursor` back as `cursor` for the next page."""
     rows = ledger.entries(user_id, limit=args["limit"] + 1, before_id=decode_cursor(args["cursor"]))
