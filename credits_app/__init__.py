@@ -30,6 +30,14 @@ class CreditsFlask(Flask):
         super().__init__(*args, **kwargs)
         self._sync_functions = set()
 
+    def make_default_options_response(self):
+        # Flask's answer is a 200 with an empty text/html body; there is nothing to send but
+        # the Allow header, and no HTML from this service.
+        response = super().make_default_options_response()
+        response.status_code = 204
+        response.headers.remove("Content-Type")
+        return response
+
     def ensure_sync(self, func):
         if func in self._sync_functions:
             return func
