@@ -53,9 +53,11 @@ def configure(level="INFO"):
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level)
-    # Our modules' loggers, and RQ's own, go through the same formatter (rq adds its own
-    # coloured handler only to a logger that has none).
-    for name in ("credits_app", "worker", "rq.worker", "rq.scheduler", "rq_scheduler.scheduler"):
+    # Our modules' loggers, RQ's own (rq adds its own coloured handler only to a logger that
+    # has none) and Python's warnings (a library's FutureWarning: raw stderr text otherwise)
+    # go through the same formatter.
+    logging.captureWarnings(True)
+    for name in ("credits_app", "worker", "rq.worker", "rq.scheduler", "rq_scheduler.scheduler", "py.warnings"):
         sub = logging.getLogger(name)
         sub.handlers = logger.handlers
         sub.propagate = False

@@ -3,8 +3,11 @@ stack is in test_production_stack.py)."""
 import io
 import json
 import logging
+import os
 import random
 import re
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 from flask_migrate import upgrade
@@ -103,6 +106,21 @@ def test_invented_methods_share_one_metric_label(anon):
     route = "unmatched"  # a 405 matched no rule
     assert (_sample(text, "credits_http_requests_total", method="other", route=route, status="405")
             - _sample(before, "credits_http_requests_total", method="other", route=route, status="405")) == 3
+
+
+def test_python_warnings_are_json_log_lines(tmp_path):
+    # rq-scheduler's crontab raises a FutureWarning at every schedule computation: it used
+    # to reach stderr as raw text between the JSON lines.
+    script = ("from credits_app import create_app\ncreate_app()\n"
+              "from rq_scheduler.utils import get_next_scheduled_time\nget_next_scheduled_time('0 0 * * *')\n")
+    env = {**os.environ, "JWT_SECRET_KEY": "w" * 40, "DATABASE_URL": f"sqlite:///{tmp_path}/w.db", "TESTING": "1"}
+    out = subprocess.run([sys.executable, "-W", "default", "-c", script], env=env, capture_output=True, text=True,
+                         timeout=60, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    lines = out.stderr.splitlines()
+    assert lines and all(json.loads(line) for line in lines), out.stderr  # every line is JSON
+    warning = json.loads(lines[-1])
+    assert warning["level"] == "warning" and warning["logger"] == "py.warnings" and "FutureWarning" in warning["msg"]
 
 
 def test_log_timestamps_are_utc_iso_with_milliseconds():
