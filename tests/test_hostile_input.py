@@ -233,11 +233,11 @@ def test_sql_injection_in_every_field_is_inert(app, client, uid):
                 assert r.get_json()["items"] == [], (query, r.get_json())
             else:
                 assert_error(r)
+        key = evil.replace(" ", "_").replace(",", ";")  # a valid key: no space, no comma
         r = client.post(f"/api/credits/{uid}/add", json={"amount": 1, "reason": evil},
-                        headers={"Idempotency-Key": evil.replace(" ", "_") + f"-{i}", "X-Request-ID": evil})
+                        headers={"Idempotency-Key": key + f"-{i}", "X-Request-ID": evil})
         assert r.status_code == 200, r.get_json()
-        assert r.get_json()["entry"]["reason"] == evil and r.get_json()["entry"]["idempotency_key"].startswith(
-            evil.replace(" ", "_"))
+        assert r.get_json()["entry"]["reason"] == evil and r.get_json()["entry"]["idempotency_key"] == key + f"-{i}"
         assert r.headers["X-Request-ID"] != evil  # not a sane id: replaced, never echoed
         added += 1
         assert_error(client.post("/api/users", json={"email": evil, "name": "x"}), 422)
