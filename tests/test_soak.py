@@ -4,7 +4,7 @@ every long-lived process and the service's PostgreSQL connections throughout.
 
 Duration: SOAK_SECONDS (default 150). Traffic: keyed add/deduct/reset on a few hot users,
 balance and ledger reads, user creation and lookups, Idempotency-Key replays, and a daily
-grant for a past date enqueued every 10 s (run by the worker).
+grant for a recent date enqueued every 10 s (run by the worker).
 Observed and asserted:
 - no answer other than 2xx and the expected 409 (insufficient credits) / 429 (rate limit);
 - no memory growth trend per process: the median RSS of the last third of the run is
@@ -21,12 +21,12 @@ import statistics
 import threading
 import time
 from collections import Counter
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
-from credits_app import ledger
+from credits_app import grants, ledger
 from credits_app.extensions import db
 from tests.chaos_fixtures import Api, KeyedTraffic, gunicorn_workers, rss_mib, stack_env, tokens_for, wait_until
 from tests.conftest import _fresh_url, make_app
@@ -86,11 +86,12 @@ def test_soak_mixed_traffic_memory_and_connections_hold(pg_server, request, tmp_
                     other[r.status] += 1
 
         def granter():
-            # A past date's grant every 10 s (and one date twice: the re-run credits nobody).
+            # A grant every 10 s for today or a date in the catch-up window (7 days), each date
+            # twice or more: the re-runs credit nobody (200 already_done once a run is done).
             for i in itertools.count():
                 if stop.wait(10):
                     return
-                day = date(2026, 1, 1) + timedelta(days=i // 2)
+                day = grants.utc_today() - timedelta(days=(i // 2) % 8)
                 r = api.post("/api/grants/daily/run", {"date": day.isoformat()})
                 with lock:
                     other[r.status] += 1
