@@ -20,6 +20,26 @@ REPLAYED_HEADER = {"Idempotent-Replayed": {"description": "`true` when this answ
                                            "schema": {"type": "string", "enum": ["true"]}}}
 
 
+def _change_endpoint(refusal=None):
+    """A balance change's answers: ChangeOut (also on a replay), and the OpenAPI of its
+    Idempotency-Key, its errors and its 409 `refusal`, if it has one."""
+    decorators = [
+        blp.doc(parameters=[IDEMPOTENCY_KEY]),
+        blp.response(200, ChangeOut, headers=REPLAYED_HEADER),
+        blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json"),
+        blp.alt_response(404, schema=ErrorOut, description="user_not_found"),
+        *([blp.alt_response(409, schema=ErrorOut, description=refusal, headers=REPLAYED_HEADER)] if refusal else []),
+        blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
+                                                             "idempotency_key_expired"),
+    ]
+
+    def decorate(view):
+        for decorator in reversed(decorators):  # as if stacked in this order above the view
+            view = decorator(view)
+        return view
+    return decorate
+
+
 def _change(apply, user_id, *args, reason=None):
     """Run a ledger change for the caller; a replay (of a change or of a refusal) carries
     the Idempotent-Replayed header."""
@@ -44,13 +64,7 @@ def get_balance(user_id):
 @blp.route("/<int:user_id>/add", methods=["POST"])
 @require("credits:add")
 @blp.arguments(AmountIn)
-@blp.doc(parameters=[IDEMPOTENCY_KEY])
-@blp.response(200, ChangeOut, headers=REPLAYED_HEADER)
-@blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json")
-@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
-@blp.alt_response(409, schema=ErrorOut, description="balance_limit_exceeded", headers=REPLAYED_HEADER)
-@blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
-                                                     "idempotency_key_expired")
+@_change_endpoint("balance_limit_exceeded")
 def add(body, user_id):
     """Add credits. Send an Idempotency-Key header to make retries safe."""
     return _change(ledger.add, user_id, body["amount"], reason=body.get("reason"))
@@ -59,13 +73,7 @@ def add(body, user_id):
 @blp.route("/<int:user_id>/deduct", methods=["POST"])
 @require("credits:deduct")
 @blp.arguments(AmountIn)
-@blp.doc(parameters=[IDEMPOTENCY_KEY])
-@blp.response(200, ChangeOut, headers=REPLAYED_HEADER)
-@blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json")
-@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
-@blp.alt_response(409, schema=ErrorOut, description="insufficient_credits", headers=REPLAYED_HEADER)
-@blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
-                                                     "idempotency_key_expired")
+@_change_endpoint("insufficient_credits")
 def deduct(body, user_id):
     """Deduct credits; refused with 409 insufficient_credits rather than go negative."""
     return _change(ledger.deduct, user_id, body["amount"], reason=body.get("reason"))
@@ -74,12 +82,7 @@ def deduct(body, user_id):
 @blp.route("/<int:user_id>/reset", methods=["PATCH"])
 @require("credits:reset")
 @blp.arguments(ResetIn, required=False)
-@blp.doc(parameters=[IDEMPOTENCY_KEY])
-@blp.response(200, ChangeOut, headers=REPLAYED_HEADER)
-@blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json")
-@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
-@blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
-                                                     "idempotency_key_expired")
+@_change_endpoint()
 def reset(body, user_id):
     """Set the balance to zero; the ledger records minus the old balance."""
     return _change(ledger.reset, user_id, reason=body.get("reason"))
