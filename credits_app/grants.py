@@ -78,7 +78,7 @@ def check_requested_date(grant_date, today=None):
         return grant_date
     why = "is in the future" if grant_date > today else f"is more than {window} days ago (DAILY_GRANT_CATCHUP_DAYS)"
     raise InvalidRequest(f"date {grant_date} {why}: grant today ({today}, UTC) or a date since {earliest}",
-                         fields={"date": [f"must be between {earliest} and {today}"]})
+                         field="date")
 
 
 def start(grant_date, amount=None):
