@@ -111,6 +111,15 @@ def post_worker_init(worker):
     # pause of every thread in the worker about once per 20,000 requests (measured in
     # process): a latency spike for whatever was in flight.
     gc.freeze()
+    # The request log is written by a thread of its own (credits_app/logs.py says why).
+    from credits_app import logs
+    logs.write_in_background()
+
+
+def worker_exit(server, worker):
+    import logging
+    for handler in logging.getLogger("credits").handlers:
+        handler.flush()  # the lines the background writer has not written yet
 
 
 def child_exit(server, worker):

@@ -1,9 +1,11 @@
 """JSON logs: one line per request (written by the app, which alone knows the route and the
 token subject; gunicorn's own access log stays off) and one per job (worker/)."""
+import collections
 import json
 import logging
 import math
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -37,6 +39,75 @@ class JsonFormatter(logging.Formatter):
             text = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
             self._second = (second, text)  # one tuple, so threads never see half an update
         return f"{text}.{micro // 1000:03d}+00:00"
+
+
+class BackgroundStreamHandler(logging.StreamHandler):
+    """Formats a record in the thread that logs it and writes the lines from a writer thread,
+    a batch every INTERVAL seconds (and on flush(), which logging.shutdown() calls at exit).
+
+    Why (gunicorn workers only, write_in_background()): a write to stderr is a system call,
+    and a system call lets go of the GIL. Under load another request thread takes it, and the
+    thread that logged waits behind that thread's whole slice of Python before it can answer:
+    with the request line written inline, a change took ~15% longer under load (bench/).
+    The cost: a worker killed outright (SIGKILL, OOM) loses at most INTERVAL of log lines;
+    the ledger, not the log, is the record of money."""
+
+    INTERVAL = 0.02
+    # PIPE_BUF: a pipe never interleaves another process's output into a write this size (the
+    # lines are ASCII: the JSON encoder escapes the rest, so characters are bytes).
+    CHUNK = 4096
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._pending = collections.deque()  # append and popleft are atomic: no lock to log
+        self._writing = threading.Lock()  # one writer at a time, so lines keep their order
+        self._closed = threading.Event()
+        threading.Thread(target=self._write_until_closed, name="log-writer", daemon=True).start()
+
+    def emit(self, record):
+        try:
+            self._pending.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self):
+        with self._writing:
+            chunk, size = [], 0
+            while self._pending:
+                line = self._pending.popleft()
+                if chunk and size + len(line) > self.CHUNK:
+                    self.stream.write("".join(chunk))
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += len(line)
+            if chunk:
+                self.stream.write("".join(chunk))
+            self.stream.flush()
+
+    def close(self):
+        self._closed.set()
+        self.flush()
+        super().close()
+
+    def _write_until_closed(self):
+        while not self._closed.wait(self.INTERVAL):
+            try:
+                self.flush()
+            except Exception:  # a closed or broken stream: as StreamHandler, never kill the process
+                pass
+
+
+def write_in_background():
+    """Swap the app's stderr handler for a BackgroundStreamHandler (called in each gunicorn
+    worker once it has started: the writer thread belongs to that process)."""
+    handlers = logging.getLogger("credits").handlers  # the one list every configured logger shares
+    for i, handler in enumerate(handlers):
+        if isinstance(handler.formatter, JsonFormatter) and type(handler) is logging.StreamHandler:
+            background = BackgroundStreamHandler(handler.stream)
+            background.setFormatter(handler.formatter)
+            background.setLevel(handler.level)
+            handlers[i] = background
+    return handlers
 
 
 def configure(level="INFO"):

@@ -8,13 +8,15 @@ import random
 import re
 import subprocess
 import sys
+import threading
 from datetime import datetime, timezone
 
 from flask_migrate import upgrade
 
 from credits_app.extensions import db
-from credits_app.logs import JsonFormatter
+from credits_app.logs import BackgroundStreamHandler, JsonFormatter
 from tests.conftest import _fresh_url, make_app, new_user
+from tests.redis_fixtures import wait_for
 from tests.services import free_port
 
 
@@ -155,6 +157,91 @@ def test_one_json_log_line_per_request(client):
     line = lines[1]
     assert line["request_id"] == "trace-42" and line["status"] == 200 and line["subject"] == "test-admin"
     assert line["route"] == "/api/credits/<int:user_id>" and line["duration_ms"] >= 0 and line["msg"] == "request"
+
+
+class _Writes(io.StringIO):
+    """A stream that remembers each write() (a write is one system call on a real stream)."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = []
+
+    def write(self, text):
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_background_log_writer_keeps_every_line_whole_and_in_order():
+    stream = _Writes()
+    handler = BackgroundStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("credits.test-background")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        def log(thread):
+            for i in range(500):
+                logger.warning("line", extra={"fields": {"thread": thread, "i": i, "pad": "x" * (i % 300)}})
+        threads = [threading.Thread(target=log, args=(t,)) for t in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # The writer thread writes on its own: wait for it (no flush() called yet).
+        wait_for(lambda: stream.getvalue().count("\n") == 2000, "the writer thread to write every line")
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    for thread in range(4):
+        assert [line["i"] for line in lines if line["thread"] == thread] == list(range(500))
+    # Whole lines per write, and no write longer than a pipe writes atomically (unless a
+    # single line is longer by itself): another worker's lines cannot land inside one.
+    assert all(w.endswith("\n") for w in stream.writes)
+    assert all(len(w) <= BackgroundStreamHandler.CHUNK or w.count("\n") == 1 for w in stream.writes)
+    assert len(stream.writes) < 2000  # batched
+
+
+def test_background_log_writer_flush_writes_what_is_pending_at_once():
+    stream = _Writes()
+    handler = BackgroundStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.INTERVAL = 3600  # only flush() writes from here on (the thread is asleep already)
+    record = logging.LogRecord("credits.request", logging.INFO, __file__, 1, "request", (), None)
+    record.fields = {"status": 200}
+    handler.handle(record)
+    handler.flush()
+    assert json.loads(stream.getvalue())["status"] == 200
+    huge = logging.LogRecord("credits.request", logging.INFO, __file__, 1, "x" * 10_000, (), None)
+    handler.handle(huge)
+    handler.flush()
+    assert stream.writes[-1].count("\n") == 1 and json.loads(stream.writes[-1])["msg"] == "x" * 10_000
+    handler.close()
+
+
+def test_gunicorn_workers_write_the_request_log_in_the_background(tmp_path):
+    # post_worker_init swaps the handler every app logger shares; worker_exit writes what is
+    # left. Run both hooks as gunicorn does, in a process of their own.
+    script = ("import logging, runpy\n"
+              "import wsgi\n"
+              "hooks = runpy.run_path('gunicorn.conf.py')\n"
+              "hooks['post_worker_init'](None)\n"
+              "names = ['credits', 'credits.request', 'credits_app', 'worker', 'py.warnings']\n"
+              "kinds = {type(h).__name__ for n in names for h in logging.getLogger(n).handlers "
+              "or logging.getLogger('credits').handlers}\n"
+              "print(sorted(kinds), flush=True)\n"
+              "with wsgi.app.test_client() as c:\n"
+              "    c.get('/healthz')\n"
+              "hooks['worker_exit'](None, None)\n"
+              "import os; os._exit(0)\n")  # no interpreter shutdown: only worker_exit writes the line
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "JWT_SECRET_KEY": "x" * 40,
+           "DATABASE_URL": f"sqlite:///{tmp_path}/app.db", "RATELIMIT_STORAGE_URI": "memory://"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['BackgroundStreamHandler']"
+    lines = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
+    assert [line["path"] for line in lines if line["logger"] == "credits.request"] == ["/healthz"]
 
 
 def test_metrics_report_the_last_finished_daily_grant(client, anon, runner):

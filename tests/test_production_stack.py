@@ -144,6 +144,10 @@ def test_sigterm_lets_the_request_in_flight_finish(stack_db):
         status, body = result["r"]
         assert status == 200 and body["credits"] == 7  # observed: the in-flight request completed
         assert web.proc.wait(30) == 0
+        # Its log line was written before the worker exited (the log writer's last batch).
+        lines = [json.loads(line) for line in open(web.log_path) if line.startswith("{")]
+        assert [line["status"] for line in lines
+                if line["logger"] == "credits.request" and line["path"].endswith("/deduct")] == [200]
         cur.execute("SELECT credits FROM credits WHERE user_id = %s", (uid,))
         assert cur.fetchone()[0] == 7
         blocker.close()
