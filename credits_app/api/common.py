@@ -96,7 +96,7 @@ class Blueprint(SmorestBlueprint):
     shorter path through them at request time. `arguments` parses with the same parser and
     calls the view (no flask-smorest layer, no webargs use_args layer); `alt_response` only
     documents (flask-smorest wraps the view in a layer that just calls it); `response` dumps
-    with the schema and answers with the app's JSON provider (what flask-smorest's jsonify
+    with the schema (or the `dump` function given) and answers with the app's JSON provider (what flask-smorest's jsonify
     does) without its ETag bookkeeping, which this API does not use."""
 
     ARGUMENTS_PARSER = StrictParser()
@@ -129,16 +129,20 @@ class Blueprint(SmorestBlueprint):
             return view
         return decorator
 
-    def response(self, status_code, schema=None, **kwargs):
+    def response(self, status_code, schema=None, *, dump=None, **kwargs):
+        """As flask-smorest's; `dump`, if given, renders the result instead of schema.dump()
+        (the schema still documents it)."""
         document = super().response(status_code, schema, **kwargs)
         schema = resolve_schema_instance(schema)
+        if dump is None and schema is not None:
+            dump = schema.dump
 
         def decorator(view):
             @functools.wraps(view)
             def respond(*args, **view_kwargs):
                 result, status, headers = unpack_tuple_response(view(*args, **view_kwargs))
                 if not isinstance(result, Response):
-                    result = current_app.json.response(result if schema is None else schema.dump(result))
+                    result = current_app.json.response(result if dump is None else dump(result))
                     if status is None:
                         status = status_code
                 set_status_and_headers_in_response(result, status, headers)
