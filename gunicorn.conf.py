@@ -25,7 +25,9 @@ Worker class gthread, one process per core, 4 threads each: chosen by measuremen
   so a deployment with spare CPU should raise WEB_THREADS (and DB_POOL_SIZE with it);
 - not gevent: psycopg2 blocks the hub without psycogreen (STACK-NOTES), and it would not
   help a CPU-bound process; not sync: one request per process stalls on every round trip.
-Each process's connection pool is DB_POOL_SIZE (default 10 >= threads)."""
+Each process's connection pool is DB_POOL_SIZE (default 10). Each thread keeps one pooled
+connection for the hot path, up to half the pool (credits_app/thread_connections.py;
+threads beyond that check out per request), so raise DB_POOL_SIZE to 2 x WEB_THREADS."""
 import gc
 import json
 import multiprocessing

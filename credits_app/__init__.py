@@ -6,7 +6,7 @@ from types import FunctionType  # not `import types`: credits_app.types would sh
 from flask import Flask
 from werkzeug.routing import Map
 
-from . import auth, config, errors, health, logs, metrics, rate_limit, tokens
+from . import auth, config, errors, health, logs, metrics, rate_limit, thread_connections, tokens
 from .extensions import configure_sqlite, db, migrate, openapi, ping_idle_connections
 
 
@@ -61,6 +61,7 @@ def create_app(env=None):
             configure_sqlite(db.engine)
         else:
             ping_idle_connections(db.engine, app.config["DB_PING_IDLE_SECONDS"])
+            thread_connections.watch(db.engine)
     openapi.init_app(app)
     errors.init_app(app)  # after the Api, whose own HTTP error handler it replaces
     logs.init_app(app)

@@ -26,6 +26,7 @@ from sqlalchemy import bindparam, exc, text
 from .config import BIGINT_MAX
 from .exceptions import (BalanceLimitExceeded, IdempotencyKeyExpired, IdempotencyMismatch,
                          InsufficientCredits, InvalidRequest, UserNotFound)
+from . import thread_connections
 from .extensions import db
 from .types import UTCDateTime, utcnow
 
@@ -289,14 +290,13 @@ _PREPARED = {}
 
 
 def _pg_fetch_one(engine, stmt, params):
-    """Run ONE statement as its own transaction on a pooled PostgreSQL connection and return
-    its first row (a named tuple) or None.
+    """Run ONE statement as its own transaction on the thread's pooled PostgreSQL connection
+    (thread_connections) and return its first row (a named tuple) or None.
 
     The hot path skips SQLAlchemy's execution layer (per-execution context and result
     metadata: a sixth of a balance read's CPU): the statement is compiled once to the
-    driver's SQL and prepared on each connection (_Prepared), and the driver connection is
-    switched to autocommit for the checkout, so there is no BEGIN/COMMIT round trip
-    (psycopg2 switches an idle connection without talking to the server). What SQLAlchemy
+    driver's SQL and prepared on each connection (_Prepared), and the connection is in
+    autocommit, so there is no BEGIN/COMMIT round trip. What SQLAlchemy
     would do on an error is kept: the driver's error is raised as SQLAlchemy's
     (IntegrityError, OperationalError: errors.py and _change() handle those), and a lost
     connection is invalidated and the pool replaced, so connections to a restarted server
@@ -305,13 +305,12 @@ def _pg_fetch_one(engine, stmt, params):
     if prepared is None:
         prepared = _PREPARED[stmt] = _Prepared(str(stmt.compile(dialect=engine.dialect)))
     try:
-        pooled = engine.raw_connection()  # checkout events (the idle ping) run as usual
+        pooled, kept = thread_connections.checkout(engine, current_app.config["DB_PING_IDLE_SECONDS"])
     except engine.dialect.dbapi.Error as e:  # cannot connect: raised as engine.connect() would
         raise exc.DBAPIError.instance(None, None, e, engine.dialect.dbapi.Error, dialect=engine.dialect) from e
     driver = pooled.driver_connection
     sql = prepared.execute
     try:
-        driver.autocommit = True
         with driver.cursor() as cursor:
             known = pooled.info.setdefault("prepared", set())  # emptied when the connection is replaced
             if prepared.name not in known:
@@ -329,14 +328,13 @@ def _pg_fetch_one(engine, stmt, params):
     except engine.dialect.dbapi.Error as e:
         lost = engine.dialect.is_disconnect(e, driver, None)
         if lost:
-            pooled.invalidate(e)
+            thread_connections.discard(engine, pooled, e)
             engine.dispose()
         raise exc.DBAPIError.instance(sql, params, e, engine.dialect.dbapi.Error, connection_invalidated=lost,
                                       dialect=engine.dialect) from e
     finally:
-        if not driver.closed:
-            driver.autocommit = False
-        pooled.close()
+        if not kept:
+            thread_connections.checkin(pooled)
 
 
 def _apply_sqlite(engine, op):
