@@ -76,22 +76,29 @@ def _unexpected(e):
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+def _no_constants(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs):
+    # {"amount": 1, "amount": 1000}: parsers disagree on which wins, so a proxy or audit
+    # log could read one amount while the ledger applies the other. Refuse it.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise ValueError("duplicate key in a JSON object")
+    return obj
+
+
+# One decoder (json.loads with options builds a new one, scanner included, per call).
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+
+
 def parse_json_body(raw):
-    """Strict JSON: refuses NaN/Infinity, bad UTF-8, lone surrogate escapes, duplicate keys
-    and nesting deep enough to blow the stack, all as a 400 rather than a 500."""
-    def _no_constants(name):
-        raise ValueError(f"{name} is not valid JSON")
-
-    def _unique_keys(pairs):
-        # {"amount": 1, "amount": 1000}: parsers disagree on which wins, so a proxy or audit
-        # log could read one amount while the ledger applies the other. Refuse it.
-        obj = dict(pairs)
-        if len(obj) != len(pairs):
-            raise ValueError("duplicate key in a JSON object")
-        return obj
-
+    """Strict JSON: refuses NaN/Infinity, bad UTF-8, a byte-order mark, lone surrogate
+    escapes, duplicate keys and nesting deep enough to blow the stack, all as a 400 rather
+    than a 500."""
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+        value = _STRICT_JSON.decode(raw.decode("utf-8"))
         if _SURROGATE_ESCAPE.search(raw):
             json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError on a lone half
         return value

@@ -39,7 +39,8 @@ def test_amount_over_configured_maximum(app, client, uid):
 
 @pytest.mark.parametrize("raw", [b"{", b"{'amount': 1}", b'{"amount": NaN}', b'{"amount": Infinity}',
                                  b'{"amount": 1e309}', b"\xff\xfe", b'{"amount": 1}garbage',
-                                 b"[" * 30000 + b"]" * 30000])
+                                 b"[" * 30000 + b"]" * 30000, b'\xef\xbb\xbf{"amount": 1}',
+                                 b'{"amount": 1, "amount": 1000}'])
 def test_malformed_or_hostile_json(client, uid, raw):
     r = client.post(f"/api/credits/{uid}/add", data=raw, content_type="application/json")
     assert r.status_code in (400, 422), r.status_code
