@@ -23,10 +23,10 @@ from datetime import date, datetime, timedelta
 from flask import current_app
 from sqlalchemy import bindparam, exc, text
 
+from . import thread_connections
 from .config import BIGINT_MAX
 from .exceptions import (BalanceLimitExceeded, IdempotencyKeyExpired, IdempotencyMismatch,
                          InsufficientCredits, InvalidRequest, UserNotFound)
-from . import thread_connections
 from .extensions import db
 from .types import UTCDateTime, utcnow
 

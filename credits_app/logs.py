@@ -48,7 +48,8 @@ class BackgroundStreamHandler(logging.StreamHandler):
     Why (gunicorn workers only, write_in_background()): a write to stderr is a system call,
     and a system call lets go of the GIL. Under load another request thread takes it, and the
     thread that logged waits behind that thread's whole slice of Python before it can answer:
-    with the request line written inline, a change took ~15% longer under load (bench/).
+    with the request line written inline, changes under load were ~15% fewer per second
+    (bench/http_bench.py; README, Benchmarks).
     The cost: a worker killed outright (SIGKILL, OOM) loses at most INTERVAL of log lines;
     the ledger, not the log, is the record of money."""
 

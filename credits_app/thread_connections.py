@@ -8,10 +8,10 @@ What the pool did at each checkout still happens:
 - a connection idle for longer than DB_PING_IDLE_SECONDS is pinged before it is used, and
   replaced if the server is gone (extensions.ping_idle_connections does this for the pool);
 - after engine.dispose() (a lost server; tests) no thread uses a connection of the old pool
-  again: the thread that disposed closes its own at once, and so are those of threads that
-  have ended; a live thread closes its own at its next use, never under a statement in
-  flight; a forked child never touches its parent's (closing one would end the parent's
-  session on the server);
+  again: the thread that disposed closes its own at once, and those of threads that have
+  ended; a live thread closes its own at its next use, never under a statement in flight;
+  a forked child never touches its parent's (closing one would end the parent's session on
+  the server);
 - at most half the pool is kept by threads, so the other half stays for everything else
   (ORM sessions, the admin API); threads beyond that check out per use, as before. A kept
   connection whose thread has ended goes back to the pool when a slot is needed.

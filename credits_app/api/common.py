@@ -96,8 +96,9 @@ class Blueprint(SmorestBlueprint):
     shorter path through them at request time. `arguments` parses with the same parser and
     calls the view (no flask-smorest layer, no webargs use_args layer); `alt_response` only
     documents (flask-smorest wraps the view in a layer that just calls it); `response` dumps
-    with the schema (or the `dump` function given) and answers with the app's JSON provider (what flask-smorest's jsonify
-    does) without its ETag bookkeeping, which this API does not use."""
+    with the schema (or the `dump` function given) and answers with the app's JSON provider
+    (what flask-smorest's jsonify does) without its ETag bookkeeping, which this API does not
+    use."""
 
     ARGUMENTS_PARSER = StrictParser()
     _PARSE_OPTIONS = ("unknown", "validate", "error_status_code", "error_headers")
