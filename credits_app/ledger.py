@@ -313,12 +313,24 @@ def _pg_fetch_one(engine, stmt, params):
     try:
         with driver.cursor() as cursor:
             known = pooled.info.setdefault("prepared", set())  # emptied when the connection is replaced
-            if prepared.name not in known:
-                sql = prepared.prepare
-                cursor.execute(sql)
-                known.add(prepared.name)
+            for attempt in (1, 2):
+                if prepared.name not in known:
+                    sql = prepared.prepare
+                    cursor.execute(sql)
+                    known.add(prepared.name)
                 sql = prepared.execute
-            cursor.execute(sql, params)
+                try:
+                    cursor.execute(sql, params)
+                    break
+                except engine.dialect.dbapi.Error as e:
+                    if attempt == 2 or not _stale_plan(e):
+                        raise
+                    # A migration changed a column under the prepared statement (or the session
+                    # lost it): it failed before it ran, as one autocommit statement, so nothing
+                    # was applied. Prepare it again and run it once more.
+                    known.discard(prepared.name)
+                    if e.pgcode == "0A000":
+                        cursor.execute(f"DEALLOCATE {prepared.name}")
             row = cursor.fetchone()
             if row is None:
                 return None
@@ -335,6 +347,14 @@ def _pg_fetch_one(engine, stmt, params):
     finally:
         if not kept:
             thread_connections.checkin(pooled)
+
+
+def _stale_plan(error):
+    """PostgreSQL refused to run a prepared statement as prepared: its result type changed
+    (0A000, "cached plan must not change result type") or the session has no such statement
+    (26000). Both are raised before the statement runs."""
+    code = getattr(error, "pgcode", None)
+    return code == "26000" or (code == "0A000" and "cached plan must not change result type" in str(error))
 
 
 def _apply_sqlite(engine, op):

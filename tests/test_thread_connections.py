@@ -1,6 +1,7 @@
 """Each thread keeps its hot-path PostgreSQL connection (credits_app/thread_connections.py):
 reused by the thread, at most half the pool, closed after dispose(), replaced when the
-server dropped it, never touched by a forked child. Against the real PostgreSQL."""
+server dropped it, never touched by a forked child; its prepared statements survive a
+migration (ledger._pg_fetch_one). Against the real PostgreSQL."""
 import os
 import threading
 
@@ -199,3 +200,31 @@ def test_two_apps_in_one_thread_keep_a_connection_each(pg_app):
     with other.app_context():
         db.engine.dispose()
     assert mine in _backends(pg_app) and theirs not in _backends(pg_app)
+
+
+def test_a_migration_under_the_prepared_statements_does_not_break_changes(pg_app):
+    # The hot path's statements are prepared once per connection. A column type change (a
+    # migration run out of band) makes PostgreSQL refuse the prepared plan before it runs:
+    # the statement is prepared again and runs once, and nothing applies twice.
+    client = client_as(pg_app)
+    uid = new_user(client)
+    assert client.post(f"/api/credits/{uid}/add", json={"amount": 1, "reason": "warm"}).status_code == 200
+    with _connect(pg_app) as conn, conn.cursor() as cur:
+        cur.execute("ALTER TABLE ledger_entries ALTER COLUMN reason TYPE varchar(1000)")
+    conn.close()
+    r = client.post(f"/api/credits/{uid}/add", json={"amount": 2, "reason": "after"})
+    assert r.status_code == 200 and r.get_json()["entry"]["reason"] == "after", r.get_json()
+    assert client.post(f"/api/credits/{uid}/deduct", json={"amount": 1}).status_code == 200
+    assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 2
+
+    # A session that lost its prepared statements (DEALLOCATE ALL, as a pooler may send).
+    with pg_app.app_context():
+        kept = thread_connections.kept_by_this_thread(db.engine)
+        with kept.driver_connection.cursor() as cur:
+            cur.execute("DEALLOCATE ALL")
+    assert client.post(f"/api/credits/{uid}/add", json={"amount": 5}).status_code == 200
+    assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 7
+    with _connect(pg_app) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*), sum(amount) FROM ledger_entries WHERE user_id = %s", (uid,))
+        assert cur.fetchone() == (4, 7)  # each change exactly once
+    conn.close()
