@@ -120,8 +120,13 @@ def post_worker_init(worker):
 
 def worker_exit(server, worker):
     import logging
+
+    from credits_app import logs
     for handler in logging.getLogger("credits").handlers:
-        handler.flush()  # the lines the background writer has not written yet
+        if isinstance(handler, logs.BackgroundStreamHandler):
+            # What the writer thread has not written yet; not forever: a stalled stderr must
+            # not hold the exit.
+            handler.flush(timeout=5)
 
 
 def child_exit(server, worker):

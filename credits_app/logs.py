@@ -50,51 +50,81 @@ class BackgroundStreamHandler(logging.StreamHandler):
     thread that logged waits behind that thread's whole slice of Python before it can answer:
     with the request line written inline, changes under load were ~15% fewer per second
     (bench/http_bench.py; README, Benchmarks).
-    The cost: a worker killed outright (SIGKILL, OOM) loses at most INTERVAL of log lines;
-    the ledger, not the log, is the record of money."""
+    The costs: a worker killed outright (SIGKILL, OOM) loses at most INTERVAL of log lines;
+    while stderr cannot take lines (a full disk, a closed or stalled pipe) at most MAX_PENDING
+    wait in memory, the rest are dropped and a warning line says how many once writing works
+    again. The ledger, not the log, is the record of money."""
 
     INTERVAL = 0.02
+    MAX_PENDING = 10_000
     # PIPE_BUF: a pipe never interleaves another process's output into a write this size (the
-    # lines are ASCII: the JSON encoder escapes the rest, so characters are bytes).
+    # lines are ASCII: the JSON encoder escapes the rest, so characters are bytes). A single
+    # longer line (a traceback) is written alone, and may interleave, as it did inline.
     CHUNK = 4096
 
     def __init__(self, stream):
         super().__init__(stream)
         self._pending = collections.deque()  # append and popleft are atomic: no lock to log
         self._writing = threading.Lock()  # one writer at a time, so lines keep their order
-        self._closed = threading.Event()
+        self._stop = threading.Event()  # (not _closed: logging.Handler uses that name)
+        self.dropped = 0  # lines dropped since the last warning; changed under self.lock
         threading.Thread(target=self._write_until_closed, name="log-writer", daemon=True).start()
 
-    def emit(self, record):
+    def emit(self, record):  # called under self.lock (Handler.handle)
+        if len(self._pending) >= self.MAX_PENDING:
+            self.dropped += 1
+            return
         try:
             self._pending.append(self.format(record) + self.terminator)
         except Exception:
             self.handleError(record)
 
-    def flush(self):
-        with self._writing:
-            chunk, size = [], 0
+    def flush(self, timeout=-1):
+        """Write what is pending; False if another flush held the stream for `timeout` s."""
+        if not self._writing.acquire(timeout=timeout):
+            return False
+        try:
+            lines = []
             while self._pending:
-                line = self._pending.popleft()
-                if chunk and size + len(line) > self.CHUNK:
-                    self.stream.write("".join(chunk))
-                    chunk, size = [], 0
-                chunk.append(line)
-                size += len(line)
-            if chunk:
-                self.stream.write("".join(chunk))
-            self.stream.flush()
+                lines.append(self._pending.popleft())
+            with self.lock:
+                dropped, self.dropped = self.dropped, 0
+            written = 0
+            try:
+                if dropped:
+                    self.stream.write(self._dropped_line(dropped))
+                    dropped = 0
+                while written < len(lines):
+                    end, size = written + 1, len(lines[written])
+                    while end < len(lines) and size + len(lines[end]) <= self.CHUNK:
+                        size += len(lines[end])
+                        end += 1
+                    self.stream.write("".join(lines[written:end]))
+                    written = end
+                self.stream.flush()
+            except (OSError, ValueError):  # stderr refuses (full, closed): drop, and say so later
+                with self.lock:
+                    self.dropped += dropped + len(lines) - written
+            return True
+        finally:
+            self._writing.release()
+
+    def _dropped_line(self, count):
+        record = logging.LogRecord("credits.logs", logging.WARNING, "", 0,
+                                   f"{count} log lines dropped: stderr could not take them", (), None)
+        record.fields = {"dropped": count}
+        return self.format(record) + self.terminator
 
     def close(self):
-        self._closed.set()
-        self.flush()
+        self._stop.set()
+        self.flush(timeout=5)
         super().close()
 
     def _write_until_closed(self):
-        while not self._closed.wait(self.INTERVAL):
+        while not self._stop.wait(self.INTERVAL):
             try:
                 self.flush()
-            except Exception:  # a closed or broken stream: as StreamHandler, never kill the process
+            except Exception:  # as StreamHandler: a logging failure never kills the process
                 pass
 
 
@@ -138,6 +168,7 @@ def configure(level="INFO"):
 
 
 request_log = logging.getLogger("credits.request")
+MAX_PATH = 1000  # a client chooses the path: an 8 KB one would make each line 8 KB
 
 
 def _start():
@@ -153,7 +184,7 @@ def _log(response):
         req = request._get_current_object()
         request_log.info("request", extra={"fields": {
             "request_id": ctx.get("request_id"), "method": req.method,
-            "route": req.url_rule.rule if req.url_rule else None, "path": req.path,
+            "route": req.url_rule.rule if req.url_rule else None, "path": req.path[:MAX_PATH],
             "status": response.status_code, "duration_ms": round((time.perf_counter() - started) * 1000, 2),
             "subject": ctx.get("actor"),
         }})

@@ -219,6 +219,90 @@ def test_background_log_writer_flush_writes_what_is_pending_at_once():
     handler.close()
 
 
+class _Refusing(_Writes):
+    """stderr on a full disk or a closed pipe: every write fails until `ok` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.ok = False
+
+    def write(self, text):
+        if not self.ok:
+            raise OSError(28, "No space left on device")
+        return super().write(text)
+
+
+def test_background_log_writer_holds_a_bounded_number_of_lines_and_counts_what_it_drops():
+    stream = _Refusing()
+    handler = BackgroundStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.MAX_PENDING = 100
+    logger = logging.getLogger("credits.test-refusing")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        for i in range(5000):
+            logger.warning("line", extra={"fields": {"i": i}})
+            assert len(handler._pending) <= 100  # memory stays bounded while stderr refuses
+        handler.flush()
+        assert not handler._pending and stream.getvalue() == ""
+        stream.ok = True  # the disk has room again
+        logger.warning("line", extra={"fields": {"i": "after"}})
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines[0]["logger"] == "credits.logs" and lines[0]["level"] == "warning"
+    assert lines[0]["dropped"] == 5000  # every line that was never written, counted once
+    assert [line["i"] for line in lines[1:]] == ["after"]
+
+
+def test_background_log_writer_never_blocks_the_caller_on_a_stalled_stream():
+    release = threading.Event()
+
+    class Stalled(_Writes):  # a pipe whose reader stopped reading
+        def write(self, text):
+            release.wait(30)
+            return super().write(text)
+
+    stream = Stalled()
+    handler = BackgroundStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.MAX_PENDING = 50
+    logger = logging.getLogger("credits.test-stalled")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("first")
+        wait_for(lambda: not handler._pending, "the writer thread to take the first line")  # now stuck in write()
+        for i in range(500):  # the request threads go on; memory stays bounded
+            logger.warning("line", extra={"fields": {"i": i}})
+        assert len(handler._pending) == 50 and handler.dropped == 450
+        assert handler.flush(timeout=0.1) is False  # what worker_exit does: it gives up, not hangs
+    finally:
+        release.set()
+        logger.removeHandler(handler)
+        handler.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line.get("dropped") for line in lines if line["logger"] == "credits.logs"] == [450]
+    assert [line["i"] for line in lines if "i" in line] == list(range(50))
+
+
+def test_the_request_log_keeps_at_most_1000_characters_of_a_path(client):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("credits.request")
+    logger.addHandler(handler)
+    try:
+        assert client.get("/" + "a" * 6000).status_code == 404
+    finally:
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue().splitlines()[-1])
+    assert line["path"] == "/" + "a" * 999 and line["status"] == 404
+
+
 def test_gunicorn_workers_write_the_request_log_in_the_background(tmp_path):
     # post_worker_init swaps the handler every app logger shares; worker_exit writes what is
     # left. Run both hooks as gunicorn does, in a process of their own.
