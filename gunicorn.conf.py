@@ -95,9 +95,12 @@ logconfig_dict = {
 # Prometheus multiprocess mode: every worker writes samples to files in this directory,
 # and /metrics in any worker aggregates them all. It must be set before the app imports
 # prometheus_client, i.e. here in the master, and start empty.
-_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
-if _own_metrics_dir:
+# gunicorn reads this file again on SIGHUP, when the variable is set (by us): the marker
+# says the directory is still ours to remove at exit.
+_own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ or os.environ.get("CREDITS_OWN_METRICS_DIR") == "1"
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="credits-metrics-")
+    os.environ["CREDITS_OWN_METRICS_DIR"] = "1"
 
 
 def on_starting(server):

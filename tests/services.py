@@ -144,6 +144,7 @@ class Web:
         self.port = port or free_port()
         self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "TZ": "UTC", **env}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        self.env.pop("CREDITS_OWN_METRICS_DIR", None)
         self.log_path = log_path or tempfile.mktemp(prefix="credits-web-", suffix=".log")
         self.proc = None
 

@@ -1,11 +1,13 @@
 """The web process as production runs it — gunicorn with the checked-in config, several
 workers — against real PostgreSQL and Redis: readiness, metrics across workers, Redis
 going away and coming back, and SIGTERM during a request."""
+import glob
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -174,3 +176,22 @@ def test_each_web_worker_freezes_what_start_up_allocated(tmp_path):
     assert before == 0
     assert frozen > 10_000  # the app's modules, schemas, SQLAlchemy metadata ...
     assert still_collected < frozen / 10  # ... are no longer walked by each full collection
+
+
+def test_the_metrics_directory_is_removed_at_exit_even_after_a_reload(tmp_path):
+    # gunicorn makes a metrics directory for its workers; SIGHUP re-reads gunicorn.conf.py
+    # (when the variable is already set), and the directory must still be removed at exit.
+    pattern = os.path.join(tempfile.gettempdir(), "credits-metrics-*")
+    before = set(glob.glob(pattern))
+    web = Web({"DATABASE_URL": f"sqlite:///{tmp_path}/app.db", "JWT_SECRET_KEY": SECRET,
+               "WEB_CONCURRENCY": "1"}).start()
+    try:
+        made = set(glob.glob(pattern)) - before
+        assert len(made) == 1, made
+        web.proc.send_signal(signal.SIGHUP)  # injected: an operator reloads the config
+        time.sleep(1)
+        assert wait_for(lambda: http(web.url, "GET", "/healthz")[0] == 200)
+        assert all(os.path.isdir(d) for d in made)
+    finally:
+        assert web.stop() == 0
+    assert not [d for d in made if os.path.exists(d)]
