@@ -1,5 +1,6 @@
 """Health, readiness, metrics and the per-request JSON log (in-process; the real gunicorn
 stack is in test_production_stack.py)."""
+import contextlib
 import io
 import json
 import logging
@@ -171,14 +172,26 @@ class _Writes(io.StringIO):
         return super().write(text)
 
 
-def test_background_log_writer_keeps_every_line_whole_and_in_order():
-    stream = _Writes()
+@contextlib.contextmanager
+def _background_logger(stream, name, max_pending=None):
+    """A logger of its own writing through a BackgroundStreamHandler to `stream`."""
     handler = BackgroundStreamHandler(stream)
     handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("credits.test-background")
+    if max_pending is not None:
+        handler.MAX_PENDING = max_pending
+    logger = logging.getLogger(name)
     logger.addHandler(handler)
     logger.propagate = False
     try:
+        yield logger, handler
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def test_background_log_writer_keeps_every_line_whole_and_in_order():
+    stream = _Writes()
+    with _background_logger(stream, "credits.test-background") as (logger, _):
         def log(thread):
             for i in range(500):
                 logger.warning("line", extra={"fields": {"thread": thread, "i": i, "pad": "x" * (i % 300)}})
@@ -189,9 +202,6 @@ def test_background_log_writer_keeps_every_line_whole_and_in_order():
             t.join()
         # The writer thread writes on its own: wait for it (no flush() called yet).
         wait_for(lambda: stream.getvalue().count("\n") == 2000, "the writer thread to write every line")
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     for thread in range(4):
         assert [line["i"] for line in lines if line["thread"] == thread] == list(range(500))
@@ -234,13 +244,7 @@ class _Refusing(_Writes):
 
 def test_background_log_writer_holds_a_bounded_number_of_lines_and_counts_what_it_drops():
     stream = _Refusing()
-    handler = BackgroundStreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.MAX_PENDING = 100
-    logger = logging.getLogger("credits.test-refusing")
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
+    with _background_logger(stream, "credits.test-refusing", max_pending=100) as (logger, handler):
         for i in range(5000):
             logger.warning("line", extra={"fields": {"i": i}})
             assert len(handler._pending) <= 100  # memory stays bounded while stderr refuses
@@ -249,9 +253,6 @@ def test_background_log_writer_holds_a_bounded_number_of_lines_and_counts_what_i
         stream.ok = True  # the disk has room again
         logger.warning("line", extra={"fields": {"i": "after"}})
         handler.flush()
-    finally:
-        logger.removeHandler(handler)
-        handler.close()
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert lines[0]["logger"] == "credits.logs" and lines[0]["level"] == "warning"
     assert lines[0]["dropped"] == 5000  # every line that was never written, counted once
@@ -267,23 +268,16 @@ def test_background_log_writer_never_blocks_the_caller_on_a_stalled_stream():
             return super().write(text)
 
     stream = Stalled()
-    handler = BackgroundStreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.MAX_PENDING = 50
-    logger = logging.getLogger("credits.test-stalled")
-    logger.addHandler(handler)
-    logger.propagate = False
-    try:
-        logger.warning("first")
-        wait_for(lambda: not handler._pending, "the writer thread to take the first line")  # now stuck in write()
-        for i in range(500):  # the request threads go on; memory stays bounded
-            logger.warning("line", extra={"fields": {"i": i}})
-        assert len(handler._pending) == 50 and handler.dropped == 450
-        assert handler.flush(timeout=0.1) is False  # what worker_exit does: it gives up, not hangs
-    finally:
-        release.set()
-        logger.removeHandler(handler)
-        handler.close()
+    with _background_logger(stream, "credits.test-stalled", max_pending=50) as (logger, handler):
+        try:
+            logger.warning("first")
+            wait_for(lambda: not handler._pending, "the writer thread to take the first line")  # stuck in write()
+            for i in range(500):  # the request threads go on; memory stays bounded
+                logger.warning("line", extra={"fields": {"i": i}})
+            assert len(handler._pending) == 50 and handler.dropped == 450
+            assert handler.flush(timeout=0.1) is False  # what worker_exit does: it gives up, not hangs
+        finally:
+            release.set()  # the reader reads again; closing the handler writes what waits
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [line.get("dropped") for line in lines if line["logger"] == "credits.logs"] == [450]
     assert [line["i"] for line in lines if "i" in line] == list(range(50))
