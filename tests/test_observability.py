@@ -142,18 +142,25 @@ def test_log_timestamps_are_utc_iso_with_milliseconds():
         assert formatter._timestamp(created) == expected, created
 
 
-def test_one_json_log_line_per_request(client):
-    stream = io.StringIO()
+@contextlib.contextmanager
+def _request_log_lines():
+    """The request log lines written inside the block, parsed (the list fills at the end)."""
+    stream, lines = io.StringIO(), []
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("credits.request")
     logger.addHandler(handler)
     try:
-        uid = new_user(client)
-        client.get(f"/api/credits/{uid}", headers={"X-Request-ID": "trace-42"})
+        yield lines
     finally:
         logger.removeHandler(handler)
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+        lines.extend(json.loads(line) for line in stream.getvalue().splitlines())
+
+
+def test_one_json_log_line_per_request(client):
+    with _request_log_lines() as lines:
+        uid = new_user(client)
+        client.get(f"/api/credits/{uid}", headers={"X-Request-ID": "trace-42"})
     assert len(lines) == 2
     line = lines[1]
     assert line["request_id"] == "trace-42" and line["status"] == 200 and line["subject"] == "test-admin"
@@ -284,16 +291,9 @@ def test_background_log_writer_never_blocks_the_caller_on_a_stalled_stream():
 
 
 def test_the_request_log_keeps_at_most_1000_characters_of_a_path(client):
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    logger = logging.getLogger("credits.request")
-    logger.addHandler(handler)
-    try:
+    with _request_log_lines() as lines:
         assert client.get("/" + "a" * 6000).status_code == 404
-    finally:
-        logger.removeHandler(handler)
-    line = json.loads(stream.getvalue().splitlines()[-1])
+    line = lines[-1]
     assert line["path"] == "/" + "a" * 999 and line["status"] == 404
 
 
