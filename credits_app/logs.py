@@ -138,7 +138,6 @@ def write_in_background():
             background.setFormatter(handler.formatter)
             background.setLevel(handler.level)
             handlers[i] = background
-    return handlers
 
 
 def configure(level="INFO"):

@@ -64,7 +64,7 @@ def checkout(engine, idle_seconds):
         if size is None or len(mine) >= size() // 2:
             for ended in [k for k in mine if not k.owner.is_alive()][:1]:  # its slot, back to the pool
                 _kept.remove(ended)
-                _checkin(ended.connection)
+                checkin(ended.connection)
             mine = [k for k in _kept if k.pool is engine.pool]
         if size is not None and len(mine) < size() // 2:
             _mine()[engine] = kept = _Kept(engine, connection)
@@ -81,17 +81,17 @@ def kept_by_this_thread(engine):
 
 def checkin(connection):
     """Give back a connection checkout() did not keep."""
-    _checkin(connection)
+    driver = connection.driver_connection
+    if driver is not None and not driver.closed:
+        driver.autocommit = False
+    connection.close()
 
 
 def discard(engine, connection, error=None):
     """The connection is dead: invalidate it (the pool replaces it) and stop keeping it."""
     kept = _mine().get(engine)
     if kept is not None and kept.connection is connection:
-        del _mine()[engine]
-        with _lock:
-            if kept in _kept:
-                _kept.remove(kept)
+        _forget(kept)
     connection.invalidate(error)
 
 
@@ -110,15 +110,19 @@ def watch(engine):
 
 def _let_go(kept):
     """Stop keeping `kept`: close it if it is ours (a stale pool), forget it if a parent's."""
+    _forget(kept)
+    if kept.pid != os.getpid():
+        _inherited.append(kept)
+    else:
+        kept.connection.invalidate()  # its pool was disposed: close it, never reuse it
+
+
+def _forget(kept):
     if _mine().get(kept.engine) is kept:
         del _mine()[kept.engine]
     with _lock:
         if kept in _kept:
             _kept.remove(kept)
-    if kept.pid != os.getpid():
-        _inherited.append(kept)
-    else:
-        kept.connection.invalidate()  # its pool was disposed: close it, never reuse it
 
 
 def _mine():
@@ -138,9 +142,3 @@ def _answers(connection):
     except Exception:
         return False
 
-
-def _checkin(connection):
-    driver = connection.driver_connection
-    if driver is not None and not driver.closed:
-        driver.autocommit = False
-    connection.close()
