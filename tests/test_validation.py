@@ -1,5 +1,7 @@
 """Bad input always gets a JSON error with the right status, and changes nothing."""
 import json
+import os
+import re
 
 import pytest
 
@@ -104,3 +106,26 @@ def test_request_id_is_echoed_or_generated(client, uid):
     assert r.headers["X-Request-ID"] == "abc-123"
     r = client.get(f"/api/credits/{uid}", headers={"X-Request-ID": "<script>" + "x" * 300})
     assert r.headers["X-Request-ID"] != "" and "<" not in r.headers["X-Request-ID"]
+    fresh = {client.get(f"/api/credits/{uid}").headers["X-Request-ID"] for _ in range(50)}
+    assert len(fresh) == 50 and all(re.fullmatch("[0-9a-f]{32}", i) for i in fresh), fresh
+
+
+def test_forked_processes_draw_different_request_ids():
+    """Ids come from a per-process generator (no system call per request): a forked child,
+    as a gunicorn worker is, must not repeat its parent's sequence, nor a sibling's."""
+    from credits_app.errors import new_request_id
+    new_request_id()
+    drawn = []
+    for _ in range(2):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its next ids, then out without running pytest's exit
+            os.write(write, " ".join(new_request_id() for _ in range(3)).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            drawn.append(f.read().split())
+        os.waitpid(pid, 0)
+    drawn.append([new_request_id() for _ in range(3)])  # the parent's own next ids
+    ids = [i for batch in drawn for i in batch]
+    assert len(set(ids)) == 9 and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), drawn
