@@ -133,6 +133,24 @@ def assert_json_error(hdr, body, case):
     return err
 
 
+def test_a_body_shorter_than_its_content_length_is_refused(live):
+    """The client declares 20 bytes, sends a complete JSON change in 13 and stops sending: an
+    incomplete request, refused (400) rather than applied from what happened to arrive."""
+    before = state(live["app"])
+    data = request(live, "POST", "/api/credits/{uid}/add", b"Idempotency-Key: wire-short\r\n", ADD)
+    data = data.replace(f"Content-Length: {len(ADD)}".encode(), b"Content-Length: 20")
+    with socket.create_connection(("127.0.0.1", live["web"].port), timeout=20) as s:
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    status, _, hdr, body = _parse(answer)
+    assert status == 400, (status, body[:200])
+    assert assert_json_error(hdr, body, "short body")["code"] == "bad_request"
+    assert state(live["app"]) == before
+
+
 MALFORMED = {  # refused by gunicorn's parser: (raw request, status, code)
     "garbage request line": (b"HELLO\r\n\r\n", 400, "bad_request"),
     "bad HTTP version": (b"GET / HTTP/9.x\r\nHost: x\r\n\r\n", 400, "bad_request"),

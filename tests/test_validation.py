@@ -50,6 +50,20 @@ def test_malformed_or_hostile_json(client, uid, raw):
     assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 0
 
 
+class _BrokenInput:
+    """A request body whose read fails, as a reset connection's does under gunicorn."""
+
+    def read(self, *args):
+        raise ConnectionResetError("connection reset by peer")
+
+
+def test_a_body_that_cannot_be_read_is_400_and_changes_nothing(client, uid):
+    r = client.post(f"/api/credits/{uid}/add", data=b'{"amount": 5}', content_type="application/json",
+                    environ_overrides={"wsgi.input": _BrokenInput()})
+    _error(r, 400, "bad_request")
+    assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 0
+
+
 def test_non_object_json_is_422(client, uid):
     for body in ("[1]", "5", '"amount"', "null"):
         r = client.post(f"/api/credits/{uid}/add", data=body, content_type="application/json")
