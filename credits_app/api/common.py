@@ -40,6 +40,15 @@ class StrictParser(FlaskParser):
             return schema
         return super()._get_schema(argmap, req)
 
+    def _process_location_data(self, location_data, schema, req, location, unknown, validators):
+        # A body schema may offer quick_load(data): load()'s result for the plain valid case,
+        # None for anything else, which the schema then loads (and explains) as always.
+        quick = getattr(schema, "quick_load", None) if location == "json" and not validators else None
+        loaded = quick(location_data) if quick is not None else None
+        if loaded is not None:
+            return loaded
+        return super()._process_location_data(location_data, schema, req, location, unknown, validators)
+
     def get_default_request(self):
         # The request itself, not Flask's proxy: parsing reads a dozen of its attributes and
         # through the proxy each read is a context lookup.
