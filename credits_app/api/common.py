@@ -56,11 +56,12 @@ class StrictParser(FlaskParser):
 
     def _raw_load_json(self, req):
         raw = req.get_data(cache=True)
-        limit = req.max_content_length
-        if req.content_length is None and limit is not None and len(raw) >= limit:
-            # A chunked body is cut at the limit without an error (werkzeug): refuse it as a
-            # Content-Length body is refused, never parse what is left of it.
-            raise RequestEntityTooLarge()
+        if req.content_length is None:
+            limit = req.max_content_length  # a config lookup through current_app: only when needed
+            if limit is not None and len(raw) >= limit:
+                # A chunked body is cut at the limit without an error (werkzeug): refuse it as
+                # a Content-Length body is refused, never parse what is left of it.
+                raise RequestEntityTooLarge()
         if not raw:
             return core.missing
         if not req.is_json:
