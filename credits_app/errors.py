@@ -3,8 +3,8 @@
 import json
 import logging
 import os
-import random
 import re
+import threading
 
 from flask import g, jsonify, request
 from sqlalchemy import exc as sa_exc
@@ -24,18 +24,34 @@ HTTP_CODES = {
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
-# Request ids from a per-process generator, not os.urandom: getrandom() is a system call,
-# and CPython lets go of the GIL around it, so under load the request thread waited behind
-# a sibling's whole slice of Python (about a millisecond under the benchmark's load) for an
-# id that needs to be unique, not secret. Seeded from the OS at import and again in every
-# forked child (gunicorn workers), so no two processes share a sequence.
-_ids = random.Random()
-os.register_at_fork(after_in_child=_ids.seed)
+class _RequestIds:
+    """Fresh request ids: 32 hex digits of os.urandom each, as uuid4().hex, drawn for 256 ids
+    at a time. getrandom() is a system call, and CPython lets go of the GIL around it: drawn
+    per request, under load the request thread then waited behind a sibling's whole slice of
+    Python (about a millisecond under the benchmark's load). Not a seeded generator: its ids
+    could be predicted from the ones it echoed. A forked child (a gunicorn worker) starts
+    with an empty batch and a new lock, so no two processes hand out the same ids."""
+
+    BATCH = 256
+
+    def __init__(self):
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self):
+        self._lock = threading.Lock()
+        self._hex, self._next = "", 0
+
+    def __call__(self):
+        with self._lock:
+            if self._next >= len(self._hex):
+                self._hex, self._next = os.urandom(16 * self.BATCH).hex(), 0
+            start = self._next
+            self._next += 32
+            return self._hex[start:self._next]
 
 
-def new_request_id():
-    """32 hex digits, as uuid4().hex."""
-    return f"{_ids.getrandbits(128):032x}"
+new_request_id = _RequestIds()
 
 
 def error_body(code, message, details=None):

@@ -125,10 +125,12 @@ def test_request_id_is_echoed_or_generated(client, uid):
 
 
 def test_forked_processes_draw_different_request_ids():
-    """Ids come from a per-process generator (no system call per request): a forked child,
-    as a gunicorn worker is, must not repeat its parent's sequence, nor a sibling's."""
+    """Ids are drawn from os.urandom a batch at a time (no system call per request): a forked
+    child, as a gunicorn worker is, must not hand out the rest of its parent's batch, nor a
+    sibling's; across batch boundaries ids stay whole and distinct."""
     from credits_app.errors import new_request_id
-    new_request_id()
+    many = [new_request_id() for _ in range(600)]  # more than two batches
+    assert len(set(many)) == 600 and all(re.fullmatch("[0-9a-f]{32}", i) for i in many)
     drawn = []
     for _ in range(2):
         read, write = os.pipe()
