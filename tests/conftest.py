@@ -13,6 +13,7 @@ from werkzeug.serving import make_server
 
 from credits_app import create_app, tokens
 from credits_app.extensions import db
+from tests import services
 from tests.services import Postgres
 
 _names = itertools.count()
@@ -60,6 +61,11 @@ def _migrate(url):
     with app.app_context():
         upgrade()
         db.engine.dispose()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _web_logs_in_pytest_temp(tmp_path_factory):
+    services.WEB_LOG_DIR = str(tmp_path_factory.mktemp("web-logs"))
 
 
 @pytest.fixture(scope="session")

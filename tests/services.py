@@ -135,6 +135,10 @@ class Redis:
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Where a Web without a log_path writes its log: conftest points it at the test session's
+# pytest temp directory (pytest keeps the last few and removes older ones), so test runs
+# do not leave a log per gunicorn in /tmp.
+WEB_LOG_DIR = None
 
 
 class Web:
@@ -145,7 +149,7 @@ class Web:
         self.env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), "TZ": "UTC", **env}
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self.env.pop("CREDITS_OWN_METRICS_DIR", None)
-        self.log_path = log_path or tempfile.mktemp(prefix="credits-web-", suffix=".log")
+        self.log_path = log_path or tempfile.mktemp(prefix="credits-web-", suffix=".log", dir=WEB_LOG_DIR)
         self.proc = None
 
     @property
