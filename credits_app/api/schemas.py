@@ -31,9 +31,9 @@ class AmountIn(Schema):
 
     @staticmethod
     def quick_load(data):
-        """What load() gives for a plain valid body, without walking the fields (a twentieth
-        of a change's time holding the GIL under load); None for anything else, which load()
-        then handles and explains. A property test (test_credits_api) holds the two equal."""
+        """What load() gives for a plain valid body, without walking the fields (an add's CPU
+        in process: 476 -> 456 us); None for anything else, which load() then handles and
+        explains. A property test (test_credits_api) holds the two equal."""
         if type(data) is not dict:
             return None
         amount = data.get("amount")
