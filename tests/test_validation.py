@@ -135,9 +135,11 @@ def test_forked_processes_draw_different_request_ids():
     for _ in range(2):
         read, write = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: its next ids, then out without running pytest's exit
-            os.write(write, " ".join(new_request_id() for _ in range(3)).encode())
-            os._exit(0)
+        if pid == 0:  # the child: its next ids, then out, whatever happens, without pytest's exit
+            try:
+                os.write(write, " ".join(new_request_id() for _ in range(3)).encode())
+            finally:
+                os._exit(0)
         os.close(write)
         with os.fdopen(read) as f:
             drawn.append(f.read().split())
