@@ -2,11 +2,12 @@
 throwaway PostgreSQL, against the floor of a bare `UPDATE credits SET credits = credits + 5`
 plus a ledger `INSERT ... SELECT` over the same rows in the same run.
 
-    .venv/bin/python bench/grant_bench.py [N ...]      (make bench-grant)
+    .venv/bin/python bench/grant_bench.py [N ...] [--out DIR]     (make bench-grant)
 
 The grant runs in its own process (as a job would: the same code the worker runs, chunk
 after chunk, DAILY_GRANT_CHUNK_SIZE users each); its peak RSS comes from wait4().
-Writes bench/out/grant.md and bench/out/grant.json as well as printing."""
+Writes bench/out/grant.md and bench/out/grant.json (or under --out) as well as printing."""
+import argparse
 import json
 import os
 import subprocess
@@ -105,8 +106,7 @@ def bench(server, n):
             "ratio": round(job_s / floor, 2), "peak_rss_mib": round(rss, 1), "rerun_s": round(rerun_s, 2)}
 
 
-def write_report(results, chunk_size):
-    out = os.path.join(ROOT, "bench", "out")
+def write_report(results, chunk_size, out):
     os.makedirs(out, exist_ok=True)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     header = (f"Daily grant on a durable PostgreSQL, chunk size {chunk_size}; machine: {os.cpu_count()} x {cpu}; "
@@ -125,13 +125,17 @@ def write_report(results, chunk_size):
 
 
 def main():
-    sizes = [int(a) for a in sys.argv[1:]] or [100_000, 1_000_000]
+    parser = argparse.ArgumentParser()
+    parser.add_argument("sizes", nargs="*", type=int, default=[100_000, 1_000_000], metavar="N")
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    args = parser.parse_args()
+    sizes = args.sizes
     server = Postgres(durable=True).start()  # fsync on: figures worth reporting
     try:
         chunk_size = os.environ.get("DAILY_GRANT_CHUNK_SIZE", "20000 (default)")
         print(f"PostgreSQL durable, chunk size {chunk_size}")
         results = [bench(server, n) for n in sizes]
-        write_report(results, chunk_size)
+        write_report(results, chunk_size, args.out)
     finally:
         server.destroy()
 

@@ -1,0 +1,46 @@
+"""The benchmarks still run (`make bench`): a tiny run of each, end to end on its own stack,
+must complete and pass its own cross-checks. Speed is never asserted here: the figures of
+a run this small mean nothing, and the README's come from full runs."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.services import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _run(args, tmp_path, env=None):
+    result = subprocess.run([sys.executable, *args, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900, env={**os.environ, **(env or {})})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_http_bench_runs_every_phase_and_its_cross_checks_pass(tmp_path):
+    """wrk, pgbench, the bare floor and the service under gunicorn, every phase, one short
+    round: each target answered, only 200s (and 409s) and every cross-check true."""
+    _run(["bench/http_bench.py", "--users", "300", "--duration", "1", "--rounds", "1", "--concurrency", "4"],
+         tmp_path)
+    with open(tmp_path / "http.json") as f:
+        report = json.load(f)
+    assert set(report["results"]) == {"read", "add", "deduct", "hot", "mixed"}
+    for phase, runs in report["results"].items():
+        assert set(runs) >= {"pgbench", "bare", "app"}, phase
+        assert all(run["requests"] > 0 for run in runs.values()), (phase, runs)
+        assert set(runs["app"]["statuses"]) <= {"200", "409"}, (phase, runs["app"]["statuses"])
+    for phase, checks in report["checks"].items():
+        assert checks and all(checks.values()), (phase, checks)
+    assert (tmp_path / "http.md").read_text().count("| app |") == 5
+
+
+def test_grant_bench_credits_every_user_once_per_date(tmp_path):
+    """The grant bench asserts its own invariants (every user credited, a re-run credits no
+    one twice, each balance exactly 3 x 5); several chunks here, as in production."""
+    out = _run(["bench/grant_bench.py", "3000"], tmp_path, env={"DAILY_GRANT_CHUNK_SIZE": "1000"})
+    with open(tmp_path / "grant.json") as f:
+        [result] = json.load(f)["results"]
+    assert result["users"] == 3000 and result["chunks"] == 3, (result, out)
