@@ -16,6 +16,7 @@ from flask.cli import AppGroup
 from flask_jwt_extended import JWTManager, create_access_token, decode_token
 from sqlalchemy import bindparam, text
 
+from . import users
 from .config import ASYMMETRIC
 from .exceptions import InvalidRequest
 from .extensions import db
@@ -88,8 +89,11 @@ jwt = JWTManager()
 MIN_TTL, MAX_TTL = 60, 90 * 86400  # seconds a token issued here may live
 
 
-def issue(role, sub, *, user_id=None, ttl_seconds=None):
-    """Mint an HS256 access token. Returns (token, claims). Raises InvalidRequest."""
+def issue(role, sub, *, user_id=None, ttl_seconds=None, user_must_exist=True):
+    """Mint an HS256 access token. Returns (token, claims). Raises InvalidRequest, also for a
+    user token naming no user (an operator's typo would otherwise mint a token that reads
+    nothing, or the wrong person's balance once that id is taken); tests that only exercise
+    the rules may pass user_must_exist=False."""
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role", role=role)
     if not sub or len(sub) > 200:
@@ -98,6 +102,8 @@ def issue(role, sub, *, user_id=None, ttl_seconds=None):
         raise InvalidRequest("user_id is required for role user, and only for it", field="user_id")
     if ttl_seconds is not None and not MIN_TTL <= ttl_seconds <= MAX_TTL:  # 0 is not "the default"
         raise InvalidRequest(f"ttl_seconds must be between {MIN_TTL} and {MAX_TTL}", field="ttl_seconds")
+    if user_id is not None and user_must_exist and not users.exists(user_id):
+        raise InvalidRequest(f"no user has user_id {user_id}", field="user_id", user_id=user_id)
     claims = {"role": role, **({"user_id": user_id} if user_id is not None else {})}
     ttl = timedelta(seconds=ttl_seconds if ttl_seconds is not None else current_app.config["JWT_DEFAULT_TTL_SECONDS"])
     token = create_access_token(identity=sub, additional_claims=claims, expires_delta=ttl)

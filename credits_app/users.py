@@ -49,6 +49,12 @@ def get(user_id):
         return _records(conn, [_load(conn, user_id)])[0]
 
 
+def exists(user_id):
+    with db.engine.connect() as conn:
+        return 1 <= user_id <= BIGINT_MAX and conn.execute(
+            select(USERS.c.user_id).where(USERS.c.user_id == user_id)).first() is not None
+
+
 def find(*, email=None, after_id=None, limit=50):
     query = select(USERS).order_by(USERS.c.user_id).limit(limit)
     if email is not None:

@@ -32,7 +32,8 @@ def make_app(url, **env):
 
 def token_for(app, role="admin", sub=None, user_id=None, ttl_seconds=None):
     with app.app_context():
-        return tokens.issue(role, sub or f"test-{role}", user_id=user_id, ttl_seconds=ttl_seconds)[0]
+        return tokens.issue(role, sub or f"test-{role}", user_id=user_id, ttl_seconds=ttl_seconds,
+                            user_must_exist=False)[0]
 
 
 class TokenClient(FlaskClient):

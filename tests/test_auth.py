@@ -271,6 +271,14 @@ def test_cli_issues_working_tokens(app):
     assert r.status_code == 200
     bad = runner.invoke(args=["auth", "issue-token", "--role", "user", "--sub", "u"])
     assert bad.exit_code == 1 and "--user-id" in bad.output
+    # A user token must name a user: a typo would mint a token for whoever takes that id later.
+    me = new_user(client_as(app), email="cli-token@example.com")
+    good = runner.invoke(args=["auth", "issue-token", "--role", "user", "--sub", "me", "--user-id", str(me)])
+    assert good.exit_code == 0 and pyjwt.decode(good.stdout.split()[0], TEST_SECRET,
+                                                algorithms=["HS256"])["user_id"] == me
+    for unknown in (me + 1000, 2**63 - 1, 2**63, 0, -5):
+        bad = runner.invoke(args=["auth", "issue-token", "--role", "user", "--sub", "u", "--user-id", str(unknown)])
+        assert bad.exit_code == 1 and f"--user-id: no user has user_id {unknown}" in bad.output, (unknown, bad.output)
     for ttl in ("0", "59s", "91d"):  # 0 is not "the default hour"
         bad = runner.invoke(args=["auth", "issue-token", "--role", "service", "--sub", "s", "--ttl", ttl])
         assert bad.exit_code == 1 and "--ttl: ttl_seconds must be between 60 and 7776000" in bad.output, ttl
@@ -352,11 +360,15 @@ def test_wsgi_refuses_to_start_without_a_real_secret(tmp_path, secret, why):
 
 def test_admin_issues_tokens_over_the_api(app):
     admin = client_as(app)
-    r = admin.post("/api/auth/tokens", json={"role": "user", "sub": "user-7", "user_id": 7, "ttl_seconds": 600})
+    uid = new_user(admin)
+    r = admin.post("/api/auth/tokens", json={"role": "user", "sub": f"user-{uid}", "user_id": uid, "ttl_seconds": 600})
     assert r.status_code == 201
     body = r.get_json()
     claims = pyjwt.decode(body["token"], TEST_SECRET, algorithms=["HS256"])
-    assert claims["role"] == "user" and claims["user_id"] == 7 and claims["jti"] == body["jti"]
+    assert claims["role"] == "user" and claims["user_id"] == uid and claims["jti"] == body["jti"]
+    r = admin.post("/api/auth/tokens", json={"role": "user", "sub": "typo", "user_id": uid + 1000})
+    assert r.status_code == 422 and r.get_json()["error"]["details"] == {
+        "fields": {"user_id": [f"no user has user_id {uid + 1000}"]}, "user_id": uid + 1000}
     assert claims["exp"] - claims["iat"] == 600
     assert admin.post("/api/auth/tokens", json={"role": "user", "sub": "u"}).status_code == 422
     assert admin.post("/api/auth/tokens", json={"role": "root", "sub": "u"}).status_code == 422
