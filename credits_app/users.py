@@ -50,9 +50,10 @@ def get(user_id):
 
 
 def exists(user_id):
+    if not 1 <= user_id <= BIGINT_MAX:  # no such id can be stored: no need to ask
+        return False
     with db.engine.connect() as conn:
-        return 1 <= user_id <= BIGINT_MAX and conn.execute(
-            select(USERS.c.user_id).where(USERS.c.user_id == user_id)).first() is not None
+        return conn.execute(select(USERS.c.user_id).where(USERS.c.user_id == user_id)).first() is not None
 
 
 def find(*, email=None, after_id=None, limit=50):

@@ -8,9 +8,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from credits_app import JSONProvider
 from credits_app.api.schemas import AmountIn, BalanceOut, ChangeOut, balance_json, change_json
 from credits_app.extensions import db
+from credits_app.framework import JSONProvider
 from credits_app.ledger import Balance, Change, Entry
 from tests.conftest import make_app, new_user
 
