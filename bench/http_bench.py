@@ -421,10 +421,12 @@ def main():
         conns = {"credits": psycopg2.connect(app_url), "floor": psycopg2.connect(pg.url("floor"))}
         for c in conns.values():
             c.autocommit = True
+        # Reading the config runs it: given a metrics directory, it makes none of its own
+        # (one left in /tmp per run otherwise; the workdir goes at the end).
         gunicorn_settings = subprocess.run(
             [sys.executable, "-c", "import runpy; c = runpy.run_path('gunicorn.conf.py'); "
              "print(f\"{c['worker_class']}, {c['workers']} workers x {c['threads']} threads, reuse_port={c['reuse_port']}\")"],
-            cwd=ROOT, env=env, capture_output=True, text=True).stdout.strip()
+            cwd=ROOT, env={**env, "PROMETHEUS_MULTIPROC_DIR": workdir}, capture_output=True, text=True).stdout.strip()
         report = {"users": args.users, "concurrency": args.concurrency, "duration": args.duration,
                   "rounds": args.rounds, "gunicorn": gunicorn_settings, "machine": machine(),
                   "loadavg_before": " ".join(f"{x:.2f}" for x in os.getloadavg()),

@@ -1,10 +1,12 @@
 """The benchmarks still run (`make bench`): a tiny run of each, end to end on its own stack,
 must complete and pass its own cross-checks. Speed is never asserted here: the figures of
 a run this small mean nothing, and the README's come from full runs."""
+import glob
 import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -13,10 +15,16 @@ from tests.services import ROOT
 pytestmark = pytest.mark.slow
 
 
+def _metrics_dirs():
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "credits-metrics-*")))
+
+
 def _run(args, tmp_path, env=None):
+    before = _metrics_dirs()
     result = subprocess.run([sys.executable, *args, "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                             timeout=900, env={**os.environ, **(env or {})})
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert _metrics_dirs() <= before, "the benchmark left a gunicorn metrics directory behind"
     return result.stdout
 
 
