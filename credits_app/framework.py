@@ -28,16 +28,22 @@ class CreditsRequest(Request):
     a 13-byte credit change, three reads through two layers of Python, a twentieth of a
     worker's time holding the GIL under load (py-spy). Limits and errors stay werkzeug's: a
     declared length over MAX_CONTENT_LENGTH is 413, a failed read is ClientDisconnected (400),
-    and a chunked body (no Content-Length) takes werkzeug's path, cut at the limit. Stricter
-    than werkzeug behind gunicorn: a body shorter than its Content-Length (the client stopped
-    sending) is ClientDisconnected too, where werkzeug handed the app what had arrived."""
+    and a chunked body (no Content-Length) is read through werkzeug's stream. Stricter than
+    werkzeug behind gunicorn, for every reader of the body (the parser, the schema API's
+    hooks): a body shorter than its Content-Length (the client stopped sending) is
+    ClientDisconnected too, where werkzeug handed the app what had arrived; and a chunked
+    body that reaches MAX_CONTENT_LENGTH is 413, where werkzeug cut it there without an error
+    and the app parsed what was left (a valid change in the first 64 KB was applied)."""
 
     @cached_property
     def stream(self):
         length = self.content_length
-        if length is None:
-            return super().stream
         limit = self.max_content_length
+        if length is None:
+            body = super().stream.read()
+            if limit is not None and len(body) >= limit:
+                raise RequestEntityTooLarge()
+            return io.BytesIO(body)
         if limit is not None and length > limit:
             raise RequestEntityTooLarge()
         try:

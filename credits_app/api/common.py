@@ -9,7 +9,6 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from flask_smorest.utils import resolve_schema_instance, set_status_and_headers_in_response, unpack_tuple_response
 from webargs import core
 from webargs.flaskparser import FlaskParser
-from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
@@ -55,13 +54,7 @@ class StrictParser(FlaskParser):
         return request._get_current_object()
 
     def _raw_load_json(self, req):
-        raw = req.get_data(cache=True)
-        if req.content_length is None:
-            limit = req.max_content_length  # a config lookup through current_app: only when needed
-            if limit is not None and len(raw) >= limit:
-                # A chunked body is cut at the limit without an error (werkzeug): refuse it as
-                # a Content-Length body is refused, never parse what is left of it.
-                raise RequestEntityTooLarge()
+        raw = req.get_data(cache=True)  # within MAX_CONTENT_LENGTH (framework.CreditsRequest)
         if not raw:
             return core.missing
         if not req.is_json:
