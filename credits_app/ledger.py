@@ -1,12 +1,28 @@
 """The only code that changes balances.
 
-Guarantees (DESIGN.md invariants 1, 4, 5):
-- a balance never goes below zero nor above MAX_BALANCE: the UPDATE is conditional and the
-  CHECK constraint backs it;
+Guarantees (DESIGN.md invariants 1, 4, 5, 6):
+- a balance never goes below zero (the UPDATE is conditional and the CHECK constraint backs
+  it), and an add never takes it above MAX_BALANCE;
 - each change writes exactly one ledger row in the same transaction as the balance;
 - an Idempotency-Key (scoped to the actor) takes effect at most once: the claim is written in
   the same transaction, and a UNIQUE index on the ledger refuses a second entry even if two
   requests race.
+
+Rules for every statement that decides on a balance (refuse, cap, skip):
+- A decision is made on the newest committed balance, read under the row lock, and a
+  refusal reports that balance: on PostgreSQL the change statement locks the row first
+  (`cur`) and computes both the condition and the new balance from it (_PG_CHANGE says why
+  the UPDATE's own view of the row will not do); on SQLite BEGIN IMMEDIATE serialises
+  writers, so the balance read inside the transaction is the newest.
+- A credit checks `<= MAX_BALANCE` only, a debit `>= 0` only, a reset nothing (_ALLOWED).
+- A stored (keyed) refusal is written in the same statement as the decision, with the
+  balance it was made on, so it was right when it was made.
+- The daily grant's cap skip is the one decision left to the UPDATE's own WHERE, on the
+  statement's snapshot: a row that passes is re-checked on its newest version when another
+  change committed first, and a row skipped as at the cap was at the cap at the snapshot,
+  so each user's outcome is that of the grant running just before or just after the
+  concurrent change (serializable per user). It reports no figures, and locking whole
+  chunks first to decide on the newest rows would stall every change to those users.
 
 On PostgreSQL a change is ONE autocommit statement (lock row, conditional UPDATE, ledger
 INSERT, key claim), so the success path costs one round trip, run straight on the pooled
@@ -215,13 +231,18 @@ def _change(kind, user_id, delta, amount, actor, reason, key):
     raise RuntimeError("credits row for user %s vanished during the change" % user_id)
 
 
+# `cur` locks the row and, under READ COMMITTED, returns its newest committed version, even
+# when another change committed while this statement waited for the lock. Every decision and
+# the new balance are computed from `cur.credits`, never from `c`: the UPDATE reads `c` as of
+# the statement's snapshot, drops a row whose old version fails its WHERE without a look at
+# the newest one, and checks the CHECK constraint on a value computed from the old version.
 _PG_CHANGE = """
 WITH cur AS (
     SELECT user_id, credits FROM credits WHERE user_id = :uid FOR UPDATE
 ), upd AS (
-    UPDATE credits AS c SET credits = c.credits + {delta}, last_updated = :now
+    UPDATE credits AS c SET credits = cur.credits + {delta}, last_updated = :now
     FROM cur
-    WHERE c.user_id = cur.user_id AND c.credits + {delta} BETWEEN 0 AND :max_balance {unclaimed}
+    WHERE c.user_id = cur.user_id {allowed} {unclaimed}
     RETURNING c.user_id, c.credits, c.last_updated, {delta} AS amount
 ), led AS (
     INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, idempotency_key, created_at)
@@ -242,11 +263,19 @@ _PG_CLAIM = """, claim AS (
 )"""
 
 
+# What each kind checks, on the locked balance: a credit may not pass MAX_BALANCE, a debit may
+# not go below zero, a reset always applies. The cap limits what an add may reach and nothing
+# else, so lowering it below existing balances never blocks spending them.
+_ALLOWED = {"add": "AND cur.credits + :delta <= :max_balance", "deduct": "AND cur.credits + :delta >= 0",
+            "reset": ""}
+
+
 @functools.cache
 def _pg_statement(kind, keyed):
     unclaimed = _PG_UNCLAIMED if keyed else ""
     sql = _PG_CHANGE.format(
         delta="(-cur.credits)" if kind == "reset" else ":delta",
+        allowed=_ALLOWED[kind],
         unclaimed=unclaimed,
         entry_columns=ENTRY_COLUMNS,
         claim=_PG_CLAIM.format(unclaimed="WHERE TRUE " + unclaimed) if keyed else "",
@@ -368,13 +397,12 @@ def _apply_sqlite(engine, op):
         if current is None:
             return "no_credits_row"
         delta = -current if op.kind == "reset" else op.delta
-        updated = conn.execute(
-            text("UPDATE credits SET credits = credits + :delta, last_updated = :now "
-                 "WHERE user_id = :uid AND credits + :delta BETWEEN 0 AND :max_balance RETURNING credits"
-                 ).bindparams(bindparam("now", type_=UTCDateTime)),
-            {"uid": op.user_id, "delta": delta, "now": now, "max_balance": op.max_balance}).first()
         outcome = None
-        if updated is not None:
+        if _allowed(op.kind, current, delta, op.max_balance):
+            updated = conn.execute(
+                text("UPDATE credits SET credits = credits + :delta, last_updated = :now "
+                     "WHERE user_id = :uid RETURNING credits").bindparams(bindparam("now", type_=UTCDateTime)),
+                {"uid": op.user_id, "delta": delta, "now": now}).one()
             outcome = _entry(conn.execute(
                 text("INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, "
                      f"idempotency_key, created_at) VALUES (:uid, :kind, :delta, :bal, :reason, :actor, :key, :now) "
@@ -390,6 +418,15 @@ def _apply_sqlite(engine, op):
                 {"actor": op.actor, "key": op.key, "hash": op.request_hash, "now": now,
                  "status": 200 if outcome else 409, "refused": None if outcome else current})
     return outcome or _refusal(op, current)
+
+
+def _allowed(kind, current, delta, max_balance):
+    """_ALLOWED for SQLite, where BEGIN IMMEDIATE makes `current` the newest balance."""
+    if kind == "add":
+        return current + delta <= max_balance
+    if kind == "deduct":
+        return current + delta >= 0
+    return True
 
 
 def _refusal(op, current_balance):
