@@ -1,7 +1,12 @@
 """Races through a real HTTP server on real PostgreSQL: many threads at once on one user."""
 import json
+import random
+import threading
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import date, timedelta
+
+import pytest
 
 from sqlalchemy import text
 
@@ -94,3 +99,97 @@ def test_first_changes_of_a_seed_user_race_without_500(pg_app):
     assert client_as(pg_app).get("/api/credits/900").get_json()["credits"] == 30
     with pg_app.app_context():
         assert ledger.verify() == []
+
+
+class _Log:
+    """What each request saw: the entry ids of the changes that had completed when it was
+    sent, and its own outcome, in the order things happened."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.newest_done = 0  # the highest entry id among the changes completed so far
+
+    def send(self, srv, job):
+        method, path, body, headers = job
+        with self.lock:
+            floor = self.newest_done
+        status, answer = call(srv.url, method, path, body, headers, token=srv.token)
+        if status == 200:
+            with self.lock:
+                self.newest_done = max(self.newest_done, answer["entry"]["id"])
+        return floor, status, answer
+
+
+def _hot_user_jobs(uid, count, seed):
+    rnd = random.Random(seed)
+    jobs = []
+    for i in range(count):
+        roll = rnd.random()
+        headers = {"Idempotency-Key": f"k-{seed}-{i}"} if rnd.random() < 0.3 else {}
+        if roll < 0.45:
+            jobs.append(("POST", f"/api/credits/{uid}/add", {"amount": rnd.randint(1, 40)}, headers))
+        elif roll < 0.93:
+            jobs.append(("POST", f"/api/credits/{uid}/deduct", {"amount": rnd.randint(1, 80)}, headers))
+        else:
+            jobs.append(("PATCH", f"/api/credits/{uid}/reset", {}, headers))
+    return jobs
+
+
+@pytest.mark.parametrize("app_env", [{"MAX_AMOUNT": "100", "MAX_BALANCE": "400", "AUTH_SERVICE_CAN_RESET": "true"}])
+def test_every_refusal_is_justified_by_a_balance_no_older_than_the_request(pg_app):
+    """The oracle is the refusal itself: a refused deduct reports a balance smaller than it
+    asked for, a refused add one the cap cannot take it from, and that balance is one the
+    user really had after the last change that completed before the request was sent (the
+    balance_after of an entry no older than that change). A reset is never refused. The
+    daily grant runs for the same user throughout, as it does beside real traffic."""
+    client = client_as(pg_app)
+    uid = new_user(client)
+    client.post(f"/api/credits/{uid}/add", json={"amount": 50})
+    jobs = _hot_user_jobs(uid, 360, seed=17)
+    log = _Log()
+    stop = threading.Event()
+
+    def grant_days():
+        day = date(2026, 1, 1)
+        with pg_app.app_context():
+            while not stop.is_set():
+                ledger.grant_daily_chunk(day, 5, uid, uid + 1)
+                day += timedelta(days=1)
+
+    granter = threading.Thread(target=grant_days)
+    granter.start()
+    try:
+        with LiveServer(pg_app, token_for(pg_app, "service")) as srv:
+            with ThreadPoolExecutor(12) as pool:
+                results = list(pool.map(lambda job: log.send(srv, job), jobs))
+            replays = {i: call(srv.url, *job, token=srv.token) for i, job in enumerate(jobs) if job[3]}
+    finally:
+        stop.set()
+        granter.join()
+
+    with pg_app.app_context(), db.engine.connect() as conn:
+        after = dict(conn.execute(text("SELECT id, balance_after FROM ledger_entries WHERE user_id = :u"),
+                                  {"u": uid}).all())
+        assert ledger.verify() == []
+    refusals = 0
+    for i, (job, (floor, status, answer)) in enumerate(zip(jobs, results)):
+        method, path, body, headers = job
+        if headers:  # a keyed answer, refusal or not, is stored and replayed as it was made
+            assert replays[i] == (status, answer)
+        if path.endswith("/reset"):
+            assert status == 200, answer
+            continue
+        assert status in (200, 409), answer
+        if status == 200:
+            continue
+        refusals += 1
+        details = answer["error"]["details"]
+        if path.endswith("/deduct"):
+            assert answer["error"]["code"] == "insufficient_credits"
+            assert details["balance"] < body["amount"], answer
+        else:
+            assert answer["error"]["code"] == "balance_limit_exceeded"
+            assert details["balance"] + body["amount"] > details["max_balance"], answer
+        seen = [i for i, b in after.items() if i >= floor and b == details["balance"]]
+        assert seen, f"{path} {body}: balance {details['balance']} is older than entry {floor}"
+    assert refusals > 20  # the mix really pushes the balance to both of its limits
