@@ -7,9 +7,10 @@ export TZ := UTC
 
 .PHONY: run test schema lint clean postman postman-examples bench bench-grant
 
-$(BIN)/.installed: requirements.txt
+# The runtime set (requirements.txt) plus the development tools (requirements-dev.txt).
+$(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
 ## run: the whole stack (web :8000, worker, scheduler) on the embedded defaults: SQLite in
