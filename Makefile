@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app wsgi
 export TZ := UTC
 
-.PHONY: run test schema lint clean postman postman-examples bench bench-grant
+.PHONY: run run-postgres test schema lint clean postman postman-examples bench bench-grant
 
 # The runtime set (requirements.txt) plus the development tools (requirements-dev.txt).
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -17,6 +17,11 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 ## instance/ and a local Redis it starts itself (scripts/local_stack.py says how)
 run: $(BIN)/.installed .env
 	$(BIN)/python scripts/local_stack.py
+
+## run-postgres: the same stack on a throwaway local PostgreSQL cluster (needs the PostgreSQL
+## server binaries, e.g. apt-get install postgresql); its data is removed at the stop
+run-postgres: $(BIN)/.installed .env
+	$(BIN)/python scripts/local_stack.py --postgres
 
 # A random local JWT secret, made once (the app refuses to start without a real one);
 # production sets JWT_SECRET_KEY in its environment instead.

