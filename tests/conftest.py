@@ -4,6 +4,7 @@ a template that the real migrations built."""
 import itertools
 import os
 import shutil
+import tempfile
 import threading
 
 import pytest
@@ -62,6 +63,23 @@ def _migrate(url):
     with app.app_context():
         upgrade()
         db.engine.dispose()
+
+
+def pytest_configure(config):
+    """A private TMPDIR for this run, inherited by every server and process it starts: what a
+    test looks for in the temp dir (a benchmark's leftovers) is then this run's alone, never
+    another process's on the same machine. Readable by all, so that the PostgreSQL cluster,
+    run as the `postgres` OS user under root, can reach its own directory inside it."""
+    private = tempfile.mkdtemp(prefix="credits-tests-")
+    os.chmod(private, 0o755)
+    config._credits_tmpdir = private
+    os.environ["TMPDIR"] = tempfile.tempdir = private
+
+
+def pytest_unconfigure(config):
+    private = getattr(config, "_credits_tmpdir", None)
+    if private:
+        shutil.rmtree(private, ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
