@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app wsgi
 export TZ := UTC
 
-.PHONY: run run-postgres test schema lint clean postman postman-examples bench bench-grant
+.PHONY: run run-postgres test schema lint clean postman postman-examples bench bench-grant vendor-docs
 
 # The runtime set (requirements.txt) plus the development tools (requirements-dev.txt).
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -72,3 +72,19 @@ bench: $(BIN)/.installed
 ## bench-grant: daily grant over 100k and 1M users on a durable throwaway PostgreSQL vs the bare-SQL floor
 bench-grant: $(BIN)/.installed
 	$(BIN)/python bench/grant_bench.py $(BENCH_ARGS)
+
+## vendor-docs: refresh the /docs and /redoc assets in credits_app/static/vendor from npm
+## (the versions pinned here; the app serves them itself, so the docs work offline)
+SWAGGER_UI_VERSION := 5.35.0
+REDOC_VERSION := 2.5.4
+VENDOR := credits_app/static/vendor
+vendor-docs:
+	rm -rf /tmp/credits-vendor && mkdir -p /tmp/credits-vendor
+	cd /tmp/credits-vendor && npm pack -q swagger-ui-dist@$(SWAGGER_UI_VERSION) redoc@$(REDOC_VERSION) >/dev/null
+	cd /tmp/credits-vendor && for f in *.tgz; do mkdir -p "$${f%.tgz}" && tar -xzf "$$f" -C "$${f%.tgz}"; done
+	for f in swagger-ui.css swagger-ui-bundle.js swagger-ui-standalone-preset.js LICENSE NOTICE; do \
+	  cp /tmp/credits-vendor/swagger-ui-dist-*/package/$$f $(VENDOR)/swagger-ui/; done
+	cp /tmp/credits-vendor/redoc-*/package/bundles/redoc.standalone.js /tmp/credits-vendor/redoc-*/package/LICENSE $(VENDOR)/redoc/
+	sed -i 's|/\*# sourceMappingURL=.*\*/$$||; s|^//# sourceMappingURL=.*$$||' $(VENDOR)/swagger-ui/swagger-ui.css \
+	  $(VENDOR)/redoc/redoc.standalone.js   # no source maps are shipped: a browser would ask for them in vain
+	rm -rf /tmp/credits-vendor
