@@ -23,9 +23,10 @@ def _show_change(change):
 
 
 @users_cli.command("create")
-@click.option("--email", required=True)
+@click.option("--email", required=True, help="unique, case-insensitive")
 @click.option("--name", required=True)
 def create_user(email, name):
+    """Create a user with a zero balance."""
     try:
         user = users.create(email, name)
     except DomainError as e:
@@ -36,6 +37,7 @@ def create_user(email, name):
 @credits_cli.command("show")
 @click.argument("user_id", type=int)
 def show(user_id):
+    """USER_ID's balance."""
     try:
         b = ledger.balance(user_id)
     except DomainError as e:
@@ -43,22 +45,24 @@ def show(user_id):
     click.echo(f"user {b.user_id}: {b.credits} credits (last updated {b.last_updated})")
 
 
-def _change_command(name, fn):
-    @credits_cli.command(name)
+def _change_command(name, fn, help):
+    # A negative AMOUNT is read as a number, so the ledger refuses it with its own message
+    # instead of click calling it an unknown option.
+    @credits_cli.command(name, help=help, context_settings={"ignore_unknown_options": True})
     @click.argument("user_id", type=int)
     @click.argument("amount", type=int)
-    @click.option("--reason")
+    @click.option("--reason", help="recorded on the ledger entry")
     def command(user_id, amount, reason):
         try:
             _show_change(fn(user_id, amount, actor=CLI_ACTOR, reason=reason))
         except DomainError as e:
             _fail(e)
-    command.__doc__ = f"{name.capitalize()} AMOUNT credits for USER_ID."
     return command
 
 
-_change_command("add", ledger.add)
-_change_command("deduct", ledger.deduct)
+_change_command("add", ledger.add, "Add AMOUNT credits to USER_ID's balance.")
+_change_command("deduct", ledger.deduct, "Deduct AMOUNT credits from USER_ID's balance; refused if it would go "
+                                         "below zero.")
 
 
 @credits_cli.command("reset")

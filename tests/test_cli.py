@@ -84,3 +84,11 @@ def test_queue_status_with_redis_down(backend, request, tmp_path):
     assert r.exit_code == 1 and "redis unavailable" in r.output
     with app.app_context():
         db.engine.dispose()
+
+
+def test_a_negative_amount_is_the_ledgers_refusal_not_an_unknown_option(runner):
+    runner.invoke(args=["users", "create", "--email", "neg@example.com", "--name", "Neg"])
+    r = runner.invoke(args=["credits", "add", "1", "-5"])
+    assert r.exit_code == 1
+    assert "amount must be positive" in r.output and "No such option" not in r.output
+
