@@ -36,6 +36,6 @@ def create_app(env=None):
 
     from . import cli
     cli.init_app(app)
-    from . import schema_updates
-    schema_updates.init_app(app)  # `flask schema ...`
+    from . import schema_cli
+    schema_cli.init_app(app)  # `flask schema ...`
     return app

@@ -69,12 +69,7 @@ def load(env, instance_path):
         "IDEMPOTENCY_TTL_HOURS": _int(env, "IDEMPOTENCY_TTL_HOURS", 72, minimum=24),
         "REDIS_URL": env.get("REDIS_URL", ""),
         "LOG_LEVEL": (env.get("LOG_LEVEL") or "INFO").upper(),
-        # External schema updates: how long DDL may wait for a table lock (credit traffic queues
-        # behind a waiting ALTER, so keep it short) and how long one statement may run; both
-        # below gunicorn's 30 s worker timeout.
-        "SCHEMA_LOCK_TIMEOUT_MS": _int(env, "SCHEMA_LOCK_TIMEOUT_MS", 2000, minimum=1, maximum=60000),
-        "SCHEMA_STATEMENT_TIMEOUT_MS": _int(env, "SCHEMA_STATEMENT_TIMEOUT_MS", 20000, minimum=100,
-                                            maximum=3600000),
+        **_schema_updates(env),
         "TESTING": _bool(env, "TESTING", False),
         "DEBUG": _bool(env, "FLASK_DEBUG", False),
         **_auth(env),
@@ -130,6 +125,29 @@ def _daily_grant(env, max_amount):
         "DAILY_GRANT_RETRY_DELAYS": delays,
         "DAILY_GRANT_SCHEDULER_INTERVAL": _int(env, "DAILY_GRANT_SCHEDULER_INTERVAL", 5, minimum=1, maximum=60),
         "RQ_QUEUE": queue,
+    }
+
+
+def _schema_updates(env):
+    """External schema updates. Service traffic queues behind the locks an update waits for
+    and holds, so a statement may wait SCHEMA_LOCK_TIMEOUT_MS for a lock, and once the update
+    has named one of the service's tables the rest of it must finish within that same time.
+    A statement may run SCHEMA_STATEMENT_TIMEOUT_MS, the whole update SCHEMA_UPDATE_TIMEOUT_MS
+    (by default below gunicorn's 30 s worker timeout), with at most SCHEMA_MAX_STATEMENTS
+    statements; no table may end up with more than SCHEMA_MAX_TABLE_INDEXES indexes (its own
+    included), since each is written on every insert."""
+    lock = _int(env, "SCHEMA_LOCK_TIMEOUT_MS", 2000, minimum=1, maximum=60000)
+    statement = _int(env, "SCHEMA_STATEMENT_TIMEOUT_MS", 20000, minimum=100, maximum=3600000)
+    update = _int(env, "SCHEMA_UPDATE_TIMEOUT_MS", 25000, minimum=100, maximum=3600000)
+    if update < max(lock, statement):
+        raise ConfigError(f"SCHEMA_UPDATE_TIMEOUT_MS (the whole update, {update}) must be at least "
+                          f"SCHEMA_LOCK_TIMEOUT_MS ({lock}) and SCHEMA_STATEMENT_TIMEOUT_MS ({statement})")
+    return {
+        "SCHEMA_LOCK_TIMEOUT_MS": lock,
+        "SCHEMA_STATEMENT_TIMEOUT_MS": statement,
+        "SCHEMA_UPDATE_TIMEOUT_MS": update,
+        "SCHEMA_MAX_STATEMENTS": _int(env, "SCHEMA_MAX_STATEMENTS", 100, minimum=1, maximum=10000),
+        "SCHEMA_MAX_TABLE_INDEXES": _int(env, "SCHEMA_MAX_TABLE_INDEXES", 10, minimum=1, maximum=100),
     }
 
 

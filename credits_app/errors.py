@@ -7,6 +7,7 @@ import re
 import threading
 
 from flask import g, jsonify, request
+from psycopg2 import errorcodes
 from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
@@ -97,6 +98,53 @@ def _database_down(e):
     return error_response(503, "database_unavailable", "the database is unavailable; retry later")
 
 
+# SQLSTATEs meaning the database cannot be reached or is going away: connection exceptions
+# (class 08), shutdown, crash recovery and start-up (57P01-57P03), no connection slot left.
+_UNREACHABLE = ("08", "57P01", "57P02", "57P03", "53300")
+# A statement ran past statement_timeout (or was cancelled), or waited past lock_timeout.
+_TIMEOUT = ("57014", "55P03")
+# The server itself failed: out of resources (class 53), system error (58), internal error (XX).
+_SERVER_FAILURE = ("53", "58", "XX")
+
+
+def _database_error(e):
+    """A database error, classified by its SQLSTATE. Only a database that cannot be reached
+    is `database_unavailable`; a statement the database refuses (a constraint, a limit, bad
+    data) is a 409 `database_refused` naming the SQLSTATE, because retrying the same
+    request later will not help. In every case the request's transaction was rolled back."""
+    code = getattr(e.orig, "pgcode", None)
+    lost = e.connection_invalidated or (code is None and isinstance(e, (sa_exc.OperationalError,
+                                                                          sa_exc.InterfaceError)))
+    if lost or (code or "").startswith(_UNREACHABLE):
+        return _database_down(e)
+    db.session.rollback()
+    details = {"sqlstate": code, "condition": _condition(code)}
+    log.warning("database error %s on %s %s: %s", code, request.method, request.path, _primary(e))
+    if code in _TIMEOUT:
+        return error_response(503, "database_timeout", "the database did not answer in time (a statement or lock "
+                              "timeout); nothing was changed, retry later", details)
+    if code is not None and code.startswith("40"):
+        return error_response(409, "database_conflict", "the request collided with a concurrent one (serialization "
+                              "failure or deadlock); nothing was changed, retry it", details)
+    if code is not None and code.startswith(_SERVER_FAILURE):
+        return error_response(503, "database_failure", "the database failed to run this request; nothing was "
+                              "changed, retry later", details)
+    return error_response(409, "database_refused", "the database refused a statement this request needs; "
+                          "nothing was changed", details)
+
+
+def _condition(code):
+    try:
+        return errorcodes.lookup(code).lower()
+    except KeyError:  # no SQLSTATE (SQLite) or one newer than the driver
+        return None
+
+
+def _primary(e):
+    diag = getattr(e.orig, "diag", None)
+    return getattr(diag, "message_primary", None) or str(e.orig).strip()
+
+
 def _unexpected(e):
     db.session.rollback()
     log.exception("unhandled error on %s %s", request.method, request.path)
@@ -167,7 +215,6 @@ def init_app(app):
 
     app.register_error_handler(DomainError, _domain)
     app.register_error_handler(HTTPException, _http)
-    app.register_error_handler(sa_exc.OperationalError, _database_down)
-    app.register_error_handler(sa_exc.InterfaceError, _database_down)
+    app.register_error_handler(sa_exc.DBAPIError, _database_error)
     app.register_error_handler(sa_exc.TimeoutError, _database_down)  # pool exhausted
     app.register_error_handler(Exception, _unexpected)

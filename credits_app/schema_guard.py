@@ -1,32 +1,40 @@
 """The gate in front of external schema updates. SQL is parsed with PostgreSQL's own parser
 (pglast) and every statement must be additive DDL on the allow-list below; anything else is
 refused, naming the statement and the reason. Default-deny: a statement kind that is not on
-the allow-list is refused even if nobody thought to name it. Pure: no database, no Flask.
+the allow-list is refused even if nobody thought to name it. Pure: no database, no Flask
+(what only the database can tell, such as an index's real key size, schema_probes checks).
 
 What is allowed (all objects live in schema `public`, none temporary):
 - CREATE TABLE (not AS SELECT, not inheriting from / partition of a core table),
-  CREATE INDEX (not CONCURRENTLY; on a core table only plain, non-unique column indexes: an
-  expression, predicate or uniqueness could make the service's own writes fail), CREATE VIEW,
-  CREATE SEQUENCE, CREATE TYPE (enum / composite), CREATE DOMAIN, ALTER TYPE ... ADD VALUE,
-  COMMENT ON.
+  CREATE INDEX (not CONCURRENTLY, at most MAX_INDEX_COLUMNS columns; of the core tables only
+  those in INDEXABLE_CORE_TABLES, with plain, non-unique btree column indexes: every index
+  is written on each of the service's inserts into its table, and an expression, predicate,
+  uniqueness or oversized key could make them fail), CREATE VIEW, CREATE SEQUENCE, CREATE
+  TYPE (enum / composite), CREATE DOMAIN, ALTER TYPE ... ADD VALUE, COMMENT ON.
 - ALTER TABLE ... ADD COLUMN / ADD CONSTRAINT / ALTER COLUMN ... SET DEFAULT on non-core
   tables. Of the core tables only `users` takes new columns (they surface as `attributes` in
-  the users API), with no constraint that could refuse a new user: NULL-able or with a DEFAULT
-  (or IDENTITY); no CHECK/UNIQUE/FOREIGN KEY, no generated expression, no ADD CONSTRAINT.
-  SET DEFAULT on those added columns is allowed, never on users' own columns.
+  the users API), with nothing that could refuse a new user, now or later: NULL-able or with
+  a DEFAULT; no CHECK/UNIQUE/FOREIGN KEY, no generated expression, no ADD CONSTRAINT, no
+  identity or serial (a sequence runs out); a default is a literal or one of a few
+  parameterless functions on a column of the very type it returns (users_default).
+  SET DEFAULT on those added columns is allowed (a literal), never on users' own columns.
 - Expressions (defaults, checks, index expressions, view bodies) may call only the built-in
   functions in SAFE_FUNCTIONS: a default is evaluated for every existing row when a column is
-  added, so a function call there is code running at apply time.
+  added, so a function call there is code running at apply time. nextval() must name, by a
+  literal, a sequence that is not the service's own.
 
 Refused by design: DML, DROP, RENAME, GRANT/REVOKE, roles and databases, SET/RESET, LOCK,
 VACUUM, transaction control, DO, CREATE FUNCTION/PROCEDURE/TRIGGER/RULE (a trusted-language
 function can still run DML when a default calls it), CREATE EXTENSION/SCHEMA, ALTER SYSTEM,
 CREATE TABLE AS / materialized views (they run a query)."""
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from pglast import ast, parse_sql
-from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.enums import AlterTableType, ObjectType
 from pglast.parser import ParseError, scan
+
+from .schema_guard_users import EXTENSIBLE_TABLE, USERS_CORE_COLUMNS, Deny as _Deny, users_column, users_default
 
 # The service's own tables: migrations own them. Compared case-insensitively, so a quoted
 # "CREDITS" or a look-alike "Users" table is treated as the real thing.
@@ -34,9 +42,11 @@ CORE_TABLES = frozenset({
     "users", "credits", "ledger_entries", "idempotency_keys", "daily_grant_runs", "daily_grant_chunks",
     "schema_changes", "revoked_tokens", "alembic_version",
 })  # a test checks this against every table schema.sql (the migrations) creates
-# The one core table that takes extension columns; its own columns stay untouchable.
-EXTENSIBLE_TABLE = "users"
-USERS_CORE_COLUMNS = frozenset({"user_id", "email", "name", "created_at"})
+# Core tables that take external indexes. An allow-list, so a core table added later (holds,
+# events) takes none until someone decides it may: the write-heavy ones update every index
+# on every change.
+INDEXABLE_CORE_TABLES = frozenset({"users"})
+MAX_INDEX_COLUMNS = 8  # key and INCLUDE columns of one external index
 
 SAFE_FUNCTIONS = frozenset({
     # text
@@ -50,7 +60,7 @@ SAFE_FUNCTIONS = frozenset({
     "now", "date_trunc", "date_part", "extract", "age", "make_interval", "make_date", "timezone",
     "to_date", "to_timestamp", "statement_timestamp", "transaction_timestamp", "clock_timestamp",
     "justify_interval",
-    # identifiers and sequences (nextval: serial-style defaults)
+    # identifiers and sequences (nextval: serial-style defaults, checked by _check_nextval)
     "gen_random_uuid", "nextval",
     # json
     "to_json", "to_jsonb", "json_build_object", "jsonb_build_object", "json_build_array",
@@ -107,21 +117,23 @@ class Refused(Exception):
         self.reason, self.statement, self.index, self.position = reason, statement, index, position
 
 
-class _Deny(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class Statement:
     index: int
     sql: str
     start: int  # 0-based character offset of the statement in the script
     kind: str
+    touches_core: bool = False  # names a core table: it may lock one the service's traffic needs
+    node: object = field(default=None, compare=False, repr=False)  # the parsed statement
+
+    def refused(self, reason):
+        return Refused(reason, statement=self.sql, index=self.index, position=self.start + 1)
 
 
-def check(sql):
-    """Parse `sql` and return its statements if every one is allowed. Raises Refused (with
-    the parser's message and position for a syntax error)."""
+def check(sql, max_statements=None):
+    """Parse `sql` and return its statements if every one is allowed and there are at most
+    `max_statements` of them. Raises Refused (with the parser's message and position for a
+    syntax error)."""
     _refuse_huge_statements(sql)
     try:
         raw = parse_sql(sql)
@@ -135,12 +147,15 @@ def check(sql):
         start = r.stmt_location or 0
         text = sql[start:start + r.stmt_len] if r.stmt_len else sql[start:]
         start += len(text) - len(text.lstrip())  # the parser counts the whitespace after the last ';'
-        text = text.strip()
+        statement = Statement(i, text.strip(), start, type(r.stmt).__name__, node=r.stmt)
+        if max_statements is not None and i == max_statements:
+            raise statement.refused(f"an update may have at most {max_statements} statements (SCHEMA_MAX_STATEMENTS): "
+                                    "it runs in one transaction, holding its locks until the last one; split it")
         try:
-            _check_statement(r.stmt)
+            touches_core = _check_statement(r.stmt)
         except _Deny as e:
-            raise Refused(str(e), statement=text, index=i, position=start + 1) from None
-        statements.append(Statement(i, text, start, type(r.stmt).__name__))
+            raise statement.refused(str(e)) from None
+        statements.append(Statement(i, statement.sql, start, statement.kind, touches_core, r.stmt))
     if not statements:
         raise Refused("the script contains no statements")
     return statements
@@ -177,8 +192,9 @@ def _check_statement(node):
     rule = _ALLOWED.get(type(node))
     if rule is None:
         raise _Deny(f"{type(node).__name__} is not on the allow-list of additive DDL")
+    touches_core = _check_tree(node)  # first: a forbidden function is the clearest reason
     rule(node)
-    _check_tree(node)
+    return touches_core or _comments_on_core(node)
 
 
 def _function_language(node):
@@ -202,7 +218,9 @@ def _walk(node):
 
 
 def _check_tree(node):
-    """Rules for every expression and reference anywhere in an allowed statement."""
+    """Rules for every expression and reference anywhere in an allowed statement. Returns
+    whether it names a core table."""
+    touches_core = False
     for child in _walk(node):
         if isinstance(child, _DML):
             raise _Deny("data-modifying statements are not allowed, not even nested")
@@ -210,8 +228,38 @@ def _check_tree(node):
             names = [n.sval.lower() for n in child.funcname]
             if len(names) > 1 and names[0] != "pg_catalog" or names[-1] not in SAFE_FUNCTIONS:
                 raise _Deny(f"function {'.'.join(names)}() is not on the allow-list of side-effect-free functions")
+            if names[-1] == "nextval":
+                _check_nextval(child)
         if isinstance(child, ast.RangeVar):
-            _check_relation(child)
+            touches_core |= is_core(_check_relation(child))
+    return touches_core
+
+
+def _comments_on_core(node):
+    if isinstance(node, ast.CommentStmt) and node.objtype in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_COLUMN):
+        names = [n.sval for n in node.object]
+        return is_core(names[-1] if node.objtype == ObjectType.OBJECT_TABLE else names[-2])
+    return False
+
+
+# A sequence named by a literal, as regclass input reads it: optionally `public.`, then a
+# plain or double-quoted name.
+_SEQUENCE_NAME = re.compile(r'^(?:(?:public|"public")\.)?(?:"([^"]+)"|([A-Za-z_][A-Za-z0-9_$]*))$')
+
+
+def _check_nextval(call):
+    """The service's sequences (`<core table>_<column>_seq`) hand out its ids: another caller
+    would leave gaps and, with a sequence's limits, could exhaust them."""
+    arg = call.args[0] if call.args and len(call.args) == 1 else None
+    if isinstance(arg, ast.TypeCast):
+        arg = arg.arg
+    match = _SEQUENCE_NAME.match(arg.val.sval) if isinstance(arg, ast.A_Const) and isinstance(
+        arg.val, ast.String) else None
+    if match is None:
+        raise _Deny("nextval() must name a sequence in schema public with a literal, such as nextval('invoice_seq')")
+    name = (match.group(1) or match.group(2)).lower()
+    if name.endswith("_seq") and any(name.startswith(f"{table}_") for table in CORE_TABLES):
+        raise _Deny(f"nextval('{name}'): the service's own sequences hand out its ids and may not be used")
 
 
 def _check_relation(rv):
@@ -245,12 +293,23 @@ def _create_index(node):
     name = _check_relation(node.relation)
     if node.concurrent:
         raise _Deny("CREATE INDEX CONCURRENTLY cannot run inside the update's transaction")
-    if is_core(name):
-        if node.unique or node.primary:
-            raise _Deny(f"a UNIQUE index would add a constraint to the service's table {name}")
-        if node.whereClause is not None or any(p.expr is not None for p in node.indexParams):
-            raise _Deny(f"indexes on the service's table {name} must be on plain columns: an expression or "
-                        "predicate is evaluated on every write and could make it fail")
+    if is_core(name) and name.lower() not in INDEXABLE_CORE_TABLES:
+        raise _Deny(f"indexes on the service's table {name} are not allowed: each of its writes updates every "
+                    "index, and an index could slow them down or make them fail; only "
+                    f"{', '.join(sorted(INDEXABLE_CORE_TABLES))} takes external indexes")
+    columns = len(node.indexParams) + len(node.indexIncludingParams or ())
+    if columns > MAX_INDEX_COLUMNS:
+        raise _Deny(f"an index may have at most {MAX_INDEX_COLUMNS} columns, this one has {columns}")
+    if not is_core(name):
+        return
+    if node.unique or node.primary:
+        raise _Deny(f"a UNIQUE index would add a constraint to the service's table {name}")
+    if node.whereClause is not None or any(p.expr is not None for p in node.indexParams):
+        raise _Deny(f"indexes on the service's table {name} must be on plain columns: an expression or "
+                    "predicate is evaluated on every write and could make it fail")
+    if (node.accessMethod or "btree").lower() != "btree":
+        raise _Deny(f"indexes on the service's table {name} must be btree: the key size the service's "
+                    "writes can reach is known for btree alone")
 
 
 def _create_view(node):
@@ -304,7 +363,8 @@ def _alter_table(node):
         raise _Deny(f"{table} is one of the service's own tables; only {EXTENSIBLE_TABLE} takes new columns")
     for cmd in node.cmds:
         if cmd.subtype == AlterTableType.AT_AddColumn:
-            _add_column(cmd.def_, core)
+            if core:
+                users_column(cmd.def_)
         elif cmd.subtype == AlterTableType.AT_AddConstraint:
             if core:
                 raise _Deny(f"constraints may not be added to the service's table {table}: one could refuse "
@@ -314,27 +374,10 @@ def _alter_table(node):
                 raise _Deny("DROP DEFAULT is not additive")
             if core and cmd.name.lower() in USERS_CORE_COLUMNS:
                 raise _Deny(f"users.{cmd.name} is the service's own column")
+            if core:
+                users_default(cmd.def_, None, cmd.name)
         else:
             raise _Deny(f"ALTER TABLE {cmd.subtype.name.removeprefix('AT_')} is not additive")
-
-
-def _add_column(column, core):
-    if not core:
-        return
-    if column.colname.lower() in USERS_CORE_COLUMNS:
-        raise _Deny(f"users.{column.colname} is the service's own column")
-    kinds = {c.contype for c in column.constraints or ()}
-    fills_itself = kinds & {ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED}
-    if ConstrType.CONSTR_NOTNULL in kinds and not fills_itself:
-        raise _Deny("a NOT NULL column on users needs a DEFAULT, or creating users would fail")
-    for constraint in column.constraints or ():
-        if constraint.contype not in _HARMLESS_ON_USERS:
-            raise _Deny(f"a {constraint.contype.name.removeprefix('CONSTR_')} constraint on a users column could "
-                        "refuse new users (or, generated, fail on their data); add the column without it")
-
-
-_HARMLESS_ON_USERS = {ConstrType.CONSTR_NULL, ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_DEFAULT,
-                      ConstrType.CONSTR_IDENTITY}
 
 
 _ALLOWED = {

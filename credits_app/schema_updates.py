@@ -1,27 +1,27 @@
-"""External schema updates: guard, apply, record, describe; and the `flask schema` commands.
+"""External schema updates: guard, apply, record, describe (the `flask schema` commands
+are in schema_cli).
 
 An update is applied on PostgreSQL only (SQLite answers 501: it has no transactional DDL
 with lock timeouts, no advisory locks, and it is not the production target). One update is
-one transaction: advisory lock (updates serialize), `SET LOCAL` timeouts, the name check,
-the statements one by one, the record. Any error rolls all of it back.
+one transaction: advisory lock (updates serialize), the name check, the statements one by
+one under the time limits of _Budget, the checks only the database can answer
+(schema_probes), the record. Any error rolls all of it back.
 
 Records (table schema_changes): `applied` rows, one per name; `failed` rows for attempts the
 database refused (lock timeout, statement error), so the audit trail shows them. Refusals
-by the guard and dry runs never reach the database's state and are not recorded."""
+(by the guard, or by a probe of what the statements made) and dry runs never reach the
+database's state and are not recorded."""
 import hashlib
 import json
 import re
-import sys
 import time
 import warnings
 
-import click
 from flask import current_app
-from flask.cli import AppGroup
-from sqlalchemy import create_engine, exc, inspect, text
+from pglast import ast
+from sqlalchemy import exc, inspect, text
 
-from . import schema_guard
-from .config import database_url
+from . import schema_guard, schema_probes
 from .exceptions import Conflict, DomainError, InvalidRequest
 from .extensions import db
 
@@ -79,22 +79,19 @@ def apply(sql, *, actor, name=None, dry_run=False):
     """Apply `sql` (allowed additive DDL only) in one transaction and record it.
 
     Returns {"status": applied | already_applied | dry_run, "name", "checksum", "statements",
-    "effects", "duration_ms", "change"}. Raises SchemaChangeRefused (guard, 422),
-    SchemaChangeFailed (database error, 422), SchemaLockTimeout / SchemaChangeBusy /
-    SchemaNameConflict (409), NotSupportedOnSQLite (501); a database that cannot be reached
-    raises SQLAlchemy's OperationalError (503 at the edge). On any error nothing is applied."""
+    "effects", "duration_ms", "change"}. Raises SchemaChangeRefused (guard or probe, 422),
+    SchemaChangeFailed (database error or time limit, 422), SchemaLockTimeout /
+    SchemaChangeBusy / SchemaNameConflict (409), NotSupportedOnSQLite (501); a database that
+    cannot be reached raises SQLAlchemy's OperationalError (503 at the edge). On any error
+    nothing is applied."""
     if name is not None and not NAME.match(name):
         raise InvalidRequest("name must be 1-200 characters: letters, digits, _ . : - (not first)", name=name)
     engine = db.engine
     if engine.dialect.name != "postgresql":
         raise NotSupportedOnSQLite()
-    try:
-        statements = schema_guard.check(sql)
-    except schema_guard.Refused as e:
-        raise SchemaChangeRefused(_refusal_message(e), statement=e.statement, statement_index=e.index,
-                                  position=e.position, reason=e.reason) from None
-    digest, name = checksum(sql), name or derived_name(sql)
     config = current_app.config
+    statements = _refusing(schema_guard.check, sql, config["SCHEMA_MAX_STATEMENTS"])
+    digest, name = checksum(sql), name or derived_name(sql)
     with engine.connect() as conn:
         conn = conn.execution_options(no_parameters=True)  # the SQL goes to the server verbatim ('%' too)
         trans = conn.begin()
@@ -106,23 +103,12 @@ def apply(sql, *, actor, name=None, dry_run=False):
                     raise SchemaNameConflict(f"{name!r} was applied with different SQL; choose a new name",
                                              name=name, applied_checksum=existing["checksum"], checksum=digest)
                 return _result("already_applied", name, digest, statements, [], existing["duration_ms"], existing)
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(config['SCHEMA_LOCK_TIMEOUT_MS'])}ms'")
+            budget = _Budget(config)
             before = _objects(conn)
-            started = time.monotonic()
-            for statement in statements:
-                try:
-                    conn.exec_driver_sql(statement.sql)
-                except exc.DBAPIError as e:
-                    failure = _failure(e, statement, sql)
-                    break
-            else:
-                failure = None
-            duration_ms = int((time.monotonic() - started) * 1000)
+            failure = _refusing(_run, conn, statements, sql, budget)
+            duration_ms = budget.elapsed_ms()
             if failure is None:
                 effects = sorted(_objects(conn) - before)
-                if any(e.startswith("column users.") for e in effects):
-                    failure = _users_canary(conn)
-            if failure is None:
                 if dry_run:
                     trans.rollback()
                     return _result("dry_run", name, digest, statements, effects, duration_ms, None)
@@ -139,23 +125,97 @@ def apply(sql, *, actor, name=None, dry_run=False):
     raise failure
 
 
-def _users_canary(conn):
-    """The guard refuses every constraint it can see on users, but a column's type can carry
-    one (a NOT NULL domain). So prove it: insert a user inside a savepoint and roll it back.
-    Costs one user_id from the sequence. Returns the error to raise, or None."""
-    conn.exec_driver_sql("SAVEPOINT users_canary")
+def _refusing(check, *args):
+    """Run `check`, turning the guard's Refused into the API's 422."""
     try:
-        conn.exec_driver_sql("INSERT INTO users (email, name) VALUES "
-                             "('canary-' || gen_random_uuid() || '@schema-update.invalid', 'schema update canary')")
-        error = None
+        return check(*args)
+    except schema_guard.Refused as e:
+        raise SchemaChangeRefused(_refusal_message(e), statement=e.statement, statement_index=e.index,
+                                  position=e.position, reason=e.reason) from None
+
+
+def _run(conn, statements, script, budget):
+    """Run the statements, each checked as soon as it ran where the database alone can tell
+    (an index's real key size), then the checks of what they made together. Returns the
+    error to raise if the database refused a statement or time ran out, else None; raises
+    schema_guard.Refused if what a statement made breaks a rule."""
+    max_indexes = current_app.config["SCHEMA_MAX_TABLE_INDEXES"]
+    known_indexes = schema_probes.index_oids(conn)
+    for statement in statements:
+        if not budget.start(conn, statement):
+            return budget.exhausted(statement)
+        try:
+            conn.exec_driver_sql(statement.sql)
+            if isinstance(statement.node, ast.IndexStmt):
+                schema_probes.check_new_indexes(conn, statement, known_indexes, max_indexes)
+        except exc.DBAPIError as e:
+            return _failure(e, statement, script, budget)
+    if not any(s.touches_core for s in statements):
+        return None
+    if not budget.start(conn, None):
+        return budget.exhausted(None)
+    try:
+        schema_probes.check_users_columns(conn, statements)
+        error = schema_probes.users_canary(conn)
     except exc.DBAPIError as e:
-        if getattr(e.orig, "pgcode", None) is None:
-            raise
-        error = SchemaChangeFailed("after this change a user could no longer be created: "
-                                   f"{e.orig.diag.message_primary}; nothing was applied",
-                                   sqlstate=e.orig.pgcode, database_message=e.orig.diag.message_primary)
-    conn.exec_driver_sql("ROLLBACK TO SAVEPOINT users_canary")
-    return error
+        error = e
+    return None if error is None else _failure(error, None, script, budget)
+
+
+class _Budget:
+    """The update's time limits, set as statement_timeout and lock_timeout before each
+    statement. Service traffic queues behind the locks an update waits for and holds, and
+    every balance read joins users: so from the first statement that names one of the
+    service's tables to the end, the update must finish within SCHEMA_LOCK_TIMEOUT_MS, the
+    same time a single statement may wait for a lock. The whole update must finish within
+    SCHEMA_UPDATE_TIMEOUT_MS, each statement within SCHEMA_STATEMENT_TIMEOUT_MS."""
+
+    def __init__(self, config):
+        self.started = time.monotonic()
+        self.lock_ms, self.statement_ms = config["SCHEMA_LOCK_TIMEOUT_MS"], config["SCHEMA_STATEMENT_TIMEOUT_MS"]
+        self.deadline = self.started + config["SCHEMA_UPDATE_TIMEOUT_MS"] / 1000
+        self.limit = ("SCHEMA_UPDATE_TIMEOUT_MS", config["SCHEMA_UPDATE_TIMEOUT_MS"])
+        self.first_core = None  # the first statement that named a service table
+        self.cut = {}  # SQLSTATE -> whether the budget, not the statement's own limit, set that timeout
+
+    def elapsed_ms(self):
+        return int((time.monotonic() - self.started) * 1000)
+
+    def start(self, conn, statement):
+        """Set the limits for `statement` (None: the checks after the last one). False if
+        no time is left for it."""
+        now = time.monotonic()
+        opens_window = False
+        if statement is not None and statement.touches_core and self.first_core is None:
+            self.first_core = statement
+            if now + self.lock_ms / 1000 < self.deadline:
+                self.deadline, self.limit = now + self.lock_ms / 1000, ("SCHEMA_LOCK_TIMEOUT_MS", self.lock_ms)
+                opens_window = True
+        remaining_ms = self.lock_ms if opens_window else int((self.deadline - now) * 1000)
+        if remaining_ms < 1:
+            return False
+        # A lock wait gives up a little before the statement would, so that a statement blocked
+        # from its start is reported as waiting for a lock (retry later), not as out of time.
+        lock_ms = max(min(self.lock_ms, remaining_ms - remaining_ms // 10), 1)
+        statement_ms = min(self.statement_ms, remaining_ms)
+        self.cut = {QUERY_CANCELED: statement_ms < self.statement_ms,
+                    LOCK_NOT_AVAILABLE: remaining_ms < self.lock_ms}
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = '{statement_ms}ms'; SET LOCAL lock_timeout = '{lock_ms}ms'")
+        return True
+
+    def exhausted(self, statement, **details):
+        variable, limit_ms = self.limit
+        where = f"statement {statement.index + 1}" if statement else "the checks after the last statement"
+        if variable == "SCHEMA_LOCK_TIMEOUT_MS":
+            why = (f"from statement {self.first_core.index + 1}, the first to name one of the service's tables, "
+                   f"the update must finish within {variable} ({limit_ms} ms): the service's traffic waits "
+                   "behind its locks")
+        else:
+            why = f"the whole update must finish within {variable} ({limit_ms} ms)"
+        if statement is not None:
+            details.update(statement_index=statement.index, statement=statement.sql)
+        return SchemaChangeFailed(f"{where} ran out of time: {why}; nothing was applied: split the update",
+                                  limit=variable, limit_ms=limit_ms, **details)
 
 
 def _refusal_message(e):
@@ -182,31 +242,36 @@ def _lock_and_find(conn, name, statement_timeout_ms):
     return dict(row) if row else None
 
 
-def _failure(e, statement, script):
-    """Turn a database error on `statement` into the domain error to raise."""
+def _failure(e, statement, script, budget):
+    """Turn a database error on `statement` (None: the users canary after the last one)
+    into the domain error to raise."""
     orig = e.orig
     code = getattr(orig, "pgcode", None)
     if code is None or e.connection_invalidated:
         raise e  # the database is down or the connection broke: 503 at the edge
     diag = orig.diag
     message = diag.message_primary or str(orig).strip()
-    details = {"sqlstate": code, "statement_index": statement.index, "statement": statement.sql,
-               "database_message": message}
-    if diag.statement_position:
-        position = statement.start + int(diag.statement_position)
-        line = script.count("\n", 0, position - 1) + 1
-        details.update(position=position, line=line)
+    details = {"sqlstate": code, "database_message": message}
     for key in ("message_detail", "message_hint"):
         if getattr(diag, key, None):
             details[key.removeprefix("message_")] = getattr(diag, key)
+    config = current_app.config
+    if budget.cut.get(code):
+        return budget.exhausted(statement, **details)
+    if statement is None:
+        return SchemaChangeFailed(f"after this change a user could no longer be created: {message}; "
+                                  "nothing was applied", **details)
+    details.update(statement_index=statement.index, statement=statement.sql)
+    if diag.statement_position:
+        position = statement.start + int(diag.statement_position)
+        details.update(position=position, line=script.count("\n", 0, position - 1) + 1)
     if code == LOCK_NOT_AVAILABLE:
         return SchemaLockTimeout(f"statement {statement.index + 1} waited longer than lock_timeout "
-                                 f"({current_app.config['SCHEMA_LOCK_TIMEOUT_MS']} ms) for a lock held by "
+                                 f"({config['SCHEMA_LOCK_TIMEOUT_MS']} ms) for a lock held by "
                                  "other traffic; nothing was applied, retry later", **details)
     if code == QUERY_CANCELED:
         return SchemaChangeFailed(f"statement {statement.index + 1} ran longer than statement_timeout "
-                                  f"({current_app.config['SCHEMA_STATEMENT_TIMEOUT_MS']} ms); nothing was applied",
-                                  **details)
+                                  f"({config['SCHEMA_STATEMENT_TIMEOUT_MS']} ms); nothing was applied", **details)
     return SchemaChangeFailed(f"the database refused statement {statement.index + 1}: {message}; "
                               "nothing was applied", **details)
 
@@ -273,6 +338,11 @@ def _objects(conn):
     return set(conn.exec_driver_sql(_OBJECTS).scalars())
 
 
+def recorded(conn):
+    """Every recorded change on `conn`'s database, by ascending id."""
+    return [dict(r) for r in conn.execute(text(f"SELECT {_COLUMNS} FROM schema_changes ORDER BY id")).mappings()]
+
+
 def history(*, after_id=None, limit=50):
     """Recorded changes (applied and failed) by ascending id."""
     rows = db.session.execute(text(
@@ -325,95 +395,3 @@ def _column(c, dialect):
     default = c.get("default")
     return {"name": c["name"], "type": type_name, "nullable": bool(c["nullable"]),
             "default": None if default is None else str(default)}
-
-
-# ---- flask schema ... ------------------------------------------------------------------
-
-schema_cli = AppGroup("schema", help="External schema updates (PostgreSQL): apply, history, replay.")
-
-
-def _fail(e):
-    click.echo(f"error: {e.code}: {e.message}", err=True)
-    for key in ("statement", "database_message", "position", "reason"):
-        if e.details.get(key) is not None:
-            click.echo(f"  {key}: {e.details[key]}", err=True)
-    sys.exit(1)
-
-
-def _echo_result(result):
-    click.echo(f"{result['status']}: {result['name']} ({result['statements']} statements, "
-               f"{result['duration_ms']} ms)")
-    for effect in result["effects"]:
-        click.echo(f"  + {effect}")
-
-
-@schema_cli.command("apply")
-@click.argument("file", type=click.File("r"))
-@click.option("--name", help="Stable name; default: derived from the SQL's checksum.")
-@click.option("--dry-run", is_flag=True, help="Run it and roll back, reporting what would change.")
-def apply_command(file, name, dry_run):
-    try:
-        _echo_result(apply(file.read(), actor=CLI_ACTOR, name=name, dry_run=dry_run))
-    except DomainError as e:
-        _fail(e)
-
-
-@schema_cli.command("history")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON (the input `flask schema replay` takes).")
-def history_command(as_json):
-    changes = []
-    after = None
-    while True:
-        batch = history(after_id=after, limit=500)
-        changes += batch
-        if len(batch) < 500:
-            break
-        after = batch[-1]["id"]
-    if as_json:
-        click.echo(json.dumps(changes, default=str, indent=2))
-        return
-    for c in changes:
-        click.echo(f"{c['id']:>5} {c['applied_at']:%Y-%m-%dT%H:%M:%SZ} {c['outcome']:<8} {c['name']} "
-                   f"by {c['actor']} ({c['duration_ms']} ms)")
-
-
-@schema_cli.command("replay")
-@click.argument("source")
-@click.option("--dry-run", is_flag=True)
-def replay_command(source, dry_run):
-    """Re-apply the changes applied on SOURCE, in order, to this app's database. SOURCE is a
-    PostgreSQL URL or a JSON file from `flask schema history --json`. Changes already applied
-    here are skipped (same name, same SQL), so a replay can be resumed."""
-    changes = [c for c in _load_source(source) if c["outcome"] == "applied"]
-    for c in sorted(changes, key=lambda c: c["id"]):
-        try:
-            _echo_result(apply(c["sql"], actor=CLI_ACTOR, name=c["name"], dry_run=dry_run))
-        except DomainError as e:
-            _fail(e)
-    click.echo(f"replayed {len(changes)} changes")
-
-
-def _load_source(source):
-    if "://" not in source:
-        try:
-            with open(source) as f:
-                changes = json.load(f)
-            if not (isinstance(changes, list) and all(isinstance(c, dict) and {"id", "name", "sql", "outcome"} <= set(c)
-                                                      for c in changes)):
-                raise ValueError("not a list of changes")
-        except (OSError, ValueError) as e:
-            raise click.ClickException(
-                f"{source}: not a history file ({e}). SOURCE is a PostgreSQL URL or the output of "
-                "`flask schema history --json`; to apply a .sql file use `flask schema apply FILE`") from None
-        return changes
-    engine = create_engine(database_url(source, current_app.instance_path))
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(text(
-                f"SELECT {_COLUMNS} FROM schema_changes ORDER BY id")).mappings()]
-    finally:
-        engine.dispose()
-
-
-def init_app(app):
-    app.cli.add_command(schema_cli)

@@ -6,6 +6,8 @@ BEGIN — needs so that a later connection in the same request never waits on th
 
 Every user returned carries `attributes`: the columns an external schema update added to
 `users` (see schema_updates), read live so they show up without a restart."""
+import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -19,7 +21,9 @@ from .models import Credit, User
 USERS = User.__table__
 # The model's columns are the service's own; any other column of `users` is an attribute.
 CORE_COLUMNS = frozenset(USERS.columns.keys())
-_ROWS_PG = text("SELECT u.user_id, to_jsonb(u) FROM users u WHERE u.user_id = ANY(:ids)")
+# One row per attribute, its value as JSON text: decoded here, one value at a time (_attribute).
+_ATTRIBUTES_PG = text("SELECT u.user_id, a.key, a.value::text FROM users u "
+                      "CROSS JOIN LATERAL jsonb_each(to_jsonb(u) - CAST(:core AS text[])) a WHERE u.user_id = ANY(:ids)")
 _ROWS_SQLITE = text("SELECT * FROM users WHERE user_id IN :ids").bindparams(bindparam("ids", expanding=True))
 
 
@@ -89,16 +93,60 @@ def _load(conn, user_id):
 
 def _records(conn, rows):
     """Rows of the core columns, with `attributes` attached. One primary-key query and no
-    reflection: PostgreSQL's to_jsonb(row) returns whatever columns the table has now,
-    already JSON-typed, so a column added a moment ago by another process is seen at once
-    and nothing needs invalidating."""
+    reflection: PostgreSQL's to_jsonb(row) returns whatever columns the table has now, so a
+    column added a moment ago by another process is seen at once and nothing needs
+    invalidating. Each value arrives as JSON text and is decoded on its own (_attribute)."""
     if not rows:
         return []
     ids = [r.user_id for r in rows]
+    extra = {uid: {} for uid in ids}
     if conn.dialect.name == "postgresql":
-        extra = {uid: doc for uid, doc in conn.execute(_ROWS_PG, {"ids": ids})}
+        for uid, key, value in conn.execute(_ATTRIBUTES_PG, {"ids": ids, "core": sorted(CORE_COLUMNS)}):
+            extra[uid][key] = _attribute(value)
     else:
-        extra = {r["user_id"]: dict(r) for r in conn.execute(_ROWS_SQLITE, {"ids": ids}).mappings()}
-    return [UserRecord(r.user_id, r.email, r.name, r.created_at,
-                       {k: v for k, v in extra.get(r.user_id, {}).items() if k not in CORE_COLUMNS})
-            for r in rows]
+        for r in conn.execute(_ROWS_SQLITE, {"ids": ids}).mappings():
+            extra[r["user_id"]] = {k: v for k, v in r.items() if k not in CORE_COLUMNS}
+    return [UserRecord(r.user_id, r.email, r.name, r.created_at, extra[r.user_id]) for r in rows]
+
+
+MAX_ATTRIBUTE_DEPTH = 64
+
+
+def _finite(text):
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError("a number beyond the range of a double")
+    return value
+
+
+# Integers past Python's digit limit raise ValueError too.
+_ATTRIBUTE_JSON = json.JSONDecoder(parse_float=_finite)
+
+
+def _attribute(text):
+    """A stored value, decoded from its JSON text. Reading a user must never fail because of
+    what a column holds (it can be written by other means than a schema update), so a value
+    that cannot be answered as JSON safely — nested deeper than MAX_ATTRIBUTE_DEPTH, or a
+    number no JSON reader takes — is answered as a placeholder carrying its text."""
+    try:
+        value = _ATTRIBUTE_JSON.decode(text)
+        if _depth(value) <= MAX_ATTRIBUTE_DEPTH:
+            return value
+        reason = f"nested deeper than {MAX_ATTRIBUTE_DEPTH} levels"
+    except RecursionError:
+        reason = f"nested deeper than {MAX_ATTRIBUTE_DEPTH} levels"
+    except ValueError:
+        reason = "a number beyond what JSON readers take"
+    return {"unreadable": reason, "json": text}
+
+
+def _depth(value):
+    """How deeply lists and objects nest in `value`, counted without recursion, stopping
+    once past the limit."""
+    deepest, stack = 0, [(value, 1)]
+    while stack and deepest <= MAX_ATTRIBUTE_DEPTH:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return deepest

@@ -190,10 +190,20 @@ def test_failing_statement_mid_script_leaves_no_trace(pg_app, admin):
 
 def test_a_column_that_would_refuse_new_users_is_rolled_back(pg_app, admin):
     before = catalog(pg_app)
+    # NOT NULL DEFAULT NULL passes the guard, and the ALTER on an empty table: the canary insert catches it.
+    r = apply(admin, "ALTER TABLE users ADD COLUMN must text, ADD COLUMN must_too text NOT NULL DEFAULT NULL",
+              name="strict")
+    assert r.status_code == 422
+    error = r.get_json()["error"]
+    assert error["code"] == "schema_change_failed" and "a user could no longer be created" in error["message"]
+    assert error["details"]["sqlstate"] == "23502"
+    # A type can carry a constraint the guard cannot see: columns on users take no domain.
     r = apply(admin, "CREATE DOMAIN required_text AS text NOT NULL;\n"
                      "ALTER TABLE users ADD COLUMN must text, ADD COLUMN must_too required_text", name="strict")
     assert r.status_code == 422
-    assert "a user could no longer be created" in r.get_json()["error"]["message"]
+    error = r.get_json()["error"]
+    assert error["code"] == "schema_change_refused" and error["details"]["statement_index"] == 1
+    assert "users.must_too is of type required_text" in error["message"]
     assert catalog(pg_app) == before
     assert admin.post("/api/users", json={"email": "ok@example.com", "name": "Ok"}).status_code == 201
 
@@ -224,12 +234,13 @@ def test_seed_clients_without_a_name_get_a_stable_derived_one(pg_app, admin):
 
 def test_dry_run_reports_and_rolls_back(pg_app, admin):
     before = catalog(pg_app)
-    sql = "ALTER TABLE users ADD COLUMN tier text DEFAULT 'basic'; CREATE INDEX ix_users_tier ON users (tier)"
+    sql = "ALTER TABLE users ADD COLUMN tier varchar(20) DEFAULT 'basic'; CREATE INDEX ix_users_tier ON users (tier)"
     r = apply(admin, sql, name="tier", dry_run=True)
     assert r.status_code == 200
     body = r.get_json()
     assert body["status"] == "dry_run" and body["change"] is None
-    assert body["effects"] == ["column users.tier text default 'basic'::text", "index ix_users_tier"]
+    assert body["effects"] == ["column users.tier character varying(20) default 'basic'::character varying",
+                               "index ix_users_tier"]
     assert catalog(pg_app) == before and changes(pg_app) == []
     failing = apply(admin, "CREATE TABLE x (y no_such_type)", dry_run=True)
     assert failing.status_code == 422 and changes(pg_app) == []  # dry runs are never recorded
@@ -484,7 +495,7 @@ def test_sqlite_reads_the_schema_but_does_not_apply(sqlite_admin):
 def test_statement_timeout_bounds_a_statement_and_applies_nothing(pg_server):
     pg_server.psql("postgres", "CREATE DATABASE statement_timeout_db TEMPLATE template_credits")
     app = make_app(pg_server.url("statement_timeout_db"), SCHEMA_LOCK_TIMEOUT_MS="60000",
-                   SCHEMA_STATEMENT_TIMEOUT_MS="300")
+                   SCHEMA_STATEMENT_TIMEOUT_MS="300", SCHEMA_UPDATE_TIMEOUT_MS="60000")
     blocker = psycopg2.connect(dsn(app))
     try:
         with blocker.cursor() as cur:
