@@ -35,6 +35,7 @@ def _echo_result(result):
 @click.option("--name", help="Stable name; default: derived from the SQL's checksum.")
 @click.option("--dry-run", is_flag=True, help="Run it and roll back, reporting what would change.")
 def apply_command(file, name, dry_run):
+    """Apply the SQL in FILE (additive DDL only) as one audited transaction (PostgreSQL)."""
     try:
         _echo_result(apply(file.read(), actor=CLI_ACTOR, name=name, dry_run=dry_run))
     except DomainError as e:
@@ -44,6 +45,7 @@ def apply_command(file, name, dry_run):
 @schema_cli.command("history")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the input `flask schema replay` takes).")
 def history_command(as_json):
+    """Every recorded schema update, applied and failed, oldest first."""
     changes = []
     after = None
     while True:

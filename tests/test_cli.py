@@ -92,3 +92,13 @@ def test_a_negative_amount_is_the_ledgers_refusal_not_an_unknown_option(runner):
     assert r.exit_code == 1
     assert "amount must be positive" in r.output and "No such option" not in r.output
 
+
+
+def test_every_command_says_what_it_does(app):
+    """`flask <group> --help` lists each command with a line of help."""
+    missing = []
+    for group in app.cli.commands.values():
+        for name, command in getattr(group, "commands", {}).items():
+            if not (command.help or "").strip():
+                missing.append(f"{group.name} {name}")
+    assert not missing, missing
