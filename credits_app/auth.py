@@ -5,6 +5,9 @@ hook authenticates the bearer JWT and checks the permission against RULES, the s
 table (the README shows it, tests/test_auth.py derives its role matrix from it). An /api
 view without a permission is refused (fail closed). Views never look at tokens: they call
 `current_actor()` for the subject recorded on ledger rows and scoping Idempotency-Keys."""
+import functools
+import re
+
 from flask import current_app, g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTExtendedException, NoAuthorizationError, RevokedTokenError
@@ -104,7 +107,17 @@ def authenticate():
 def _verified_claims(req, app):
     # request.headers.get(name), read from the environ: the headers view translates the name
     # on every call, at a cost this lookup does not have.
-    authorization = req.environ.get("HTTP_" + app.config["JWT_HEADER_NAME"].upper().replace("-", "_"))
+    key = "HTTP_" + app.config["JWT_HEADER_NAME"].upper().replace("-", "_")
+    authorization = req.environ.get(key)
+    scheme = app.config["JWT_HEADER_TYPE"]
+    if authorization and scheme and not authorization.startswith(scheme + " "):
+        canonical = canonical_authorization(authorization, scheme)
+        if canonical != authorization:
+            # The seam: flask-jwt-extended compares the scheme case-sensitively and has no
+            # setting for it, so a header that only spells it differently is rewritten in the
+            # WSGI environ (which its request.headers reads) before it parses the header. The
+            # verified-token cache is then keyed by that one spelling too.
+            req.environ[key] = authorization = canonical
     claims = tokens.recall(authorization)
     if claims is not None:  # verified before by the path below; only the clock and revocation can differ
         if tokens.is_revoked(claims["jti"]):
@@ -127,6 +140,24 @@ def _verified_claims(req, app):
         raise Unauthorized("invalid_token", f"the token's {claim} claim {message}", claim=claim)
     tokens.remember(authorization, claims)
     return claims
+
+
+# RFC 7235: the scheme is case-insensitive. Only a header holding exactly one credential in
+# the plain form (the scheme, spaces or tabs, a token68) is recognised here; anything else
+# is left for flask-jwt-extended to accept or refuse as it always has.
+_CREDENTIALS = r"[ \t]*{scheme}[ \t]+([A-Za-z0-9._~+/-]+=*)[ \t]*"
+
+
+@functools.lru_cache(maxsize=4)
+def _credentials(scheme):
+    return re.compile(_CREDENTIALS.format(scheme=re.escape(scheme)), re.IGNORECASE)
+
+
+def canonical_authorization(authorization, scheme):
+    """`<scheme> <token>` as configured for a header that holds one bearer credential with
+    the scheme in any case; any other header unchanged."""
+    match = _credentials(scheme).fullmatch(authorization)
+    return f"{scheme} {match.group(1)}" if match else authorization
 
 
 def init_app(app):

@@ -1,13 +1,16 @@
-"""Hostile tokens: claims the service stores must fit and be storable, and no token may
-carry a subject the service reserves for itself. Identity-provider tokens (RS256, a generated key) are held to the same rules as the
+"""Hostile tokens and headers: claims the service stores must fit and be storable, no token
+may carry a subject the service reserves for itself, and the bearer scheme is read in any
+case. Identity-provider tokens (RS256, a generated key) are held to the same rules as the
 service's own."""
+from datetime import datetime, timedelta, timezone
+
 import jwt as pyjwt
 import pytest
 from sqlalchemy import text
 
 from credits_app import cli, claims, ledger, schema_updates
 from credits_app.extensions import db
-from tests.conftest import TEST_SECRET, _fresh_url, client_as, make_app, new_user
+from tests.conftest import TEST_SECRET, _fresh_url, client_as, make_app, new_user, token_for
 from tests.test_auth import _claims, _rsa_pair
 
 AUDIENCE = "credits-api"
@@ -134,3 +137,44 @@ def test_tokens_with_reserved_subjects_are_401_whoever_signed_them(idp):
         assert r.status_code == 401, r.get_json()
         assert r.get_json()["error"]["code"] == "invalid_token" and r.get_json()["error"]["details"]["claim"] == "sub"
     assert _ledger_actors(idp) == []
+
+
+# --- the bearer scheme ------------------------------------------------------------------
+
+def test_the_bearer_scheme_is_case_insensitive(app):
+    token = token_for(app)
+    for scheme in ("bearer", "BEARER", "bEaReR", "Bearer ", "bearer  ", "bearer\t", "  bearer"):
+        r = app.test_client().get("/api/auth/whoami", headers={"Authorization": f"{scheme} {token}"})
+        assert r.status_code == 200, (scheme, r.get_json())
+        assert r.get_json()["sub"] == "test-admin"
+
+
+def test_malformed_bearer_headers_stay_401(app):
+    token = token_for(app)
+    for header in ("bearer", "bearer ", "bearerX {t}", "bearer {t} {t}", "bearer {t}, Basic x", "bearer \u00a0{t}",
+                   "bearer {t}\x0b", "basic {t}", "bearer: {t}"):
+        r = app.test_client().get("/api/users", headers={"Authorization": header.format(t=token)})
+        assert r.status_code == 401, header
+        assert r.get_json()["error"]["code"] in ("missing_token", "invalid_token")
+
+
+def test_a_remembered_token_is_still_checked_whatever_the_scheme_s_case(app):
+    """Verified headers are remembered by their canonical spelling, so another spelling of a
+    revoked, expired or tampered token is refused as the canonical one is."""
+    from freezegun import freeze_time
+    admin = client_as(app)
+    token = token_for(app, "service", ttl_seconds=120)
+    assert app.test_client().get("/api/users", headers=_bearer(token)).status_code == 200
+    assert app.test_client().get("/api/users", headers=_bearer(token, "bearer")).status_code == 200
+    assert len(app.extensions["credits.verified_tokens"]) == 1
+    with freeze_time(datetime.now(timezone.utc) + timedelta(seconds=120 + 31)):
+        r = app.test_client().get("/api/users", headers=_bearer(token, "BEARER"))
+        assert r.status_code == 401 and r.get_json()["error"]["code"] == "token_expired"
+    head, body, sig = token.split(".")
+    r = app.test_client().get("/api/users", headers=_bearer(f"{head}.{body}.{sig[:-4]}AAAA", "bearer"))
+    assert r.status_code == 401 and r.get_json()["error"]["code"] == "invalid_token"
+    jti = pyjwt.decode(token, options={"verify_signature": False})["jti"]
+    assert admin.post("/api/auth/revoke", json={"jti": jti}).status_code == 200
+    for scheme in ("Bearer", "bearer"):
+        r = app.test_client().get("/api/users", headers=_bearer(token, scheme))
+        assert r.status_code == 401 and r.get_json()["error"]["code"] == "token_revoked"
