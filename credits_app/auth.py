@@ -14,7 +14,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException, NoAuthorizationE
 from jwt import ExpiredSignatureError, PyJWTError
 
 from . import claims as claim_rules, tokens
-from .exceptions import DomainError
+from .exceptions import Forbidden, Unauthorized
 from .roles import ROLES
 
 # permission -> roles that hold it. `user` tokens only ever read their own user id.
@@ -35,19 +35,6 @@ RULES = {
     "auth:whoami": {"admin", "service", "user"},
 }
 SELF_SCOPED = {"credits:read", "auth:whoami"}  # what a `user` token may do, for its own id only
-
-
-class Unauthorized(DomainError):
-    status, code = 401, "unauthorized"
-
-    def __init__(self, code, message, **details):
-        super().__init__(message, **details)
-        self.code = code
-        self.headers = {"WWW-Authenticate": f'Bearer error="{"invalid_request" if code == "missing_token" else "invalid_token"}"'}
-
-
-class Forbidden(DomainError):
-    status, code = 403, "forbidden"
 
 
 def roles_for(permission, service_can_reset=False):
@@ -94,14 +81,16 @@ def authenticate():
     role = claims["role"]
     if role not in ROLES:
         raise Forbidden(f"unknown role {role!r}", role=role)
+    # Known from here, also when the permission checks below refuse: the rate limiter counts
+    # a refused request against its subject too.
+    g.actor = claims["sub"]
+    g.claims = claims
     # RULES first (the common case, no set built); roles_for adds what configuration grants.
     if role not in RULES[permission] and role not in roles_for(permission, app.config["AUTH_SERVICE_CAN_RESET"]):
         raise Forbidden(f"role {role!r} may not {permission}", role=role, permission=permission)
     view_args = req.view_args or {}
     if role == "user" and "user_id" in view_args and view_args["user_id"] != claims["user_id"]:
         raise Forbidden("a user token may only read its own user", role=role)
-    g.actor = claims["sub"]
-    g.claims = claims
 
 
 def _verified_claims(req, app):
