@@ -98,7 +98,7 @@ RESERVED = ["cli", "CLI", " cli ", "cli\n", "\tCli", "system:daily-grant", "SYST
 ALLOWED = ["client", "clip", "cli-backend", "system", "systems:x", "system-daily-grant", "platform", "idp|42"]
 
 
-def test_the_service_s_own_actors_are_reserved():
+def test_every_actor_the_service_records_for_itself_is_reserved():
     for actor in (ledger.GRANT_ACTOR, cli.CLI_ACTOR, schema_updates.CLI_ACTOR, claims.CLI_ACTOR):
         assert claims.is_reserved_subject(actor), actor
         assert claims.subject_problem(actor) is not None, actor
@@ -158,7 +158,7 @@ def test_malformed_bearer_headers_stay_401(app):
         assert r.get_json()["error"]["code"] in ("missing_token", "invalid_token")
 
 
-def test_a_remembered_token_is_still_checked_whatever_the_scheme_s_case(app):
+def test_a_remembered_token_is_checked_again_whatever_the_spelling_of_its_scheme(app):
     """Verified headers are remembered by their canonical spelling, so another spelling of a
     revoked, expired or tampered token is refused as the canonical one is."""
     from freezegun import freeze_time
