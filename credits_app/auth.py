@@ -5,13 +5,16 @@ hook authenticates the bearer JWT and checks the permission against RULES, the s
 table (the README shows it, tests/test_auth.py derives its role matrix from it). An /api
 view without a permission is refused (fail closed). Views never look at tokens: they call
 `current_actor()` for the subject recorded on ledger rows and scoping Idempotency-Keys."""
+import functools
+import re
+
 from flask import current_app, g, request
 from flask_jwt_extended import get_jwt, verify_jwt_in_request
 from flask_jwt_extended.exceptions import JWTExtendedException, NoAuthorizationError, RevokedTokenError
 from jwt import ExpiredSignatureError, PyJWTError
 
-from . import tokens
-from .exceptions import DomainError
+from . import claims as claim_rules, tokens
+from .exceptions import Forbidden, Unauthorized
 from .roles import ROLES
 
 # permission -> roles that hold it. `user` tokens only ever read their own user id.
@@ -32,19 +35,6 @@ RULES = {
     "auth:whoami": {"admin", "service", "user"},
 }
 SELF_SCOPED = {"credits:read", "auth:whoami"}  # what a `user` token may do, for its own id only
-
-
-class Unauthorized(DomainError):
-    status, code = 401, "unauthorized"
-
-    def __init__(self, code, message, **details):
-        super().__init__(message, **details)
-        self.code = code
-        self.headers = {"WWW-Authenticate": f'Bearer error="{"invalid_request" if code == "missing_token" else "invalid_token"}"'}
-
-
-class Forbidden(DomainError):
-    status, code = 403, "forbidden"
 
 
 def roles_for(permission, service_can_reset=False):
@@ -91,20 +81,32 @@ def authenticate():
     role = claims["role"]
     if role not in ROLES:
         raise Forbidden(f"unknown role {role!r}", role=role)
+    # Known from here, also when the permission checks below refuse: the rate limiter counts
+    # a refused request against its subject too.
+    g.actor = claims["sub"]
+    g.claims = claims
     # RULES first (the common case, no set built); roles_for adds what configuration grants.
     if role not in RULES[permission] and role not in roles_for(permission, app.config["AUTH_SERVICE_CAN_RESET"]):
         raise Forbidden(f"role {role!r} may not {permission}", role=role, permission=permission)
     view_args = req.view_args or {}
     if role == "user" and "user_id" in view_args and view_args["user_id"] != claims["user_id"]:
         raise Forbidden("a user token may only read its own user", role=role)
-    g.actor = claims["sub"]
-    g.claims = claims
 
 
 def _verified_claims(req, app):
     # request.headers.get(name), read from the environ: the headers view translates the name
     # on every call, at a cost this lookup does not have.
-    authorization = req.environ.get("HTTP_" + app.config["JWT_HEADER_NAME"].upper().replace("-", "_"))
+    key = "HTTP_" + app.config["JWT_HEADER_NAME"].upper().replace("-", "_")
+    authorization = req.environ.get(key)
+    scheme = app.config["JWT_HEADER_TYPE"]
+    if authorization and scheme and not authorization.startswith(scheme + " "):
+        canonical = canonical_authorization(authorization, scheme)
+        if canonical != authorization:
+            # The seam: flask-jwt-extended compares the scheme case-sensitively and has no
+            # setting for it, so a header that only spells it differently is rewritten in the
+            # WSGI environ (which its request.headers reads) before it parses the header. The
+            # verified-token cache is then keyed by that one spelling too.
+            req.environ[key] = authorization = canonical
     claims = tokens.recall(authorization)
     if claims is not None:  # verified before by the path below; only the clock and revocation can differ
         if tokens.is_revoked(claims["jti"]):
@@ -121,17 +123,30 @@ def _verified_claims(req, app):
     except (JWTExtendedException, PyJWTError, ValueError) as e:
         raise Unauthorized("invalid_token", "the token is not valid", reason=str(e)[:200]) from None
     claims = get_jwt()
-    sub, role, jti = claims.get("sub"), claims.get("role"), claims.get("jti")
-    if not (isinstance(sub, str) and sub and isinstance(role, str) and role and isinstance(jti, str) and jti):
-        raise Unauthorized("invalid_token", "the token lacks a sub, role or jti claim")
-    if "exp" not in claims:
-        raise Unauthorized("invalid_token", "the token has no expiry (exp)")
-    if role == "user":
-        user_id = claims.get("user_id")
-        if not isinstance(user_id, int) or isinstance(user_id, bool):
-            raise Unauthorized("invalid_token", "a user token needs an integer user_id claim")
+    problem = claim_rules.problem(claims)
+    if problem is not None:
+        claim, message = problem
+        raise Unauthorized("invalid_token", f"the token's {claim} claim {message}", claim=claim)
     tokens.remember(authorization, claims)
     return claims
+
+
+# RFC 7235: the scheme is case-insensitive. Only a header holding exactly one credential in
+# the plain form (the scheme, spaces or tabs, a token68) is recognised here; anything else
+# is left for flask-jwt-extended to accept or refuse as it always has.
+_CREDENTIALS = r"[ \t]*{scheme}[ \t]+([A-Za-z0-9._~+/-]+=*)[ \t]*"
+
+
+@functools.lru_cache(maxsize=4)
+def _credentials(scheme):
+    return re.compile(_CREDENTIALS.format(scheme=re.escape(scheme)), re.IGNORECASE)
+
+
+def canonical_authorization(authorization, scheme):
+    """`<scheme> <token>` as configured for a header that holds one bearer credential with
+    the scheme in any case; any other header unchanged."""
+    match = _credentials(scheme).fullmatch(authorization)
+    return f"{scheme} {match.group(1)}" if match else authorization
 
 
 def init_app(app):

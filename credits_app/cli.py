@@ -5,11 +5,11 @@ import click
 from flask.cli import AppGroup
 
 from . import ledger, users
+from .claims import CLI_ACTOR
 from .exceptions import DomainError
 
 users_cli = AppGroup("users", help="Manage users.")
 credits_cli = AppGroup("credits", help="Read and change balances; verify the ledger.")
-CLI_ACTOR = "cli"
 
 
 def _fail(e):

@@ -3,6 +3,7 @@ and by `wsgi.py`). Invalid values fail fast with a message naming the variable."
 import os
 
 from . import rate_limit
+from .roles import ROLES
 
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "your_jwt_secret", "dev"}
 
@@ -199,21 +200,41 @@ def _auth(env):
         "JWT_DEFAULT_TTL_SECONDS": _int(env, "JWT_DEFAULT_TTL_SECONDS", 3600, minimum=60),
         "AUTH_SERVICE_CAN_RESET": _bool(env, "AUTH_SERVICE_CAN_RESET", False),
         "REVOCATION_CACHE_SECONDS": _int(env, "REVOCATION_CACHE_SECONDS", 5, minimum=0, maximum=300),
-        # Per token subject (rate_limit.py), in the `limits` grammar: "100/second;5000/hour".
+        # Per role and token subject (rate_limit.py), in the `limits` grammar: "100/second;5000/hour".
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
-        "RATELIMIT_DEFAULT": _rate_limits(env),
+        "RATELIMITS": _rate_limits(env),
         "RATELIMIT_STORAGE_URI": _rate_limit_storage(env),
     }
 
 
+# Limits per role and for anonymous requests (no valid token, counted by address). They
+# protect against a runaway client, and the one client that must never meet them is the
+# platform's own backend: usually one `service` subject carrying every user's traffic. So
+# service and admin tokens get limits far above what a web node serves, user tokens and
+# anonymous callers tight ones.
+RATE_LIMIT_DEFAULTS = {"admin": "20000/second", "service": "20000/second", "user": "10/second;300/minute",
+                       rate_limit.ANONYMOUS: "20/second;600/minute"}
+
+
 def _rate_limits(env):
-    spec = env.get("RATELIMIT_DEFAULT", "100/second")
+    """{role or anonymous: spec} from RATELIMIT_<KIND>, else RATELIMIT_DEFAULT (one limit for
+    every kind without a variable of its own), else RATE_LIMIT_DEFAULTS."""
+    fallback = _rate_limit(env, "RATELIMIT_DEFAULT") if "RATELIMIT_DEFAULT" in env else None
+    limits = {}
+    for kind in (*ROLES, rate_limit.ANONYMOUS):
+        name = f"RATELIMIT_{kind.upper()}"
+        limits[kind] = _rate_limit(env, name) if name in env else fallback or RATE_LIMIT_DEFAULTS[kind]
+    return limits
+
+
+def _rate_limit(env, name):
+    spec = env[name]
     try:
         parsed = rate_limit.parse(spec)
     except ValueError:
         parsed = None
     if not parsed or any(amount < 1 for amount, _ in parsed):
-        raise ConfigError(f"RATELIMIT_DEFAULT={spec!r} is not a rate limit such as 100/second or 30/10second")
+        raise ConfigError(f"{name}={spec!r} is not a rate limit such as 100/second or 30/10second")
     return spec
 
 

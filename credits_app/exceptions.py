@@ -23,6 +23,21 @@ class UserNotFound(NotFound):
         super().__init__(f"user {user_id} does not exist", user_id=user_id)
 
 
+class Unauthorized(DomainError):
+    """No usable token (401); `code` says why: missing_token, invalid_token, token_expired..."""
+
+    status, code = 401, "unauthorized"
+
+    def __init__(self, code, message, **details):
+        super().__init__(message, **details)
+        self.code = code
+        self.headers = {"WWW-Authenticate": f'Bearer error="{"invalid_request" if code == "missing_token" else "invalid_token"}"'}
+
+
+class Forbidden(DomainError):
+    status, code = 403, "forbidden"
+
+
 class InvalidRequest(DomainError):
     status, code = 422, "validation_error"
 

@@ -1,9 +1,11 @@
-"""Rate limits per token subject on /api: fixed windows aligned to the clock, counted in Redis
-so every process shares them, in ONE round trip per request.
+"""Rate limits on /api, per role and token subject (anonymous requests, those without a
+valid token, per address): fixed windows aligned to the clock, counted in Redis so every
+process shares them, in ONE round trip per request. The limits are configuration
+(config.RATE_LIMIT_DEFAULTS says why they are what they are).
 
 Why not Flask-Limiter: with its X-RateLimit headers on, it spent three Redis round trips and
 ~0.5 ms of CPU per request, a third of the hot path's cost (bench/profile_hot_path.py). The
-limit grammar is still the `limits` library's (`RATELIMIT_DEFAULT="100/second;5000/hour"`).
+limit grammar is still the `limits` library's (`RATELIMIT_USER="10/second;300/minute"`).
 Each thread keeps its own Redis connection and speaks to it directly: redis-py's client adds
 a pool checkout, a retry wrapper and a health check to every command (~60 us of CPU).
 hiredis (in requirements.txt) is redis-py's C reply parser and command packer: it takes a
@@ -23,12 +25,14 @@ from limits import parse_many
 from redis.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, RedisError
 
-from .exceptions import DomainError
+from .errors import error_response
+from .exceptions import DomainError, Forbidden, Unauthorized
 from .redis_client import TIMEOUTS
 
 log = logging.getLogger(__name__)
 
 RETRY_REDIS_AFTER = 1.0  # seconds of in-memory counting after a Redis error
+ANONYMOUS = "anonymous"  # the limits of requests without a valid token
 
 # INCR every window's counter; the first hit of a window sets its expiry.
 _HIT = """
@@ -48,13 +52,13 @@ class RateLimited(DomainError):
 
 
 def parse(spec):
-    """RATELIMIT_DEFAULT -> [(amount, window seconds)]; ValueError when unparseable."""
+    """"100/second;5000/hour" -> [(amount, window seconds)]; ValueError when unparseable."""
     return [(item.amount, item.get_expiry()) for item in parse_many(spec)]
 
 
 class Limiter:
     def __init__(self, limits, storage_uri):
-        self.limits = limits
+        self.limits = limits  # {role or ANONYMOUS: [(amount, window seconds)]}
         self._storage_uri = storage_uri  # a redis:// URL, or memory:// for this process only
         self._connections = None  # made on first use: no connection at start-up
         self._thread = threading.local()
@@ -62,10 +66,13 @@ class Limiter:
         self._memory_lock = threading.Lock()
         self._redis_down_until = 0.0
 
-    def hit(self, subject, now):
-        """Count one request; [(amount, window, count, reset_at)] for each limit."""
-        windows = [(amount, window, int(now // window)) for amount, window in self.limits]
-        keys = [f"ratelimit:{subject}:{amount}/{window}:{start}" for amount, window, start in windows]
+    def hit(self, kind, subject, now):
+        """Count one request of `subject` under the limits of `kind` (a role, or ANONYMOUS with
+        an address for the subject); [(amount, window, count, reset_at)] for each limit."""
+        windows = [(amount, window, int(now // window)) for amount, window in self.limits[kind]]
+        # The kind is part of the key: a token subject never shares a count with an address,
+        # nor with the same subject under another role.
+        keys = [f"ratelimit:{kind}:{subject}:{amount}/{window}:{start}" for amount, window, start in windows]
         counts = self._count_in_redis(keys, windows, now)
         if counts is None:
             counts = self._count_in_memory(keys, windows, now)
@@ -142,9 +149,13 @@ def _check():
         return
     limiter = current_app.extensions["credits.rate_limit"]
     ctx = g._get_current_object()
-    subject = ctx.get("actor") or f"addr:{req.remote_addr or 'unknown'}"
+    claims = ctx.get("claims")
+    if claims is None:
+        kind, subject = ANONYMOUS, req.remote_addr or "unknown"
+    else:
+        kind, subject = claims["role"], claims["sub"]
     now = time.time()
-    results = limiter.hit(subject, now)
+    results = limiter.hit(kind, subject, now)
     # Report the limit closest to being exceeded, as X-RateLimit-* headers on the response.
     amount, window, count, reset_at = min(results, key=lambda r: (r[0] - r[2], r[3]))
     headers = ctx.rate_limit_headers = {"X-RateLimit-Limit": str(amount),
@@ -157,6 +168,18 @@ def _check():
         raise error
 
 
+def _refused(e):
+    """Error handler for what authentication refuses: those requests count too (a 401 as
+    anonymous, by address; a 403 against its token), so a flood of bad tokens or forbidden
+    calls meets a limit as well. Past the limit the answer is the 429."""
+    if g.get("rate_limit_headers") is None:  # not counted yet
+        try:
+            _check()
+        except RateLimited as limited:
+            e = limited
+    return error_response(e.status, e.code, e.message, e.details, e.headers)
+
+
 def _headers(response):
     headers = g.get("rate_limit_headers")
     if headers:
@@ -167,7 +190,9 @@ def _headers(response):
 def init_app(app):
     if not app.config["RATELIMIT_ENABLED"]:
         return
-    app.extensions["credits.rate_limit"] = Limiter(parse(app.config["RATELIMIT_DEFAULT"]),
-                                                   app.config["RATELIMIT_STORAGE_URI"])
+    limits = {kind: parse(spec) for kind, spec in app.config["RATELIMITS"].items()}
+    app.extensions["credits.rate_limit"] = Limiter(limits, app.config["RATELIMIT_STORAGE_URI"])
     app.before_request(_check)
+    app.register_error_handler(Unauthorized, _refused)
+    app.register_error_handler(Forbidden, _refused)
     app.after_request(_headers)

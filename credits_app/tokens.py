@@ -17,6 +17,7 @@ from flask_jwt_extended import JWTManager, create_access_token, decode_token
 from sqlalchemy import bindparam, text
 
 from . import users
+from .claims import CLI_ACTOR, jti_problem, subject_problem
 from .config import ASYMMETRIC
 from .exceptions import InvalidRequest
 from .extensions import db
@@ -91,13 +92,15 @@ MIN_TTL, MAX_TTL = 60, 90 * 86400  # seconds a token issued here may live
 
 def issue(role, sub, *, user_id=None, ttl_seconds=None, user_must_exist=True):
     """Mint an HS256 access token. Returns (token, claims). Raises InvalidRequest, also for a
-    user token naming no user (an operator's typo would otherwise mint a token that reads
+    subject claims.subject_problem() refuses (a reserved one among them), for a user token
+    naming no user (an operator's typo would otherwise mint a token that reads
     nothing, or the wrong person's balance once that id is taken); tests that only exercise
     the rules may pass user_must_exist=False."""
     if role not in ROLES:
         raise InvalidRequest(f"role must be one of {', '.join(ROLES)}", field="role", role=role)
-    if not sub or len(sub) > 200:
-        raise InvalidRequest("sub must be 1-200 characters", field="sub")
+    problem = subject_problem(sub)
+    if problem:
+        raise InvalidRequest(f"sub {problem}", field="sub")
     if (role == "user") != (user_id is not None):
         raise InvalidRequest("user_id is required for role user, and only for it", field="user_id")
     if ttl_seconds is not None and not MIN_TTL <= ttl_seconds <= MAX_TTL:  # 0 is not "the default"
@@ -111,7 +114,11 @@ def issue(role, sub, *, user_id=None, ttl_seconds=None, user_must_exist=True):
 
 
 def revoke(jti, *, actor, reason=None):
-    """Revoke a token id. Returns False if it was already revoked."""
+    """Revoke a token id. Returns False if it was already revoked. Raises InvalidRequest for
+    an id no token may carry (claims.jti_problem)."""
+    problem = jti_problem(jti)
+    if problem:
+        raise InvalidRequest(f"jti {problem}", field="jti")
     with db.engine.begin() as conn:
         inserted = conn.execute(
             text("INSERT INTO revoked_tokens (jti, revoked_at, revoked_by, reason) VALUES (:jti, :now, :by, :reason) "
@@ -122,7 +129,10 @@ def revoke(jti, *, actor, reason=None):
 
 
 def is_revoked(jti):
-    if jti is None:
+    """Whether `jti` was revoked. False for an id no revocation can name (no string, too long,
+    not storable text): such a token is refused by auth's claim checks, and a query with it
+    would fail."""
+    if jti_problem(jti):
         return False
     app = current_app._get_current_object()
     ttl = app.config["REVOCATION_CACHE_SECONDS"]
@@ -199,7 +209,11 @@ def issue_token_command(role, sub, user_id, ttl):
 @click.option("--reason")
 def revoke_command(jti, reason):
     """Revoke a token by its jti."""
-    fresh = revoke(jti, actor="cli", reason=reason)
+    try:
+        fresh = revoke(jti, actor=CLI_ACTOR, reason=reason)
+    except InvalidRequest as e:
+        click.echo(f"error: {e.message}", err=True)
+        sys.exit(1)
     click.echo(f"revoked {jti}" if fresh else f"{jti} was already revoked")
 
 

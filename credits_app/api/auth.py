@@ -3,6 +3,7 @@ from marshmallow import Schema, fields, validate
 
 from .. import tokens
 from ..auth import ROLES, current_actor, current_claims, require
+from ..claims import JTI_MAX, SUBJECT_MAX
 from .common import Blueprint
 from .schemas import NO_NUL, ErrorOut, StrictInteger
 
@@ -11,7 +12,7 @@ blp = Blueprint("auth", __name__, url_prefix="/api/auth", description="Tokens: i
 
 class IssueIn(Schema):
     role = fields.String(required=True, validate=validate.OneOf(ROLES))
-    sub = fields.String(required=True, validate=[validate.Length(min=1, max=200), NO_NUL])
+    sub = fields.String(required=True, validate=[validate.Length(min=1, max=SUBJECT_MAX), NO_NUL])
     user_id = StrictInteger(allow_none=True, validate=validate.Range(min=1, max=2**63 - 1))
     ttl_seconds = StrictInteger(load_default=None, validate=validate.Range(min=tokens.MIN_TTL, max=tokens.MAX_TTL))
 
@@ -26,8 +27,8 @@ class IssueOut(Schema):
 
 
 class RevokeIn(Schema):
-    jti = fields.String(required=True, validate=validate.Length(min=1, max=128))
-    reason = fields.String(allow_none=True, validate=validate.Length(max=500))
+    jti = fields.String(required=True, validate=[validate.Length(min=1, max=JTI_MAX), NO_NUL])
+    reason = fields.String(allow_none=True, validate=[validate.Length(max=500), NO_NUL])
 
 
 class RevokeOut(Schema):
