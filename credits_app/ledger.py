@@ -40,6 +40,7 @@ from flask import current_app
 from sqlalchemy import bindparam, exc, text
 
 from . import thread_connections
+from .claims import SYSTEM_PREFIX
 from .config import BIGINT_MAX
 from .exceptions import (BalanceLimitExceeded, IdempotencyKeyExpired, IdempotencyMismatch,
                          InsufficientCredits, InvalidRequest, UserNotFound)
@@ -481,7 +482,7 @@ def _entry(row):
 
 # --- the daily grant (issue 3) -------------------------------------------------------------
 
-GRANT_ACTOR = "system:daily-grant"
+GRANT_ACTOR = SYSTEM_PREFIX + "daily-grant"  # reserved: no token may carry it
 
 # Two workers on the same (date, chunk) queue on this lock; the second then finds every
 # user already granted. Taken in its own statement so the grant's snapshot is taken after it.

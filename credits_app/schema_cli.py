@@ -8,9 +8,10 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import create_engine
 
+from .claims import CLI_ACTOR
 from .config import database_url
 from .exceptions import DomainError
-from .schema_updates import CLI_ACTOR, apply, history, recorded
+from .schema_updates import apply, history, recorded
 
 schema_cli = AppGroup("schema", help="External schema updates (PostgreSQL): apply, history, replay.")
 

@@ -27,7 +27,6 @@ from .extensions import db
 
 SCHEMA_LOCK_KEY = 0x6372656473636865  # "credsche": the advisory lock all updates take
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
-CLI_ACTOR = "cli"
 LOCK_NOT_AVAILABLE, QUERY_CANCELED = "55P03", "57014"
 
 
