@@ -109,7 +109,7 @@ def test_concurrent_sign_ups_after_seeding_all_succeed(app):
 
 
 def test_a_conflict_on_another_constraint_is_not_email_taken(app, client):
-    # An operator's additive schema update may add a unique index of its own.
+    # A rule put on the table directly by a database administrator (the schema API refuses it).
     with app.app_context(), db.engine.begin() as conn:
         conn.execute(text("CREATE UNIQUE INDEX uq_users_name ON users (name)"))
     uid = new_user(client, "one@example.com", "Same")
