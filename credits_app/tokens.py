@@ -1,14 +1,16 @@
 """JWTs: issuing, revoking, and the revocation check that runs on every request.
 
 Revocations live in the database (a Redis flush cannot un-revoke). Each process keeps the
-set of revoked ids in memory for REVOCATION_CACHE_SECONDS (default 5) to spare a query
-per request: a revocation takes effect at once in the process that made it and within
-that many seconds everywhere else. REVOCATION_CACHE_SECONDS=0 queries on every request."""
+revoked ids in memory to spare a query per request, and brings them up to date by loading
+only the rows revoked since its last load: a revocation takes effect at once in the process
+that made it and within REVOCATION_CACHE_SECONDS (default 5) everywhere else, however long
+the list. REVOCATION_CACHE_SECONDS=0 queries on every request. A revocation is purged once
+its token has expired (purge_revocations)."""
 import re
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import click
 from flask import current_app
@@ -110,15 +112,58 @@ def issue(role, sub, *, user_id=None, ttl_seconds=None, user_must_exist=True):
     return token, decode_token(token)
 
 
-def revoke(jti, *, actor, reason=None):
-    """Revoke a token id. Returns False if it was already revoked."""
+def revoke(jti, *, actor, reason=None, expires_at=None):
+    """Revoke a token id. `expires_at` (unix time) is the token's `exp`, if the revoker knows
+    it: the revocation may be purged once the token has expired; without it the revocation
+    is kept for the longest lifetime a token issued here can have. Returns False if the id
+    was already revoked (the first revocation's expiry stands)."""
+    now = utcnow()
+    expires = datetime.fromtimestamp(expires_at, timezone.utc) if expires_at is not None else None
     with db.engine.begin() as conn:
-        inserted = conn.execute(
-            text("INSERT INTO revoked_tokens (jti, revoked_at, revoked_by, reason) VALUES (:jti, :now, :by, :reason) "
-                 "ON CONFLICT (jti) DO NOTHING").bindparams(bindparam("now", type_=UTCDateTime)),
-            {"jti": jti, "by": actor, "reason": reason, "now": utcnow()}).rowcount
-    _cache().invalidate()
+        inserted = conn.execute(_REVOKE, {"jti": jti, "by": actor, "reason": reason, "now": now,
+                                          "expires_at": expires}).rowcount
+    config = current_app.config
+    _cache().add(jti, int((expires or now + timedelta(seconds=_kept_seconds(config))).timestamp())
+                 + _leeway_seconds(config))
     return inserted == 1
+
+
+MAX_EXPIRES_AT = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+
+_REVOKE = text(
+    "INSERT INTO revoked_tokens (jti, revoked_at, revoked_by, reason, expires_at) "
+    "VALUES (:jti, :now, :by, :reason, :expires_at) ON CONFLICT (jti) DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime), bindparam("expires_at", type_=UTCDateTime))
+
+
+def _kept_seconds(config):
+    """How long after its revocation a token of unknown expiry may still be valid: the
+    longest lifetime this service issues."""
+    return max(MAX_TTL, config["JWT_DEFAULT_TTL_SECONDS"])
+
+
+def _leeway_seconds(config):
+    leeway = config.get("JWT_DECODE_LEEWAY") or 0
+    return int(leeway.total_seconds() if isinstance(leeway, timedelta) else leeway)
+
+
+def purge_revocations(now=None):
+    """Delete revocations whose token has expired, leeway included (past `expires_at`, or
+    past the longest lifetime after `revoked_at` when the expiry is unknown); returns how
+    many. Safe: PyJWT refuses those tokens as expired anyway."""
+    config = current_app.config
+    now = now or utcnow()
+    expired_before = now - timedelta(seconds=_leeway_seconds(config))
+    with db.engine.begin() as conn:
+        return conn.execute(_PURGE, {"expired_before": expired_before,
+                                     "revoked_before": expired_before - timedelta(seconds=_kept_seconds(config))}
+                            ).rowcount
+
+
+_PURGE = text(
+    "DELETE FROM revoked_tokens WHERE (expires_at IS NOT NULL AND expires_at < :expired_before) "
+    "OR (expires_at IS NULL AND revoked_at < :revoked_before)"
+).bindparams(bindparam("expired_before", type_=UTCDateTime), bindparam("revoked_before", type_=UTCDateTime))
 
 
 def is_revoked(jti):
@@ -132,23 +177,73 @@ def is_revoked(jti):
     return jti in app.extensions["credits.revocations"].current(ttl)
 
 
+_EPOCH = {"postgresql": "CAST(FLOOR(EXTRACT(EPOCH FROM {})) AS BIGINT)",
+          "sqlite": "CAST(strftime('%s', {}) AS INTEGER)"}
+# Each row with the unix time after which its token is expired (leeway included), so that
+# the set can forget it as the purge does, without asking the database again.
+_LOAD = ("SELECT jti, seq, {epoch} + CASE WHEN expires_at IS NULL THEN :kept ELSE 0 END + :leeway "
+         "FROM revoked_tokens")
+_PRUNE_EVERY = 3600  # seconds between two sweeps of the set for expired tokens
+
+
 class _RevokedSet:
+    """The revoked ids this process knows: {jti: unix time after which its token is expired}.
+
+    The window: a load records the moment its query starts, before the database takes the
+    query's snapshot, so every revocation committed before that moment is in the set, and
+    the set is used for at most `ttl` seconds after it.
+
+    Loads are incremental: the rows whose `seq` is above the highest seen. A database trigger
+    assigns `seq` under a lock held until the revoking transaction commits, so `seq` order is
+    commit order and no row can appear later below a `seq` already seen. The first load reads
+    the whole table; the next ones read what was revoked since, which is small.
+
+    Once the set is half `ttl` old, the one thread that gets the lock refreshes it while the
+    others keep using it, as it is still within the window; past `ttl` every thread waits
+    for a fresh load."""
+
     def __init__(self):
-        self._jtis = frozenset()
-        self._loaded_at = float("-inf")
+        self._jtis = {}
+        self._seq = None  # the highest seq loaded; None before the first load
+        self._loaded_at = float("-inf")  # time.monotonic() when the last load's query started
+        self._pruned_at = time.monotonic()
         self._lock = threading.Lock()
 
-    def invalidate(self):
-        self._loaded_at = float("-inf")
+    def add(self, jti, expired_after):
+        """Record a revocation this process has just committed."""
+        with self._lock:
+            self._jtis.setdefault(jti, expired_after)
 
     def current(self, ttl):
-        if time.monotonic() - self._loaded_at > ttl:
-            with self._lock:
-                if time.monotonic() - self._loaded_at > ttl:
-                    with db.engine.connect() as conn:
-                        self._jtis = frozenset(conn.execute(text("SELECT jti FROM revoked_tokens")).scalars())
-                    self._loaded_at = time.monotonic()
+        age = time.monotonic() - self._loaded_at
+        if age >= ttl / 2 and self._lock.acquire(blocking=age > ttl):
+            try:
+                if time.monotonic() - self._loaded_at >= ttl / 2:
+                    self._load()
+            finally:
+                self._lock.release()
         return self._jtis
+
+    def _load(self):
+        config = current_app.config
+        started = time.monotonic()
+        with db.engine.connect() as conn:
+            sql = _LOAD.format(epoch=_EPOCH[conn.dialect.name].format("COALESCE(expires_at, revoked_at)"))
+            params = {"kept": _kept_seconds(config), "leeway": _leeway_seconds(config)}
+            if self._seq is not None:
+                sql += " WHERE seq > :after"
+                params["after"] = self._seq
+            rows = conn.execute(text(sql), params).all()
+        if self._seq is None:
+            self._jtis = {jti: expired_after for jti, _, expired_after in rows}
+        else:
+            self._jtis.update((jti, expired_after) for jti, _, expired_after in rows)
+        self._seq = max((seq for _, seq, _ in rows if seq is not None), default=self._seq or 0)
+        self._loaded_at = started
+        if started - self._pruned_at > _PRUNE_EVERY:
+            now = time.time()
+            self._jtis = {jti: expired_after for jti, expired_after in self._jtis.items() if expired_after >= now}
+            self._pruned_at = started
 
 
 def _cache():
@@ -197,10 +292,19 @@ def issue_token_command(role, sub, user_id, ttl):
 @auth_cli.command("revoke")
 @click.argument("jti")
 @click.option("--reason")
-def revoke_command(jti, reason):
+@click.option("--expires-at", type=click.IntRange(0, MAX_EXPIRES_AT),
+              help="the token's exp (unix time, as issue-token prints it): the revocation is purged once the "
+                   "token has expired")
+def revoke_command(jti, reason, expires_at):
     """Revoke a token by its jti."""
-    fresh = revoke(jti, actor="cli", reason=reason)
+    fresh = revoke(jti, actor="cli", reason=reason, expires_at=expires_at)
     click.echo(f"revoked {jti}" if fresh else f"{jti} was already revoked")
+
+
+@auth_cli.command("purge-revocations")
+def purge_revocations_command():
+    """Delete revocations of tokens that have expired (the worker does this daily)."""
+    click.echo(f"purged {purge_revocations()} revocation(s) of expired tokens")
 
 
 def init_app(app):
