@@ -147,22 +147,15 @@ UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num 
 
 ALTER TABLE revoked_tokens ADD COLUMN expires_at TIMESTAMP WITH TIME ZONE;
 
-ALTER TABLE revoked_tokens ADD COLUMN seq BIGINT;
+ALTER TABLE revoked_tokens ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
 
-CREATE SEQUENCE revoked_tokens_seq;
-
-UPDATE revoked_tokens SET seq = nextval('revoked_tokens_seq');
-
-ALTER TABLE revoked_tokens ALTER COLUMN seq SET NOT NULL;
-
-CREATE FUNCTION revoked_tokens_assign_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION revoked_tokens_lock_seq() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 PERFORM pg_advisory_xact_lock(hashtextextended('revoked_tokens.seq', 0));
-                NEW.seq := nextval('revoked_tokens_seq');
-                RETURN NEW;
+                RETURN NULL;
             END $$;
 
-CREATE TRIGGER revoked_tokens_assign_seq BEFORE INSERT ON revoked_tokens FOR EACH ROW EXECUTE FUNCTION revoked_tokens_assign_seq();
+CREATE TRIGGER revoked_tokens_lock_seq BEFORE INSERT ON revoked_tokens FOR EACH STATEMENT EXECUTE FUNCTION revoked_tokens_lock_seq();
 
 CREATE UNIQUE INDEX uq_revoked_tokens_seq ON revoked_tokens (seq);
 

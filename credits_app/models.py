@@ -79,7 +79,7 @@ class IdempotencyKey(db.Model):
 
 class RevokedToken(db.Model):
     """A revoked JWT, by its `jti`. Kept in the database so a Redis flush cannot un-revoke.
-    `seq` is assigned by a database trigger in commit order (see migration 0005); `expires_at`
+    `seq` is assigned by the database in commit order (see migration 0005); `expires_at`
     is the token's `exp` when the revoker gave it."""
 
     __tablename__ = "revoked_tokens"

@@ -177,7 +177,7 @@ def is_revoked(jti):
     return jti in app.extensions["credits.revocations"].current(ttl)
 
 
-_EPOCH = {"postgresql": "CAST(FLOOR(EXTRACT(EPOCH FROM {})) AS BIGINT)",
+_EPOCH = {"postgresql": "CAST(FLOOR(date_part('epoch', {})) AS BIGINT)",
           "sqlite": "CAST(strftime('%s', {}) AS INTEGER)"}
 # Each row with the unix time after which its token is expired (leeway included), so that
 # the set can forget it as the purge does, without asking the database again.
@@ -193,10 +193,11 @@ class _RevokedSet:
     query's snapshot, so every revocation committed before that moment is in the set, and
     the set is used for at most `ttl` seconds after it.
 
-    Loads are incremental: the rows whose `seq` is above the highest seen. A database trigger
-    assigns `seq` under a lock held until the revoking transaction commits, so `seq` order is
-    commit order and no row can appear later below a `seq` already seen. The first load reads
-    the whole table; the next ones read what was revoked since, which is small.
+    Loads are incremental: the rows whose `seq` is above the highest seen. The database
+    assigns `seq` while the inserting transaction holds a lock it keeps until it commits, so
+    `seq` order is commit order and no row can appear later below a `seq` already seen. The
+    first load reads the whole table; the next ones read what was revoked since, which is
+    small. Once an hour the set forgets the tokens that have expired, as the purge does.
 
     Once the set is half `ttl` old, the one thread that gets the lock refreshes it while the
     others keep using it, as it is still within the window; past `ttl` every thread waits

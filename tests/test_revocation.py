@@ -6,9 +6,10 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import jwt as pyjwt
+from freezegun import freeze_time
 from sqlalchemy import bindparam, event, text
 
 from credits_app import tokens
@@ -22,6 +23,10 @@ WINDOW = 1  # REVOCATION_CACHE_SECONDS for the instances under test
 
 def _jti(token):
     return pyjwt.decode(token, options={"verify_signature": False})["jti"]
+
+
+def _exp(token):
+    return pyjwt.decode(token, options={"verify_signature": False})["exp"]
 
 
 def _status(client, token):
@@ -176,9 +181,10 @@ def test_purge_drops_revocations_of_expired_tokens_and_keeps_the_rest(app, runne
     leeway = app.config["JWT_DECODE_LEEWAY"]
     now = int(time.time())
     live = token_for(app, "service", sub="live", ttl_seconds=3600)
-    live_exp = pyjwt.decode(live, options={"verify_signature": False})["exp"]
-    for jti, expires_at in (("expired", now - leeway - 60), ("within-leeway", now - 5), (_jti(live), live_exp),
-                            ("unknown-recent", None), ("unknown-old", None)):
+    long_lived = token_for(app, "service", sub="long-lived", ttl_seconds=2 * 86400)
+    bystander = token_for(app, "service", sub="bystander", ttl_seconds=2 * 86400)
+    for jti, expires_at in (("expired", now - leeway - 60), ("within-leeway", now - 5), (_jti(live), _exp(live)),
+                            (_jti(long_lived), _exp(long_lived)), ("unknown-recent", None), ("unknown-old", None)):
         r = admin.post("/api/auth/revoke", json={"jti": jti, "expires_at": expires_at})
         assert r.status_code == 200 and r.get_json()["revoked"] is True, r.get_json()
     result = runner.invoke(args=["auth", "revoke", "expired-by-cli", "--expires-at", str(now - leeway - 60)])
@@ -191,12 +197,17 @@ def test_purge_drops_revocations_of_expired_tokens_and_keeps_the_rest(app, runne
 
     result = runner.invoke(args=["auth", "purge-revocations"])
     assert result.exit_code == 0 and result.output.strip() == "purged 3 revocation(s) of expired tokens"
-    assert _stored_jtis(app) == {"within-leeway", _jti(live), "unknown-recent"}
+    assert _stored_jtis(app) == {"within-leeway", _jti(live), _jti(long_lived), "unknown-recent"}
     assert runner.invoke(args=["auth", "purge-revocations"]).output.strip() == \
         "purged 0 revocation(s) of expired tokens"
     assert _status(app.test_client(), live) == 401  # still refused here...
     fresh = make_app(app.config["SQLALCHEMY_DATABASE_URI"], REVOCATION_CACHE_SECONDS=str(WINDOW))
     assert _status(fresh.test_client(), live) == 401  # ...and by an instance that loads the purged list
+    with freeze_time(datetime.now(timezone.utc) + timedelta(hours=2)):  # the set's hourly sweep is due
+        assert _status(fresh.test_client(), long_lived) == 401
+        assert _status(fresh.test_client(), bystander) == 200
+        remembered = set(fresh.extensions["credits.revocations"].current(WINDOW))
+    assert remembered == {_jti(long_lived)}  # the others' tokens have expired by then
     _dispose(fresh)
 
 
