@@ -122,9 +122,7 @@ def revoke(jti, *, actor, reason=None, expires_at=None):
     with db.engine.begin() as conn:
         inserted = conn.execute(_REVOKE, {"jti": jti, "by": actor, "reason": reason, "now": now,
                                           "expires_at": expires}).rowcount
-    config = current_app.config
-    _cache().add(jti, int((expires or now + timedelta(seconds=_kept_seconds(config))).timestamp())
-                 + _leeway_seconds(config))
+    _cache().add(jti)
     return inserted == 1
 
 
@@ -177,43 +175,38 @@ def is_revoked(jti):
     return jti in app.extensions["credits.revocations"].current(ttl)
 
 
-_EPOCH = {"postgresql": "CAST(FLOOR(date_part('epoch', {})) AS BIGINT)",
-          "sqlite": "CAST(strftime('%s', {}) AS INTEGER)"}
-# Each row with the unix time after which its token is expired (leeway included), so that
-# the set can forget it as the purge does, without asking the database again.
-_LOAD = ("SELECT jti, seq, {epoch} + CASE WHEN expires_at IS NULL THEN :kept ELSE 0 END + :leeway "
-         "FROM revoked_tokens")
-_PRUNE_EVERY = 3600  # seconds between two sweeps of the set for expired tokens
+_REREAD_EVERY = 3600  # seconds between two full reads, which drop from the set what was purged
 
 
 class _RevokedSet:
-    """The revoked ids this process knows: {jti: unix time after which its token is expired}.
+    """The revoked ids this process knows.
 
-    The window: a load records the moment its query starts, before the database takes the
-    query's snapshot, so every revocation committed before that moment is in the set, and
-    the set is used for at most `ttl` seconds after it.
+    The window: a load records the moment it starts, before the database takes its
+    snapshot, so every revocation committed before that moment is in the set; the set is
+    used for at most `ttl` seconds after it.
 
     Loads are incremental: the rows whose `seq` is above the highest seen. The database
     assigns `seq` while the inserting transaction holds a lock it keeps until it commits, so
-    `seq` order is commit order and no row can appear later below a `seq` already seen. The
-    first load reads the whole table; the next ones read what was revoked since, which is
-    small. Once an hour the set forgets the tokens that have expired, as the purge does.
+    `seq` order is commit order: once a `seq` is seen, every lower one has committed or never
+    will. The first load reads the whole table; the next ones what was revoked since.
 
     Once the set is half `ttl` old, the one thread that gets the lock refreshes it while the
-    others keep using it, as it is still within the window; past `ttl` every thread waits
-    for a fresh load."""
+    others keep using it, still within the window; past `ttl` every thread waits for a fresh
+    load. Once an hour one request reads the whole table again outside the lock, so that the
+    set forgets what the purge deleted, and swaps it in with the rows revoked meanwhile."""
 
     def __init__(self):
-        self._jtis = {}
-        self._seq = None  # the highest seq loaded; None before the first load
-        self._loaded_at = float("-inf")  # time.monotonic() when the last load's query started
-        self._pruned_at = time.monotonic()
+        self._jtis = set()
+        self._seq = None  # every row with a seq up to this one is in the set; None: nothing loaded
+        self._loaded_at = float("-inf")  # time.monotonic() when the last load started
+        self._read_all_at = time.monotonic()
         self._lock = threading.Lock()
+        self._reading_all = threading.Lock()
 
-    def add(self, jti, expired_after):
+    def add(self, jti):
         """Record a revocation this process has just committed."""
         with self._lock:
-            self._jtis.setdefault(jti, expired_after)
+            self._jtis.add(jti)
 
     def current(self, ttl):
         age = time.monotonic() - self._loaded_at
@@ -223,28 +216,47 @@ class _RevokedSet:
                     self._load()
             finally:
                 self._lock.release()
+        elif time.monotonic() - self._read_all_at > _REREAD_EVERY and self._reading_all.acquire(blocking=False):
+            try:
+                self._read_all_again()
+            finally:
+                self._reading_all.release()
         return self._jtis
 
     def _load(self):
-        config = current_app.config
         started = time.monotonic()
         with db.engine.connect() as conn:
-            sql = _LOAD.format(epoch=_EPOCH[conn.dialect.name].format("COALESCE(expires_at, revoked_at)"))
-            params = {"kept": _kept_seconds(config), "leeway": _leeway_seconds(config)}
-            if self._seq is not None:
-                sql += " WHERE seq > :after"
-                params["after"] = self._seq
-            rows = conn.execute(text(sql), params).all()
-        if self._seq is None:
-            self._jtis = {jti: expired_after for jti, _, expired_after in rows}
-        else:
-            self._jtis.update((jti, expired_after) for jti, _, expired_after in rows)
-        self._seq = max((seq for _, seq, _ in rows if seq is not None), default=self._seq or 0)
+            if self._seq is None:
+                self._jtis, self._seq = _read_all(conn)
+                self._read_all_at = started
+            else:
+                jtis, self._seq = _read_since(conn, self._seq)
+                self._jtis.update(jtis)
         self._loaded_at = started
-        if started - self._pruned_at > _PRUNE_EVERY:
-            now = time.time()
-            self._jtis = {jti: expired_after for jti, expired_after in self._jtis.items() if expired_after >= now}
-            self._pruned_at = started
+
+    def _read_all_again(self):
+        self._read_all_at = time.monotonic()  # also after a failure: try again in an hour
+        with db.engine.connect() as conn:
+            jtis, seq = _read_all(conn)
+        with self._lock:  # the rows revoked while the table was read, then the swap
+            started = time.monotonic()
+            with db.engine.connect() as conn:
+                since, seq = _read_since(conn, seq)
+            jtis.update(since)
+            self._jtis, self._seq, self._loaded_at = jtis, seq, started
+
+
+def _read_all(conn):
+    """Every revoked id, and a seq every row up to which is among them. The highest seq is
+    read first: its rows, and all below it, have committed before the second statement's
+    snapshot (read the other way round, a row committed in between would be skipped)."""
+    seq = conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM revoked_tokens")).scalar()
+    return set(conn.execute(text("SELECT jti FROM revoked_tokens")).scalars()), seq
+
+
+def _read_since(conn, seq):
+    rows = conn.execute(text("SELECT jti, seq FROM revoked_tokens WHERE seq > :seq"), {"seq": seq}).all()
+    return [jti for jti, _ in rows], max((row_seq for _, row_seq in rows), default=seq)
 
 
 def _cache():
