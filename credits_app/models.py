@@ -1,6 +1,6 @@
 """Table definitions mirroring the Alembic migrations (the source of truth): used as Core
 tables by users.py and by `flask db migrate` to diff future migrations."""
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, func
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Identity, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .extensions import db
@@ -88,6 +88,6 @@ class RevokedToken(db.Model):
     revoked_by: Mapped[str] = mapped_column(String(200), nullable=False)
     reason = mapped_column(String(500))
     expires_at = mapped_column(UTCDateTime)
-    seq = mapped_column(BigId)
+    seq = mapped_column(BigId, Identity(always=True), nullable=False)
 
     __table_args__ = (Index("uq_revoked_tokens_seq", "seq", unique=True),)
