@@ -64,10 +64,10 @@ def _refused_within_window(client, token, revoke, threads=4):
     deadline = time.monotonic() + WINDOW
 
     def poll(_):
-        seen = []
+        own, seen = client.application.test_client(), []
         while True:
             started = time.monotonic()
-            seen.append((started > deadline, _status(client, token)))
+            seen.append((started > deadline, _status(own, token)))
             if started > deadline + 0.2:
                 return seen
 
