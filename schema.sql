@@ -143,5 +143,23 @@ CREATE UNIQUE INDEX uq_schema_changes_applied_name ON schema_changes (name) WHER
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
+-- Running upgrade 0004 -> 0005
+
+ALTER TABLE revoked_tokens ADD COLUMN expires_at TIMESTAMP WITH TIME ZONE;
+
+ALTER TABLE revoked_tokens ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY;
+
+CREATE FUNCTION revoked_tokens_lock_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                PERFORM pg_advisory_xact_lock(hashtextextended('revoked_tokens.seq', 0));
+                RETURN NULL;
+            END $$;
+
+CREATE TRIGGER revoked_tokens_lock_seq BEFORE INSERT ON revoked_tokens FOR EACH STATEMENT EXECUTE FUNCTION revoked_tokens_lock_seq();
+
+CREATE UNIQUE INDEX uq_revoked_tokens_seq ON revoked_tokens (seq);
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+
 COMMIT;
 

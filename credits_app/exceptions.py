@@ -77,6 +77,13 @@ class EmailTaken(Conflict):
         super().__init__("a user with this email already exists", email=email)
 
 
+class ConstraintViolation(Conflict):
+    code = "constraint_violation"
+
+    def __init__(self, constraint):
+        super().__init__(f"the change breaks the database rule {constraint or '(unnamed)'}", constraint=constraint)
+
+
 class IdempotencyMismatch(DomainError):
     status, code = 422, "idempotency_key_reused"
 

@@ -1,6 +1,6 @@
 """Table definitions mirroring the Alembic migrations (the source of truth): used as Core
 tables by users.py and by `flask db migrate` to diff future migrations."""
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Index, Integer, String, func
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Identity, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .extensions import db
@@ -78,10 +78,16 @@ class IdempotencyKey(db.Model):
 
 
 class RevokedToken(db.Model):
-    """A revoked JWT, by its `jti`. Kept in the database so a Redis flush cannot un-revoke."""
+    """A revoked JWT, by its `jti`. Kept in the database so a Redis flush cannot un-revoke.
+    `seq` is assigned by the database in commit order (see migration 0005); `expires_at`
+    is the token's `exp` when the revoker gave it."""
 
     __tablename__ = "revoked_tokens"
     jti: Mapped[str] = mapped_column(String(128), primary_key=True)
     revoked_at = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
     revoked_by: Mapped[str] = mapped_column(String(200), nullable=False)
     reason = mapped_column(String(500))
+    expires_at = mapped_column(UTCDateTime)
+    seq = mapped_column(BigId, Identity(always=True), nullable=False)
+
+    __table_args__ = (Index("uq_revoked_tokens_seq", "seq", unique=True),)

@@ -1,14 +1,16 @@
 """JWTs: issuing, revoking, and the revocation check that runs on every request.
 
 Revocations live in the database (a Redis flush cannot un-revoke). Each process keeps the
-set of revoked ids in memory for REVOCATION_CACHE_SECONDS (default 5) to spare a query
-per request: a revocation takes effect at once in the process that made it and within
-that many seconds everywhere else. REVOCATION_CACHE_SECONDS=0 queries on every request."""
+revoked ids in memory to spare a query per request, and brings them up to date by loading
+only the rows revoked since its last load: a revocation takes effect at once in the process
+that made it and within REVOCATION_CACHE_SECONDS (default 5) everywhere else, however long
+the list. REVOCATION_CACHE_SECONDS=0 queries on every request. A revocation is purged once
+its token has expired (purge_revocations)."""
 import re
 import sys
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import click
 from flask import current_app
@@ -113,19 +115,60 @@ def issue(role, sub, *, user_id=None, ttl_seconds=None, user_must_exist=True):
     return token, decode_token(token)
 
 
-def revoke(jti, *, actor, reason=None):
-    """Revoke a token id. Returns False if it was already revoked. Raises InvalidRequest for
+def revoke(jti, *, actor, reason=None, expires_at=None):
+    """Revoke a token id. `expires_at` (unix time) is the token's `exp`, if the revoker knows
+    it: the revocation may be purged once the token has expired; without it the revocation
+    is kept for the longest lifetime a token issued here can have. Returns False if the id
+    was already revoked (the first revocation's expiry stands). Raises InvalidRequest for
     an id no token may carry (claims.jti_problem)."""
     problem = jti_problem(jti)
     if problem:
         raise InvalidRequest(f"jti {problem}", field="jti")
+    now = utcnow()
+    expires = datetime.fromtimestamp(expires_at, timezone.utc) if expires_at is not None else None
     with db.engine.begin() as conn:
-        inserted = conn.execute(
-            text("INSERT INTO revoked_tokens (jti, revoked_at, revoked_by, reason) VALUES (:jti, :now, :by, :reason) "
-                 "ON CONFLICT (jti) DO NOTHING").bindparams(bindparam("now", type_=UTCDateTime)),
-            {"jti": jti, "by": actor, "reason": reason, "now": utcnow()}).rowcount
-    _cache().invalidate()
+        inserted = conn.execute(_REVOKE, {"jti": jti, "by": actor, "reason": reason, "now": now,
+                                          "expires_at": expires}).rowcount
+    _cache().add(jti)
     return inserted == 1
+
+
+MAX_EXPIRES_AT = 253402300799  # 9999-12-31T23:59:59Z, the last second a datetime holds
+
+_REVOKE = text(
+    "INSERT INTO revoked_tokens (jti, revoked_at, revoked_by, reason, expires_at) "
+    "VALUES (:jti, :now, :by, :reason, :expires_at) ON CONFLICT (jti) DO NOTHING"
+).bindparams(bindparam("now", type_=UTCDateTime), bindparam("expires_at", type_=UTCDateTime))
+
+
+def _kept_seconds(config):
+    """How long after its revocation a token of unknown expiry may still be valid: the
+    longest lifetime this service issues."""
+    return max(MAX_TTL, config["JWT_DEFAULT_TTL_SECONDS"])
+
+
+def _leeway_seconds(config):
+    leeway = config.get("JWT_DECODE_LEEWAY") or 0
+    return int(leeway.total_seconds() if isinstance(leeway, timedelta) else leeway)
+
+
+def purge_revocations(now=None):
+    """Delete revocations whose token has expired, leeway included (past `expires_at`, or
+    past the longest lifetime after `revoked_at` when the expiry is unknown); returns how
+    many. Safe: PyJWT refuses those tokens as expired anyway."""
+    config = current_app.config
+    now = now or utcnow()
+    expired_before = now - timedelta(seconds=_leeway_seconds(config))
+    with db.engine.begin() as conn:
+        return conn.execute(_PURGE, {"expired_before": expired_before,
+                                     "revoked_before": expired_before - timedelta(seconds=_kept_seconds(config))}
+                            ).rowcount
+
+
+_PURGE = text(
+    "DELETE FROM revoked_tokens WHERE (expires_at IS NOT NULL AND expires_at < :expired_before) "
+    "OR (expires_at IS NULL AND revoked_at < :revoked_before)"
+).bindparams(bindparam("expired_before", type_=UTCDateTime), bindparam("revoked_before", type_=UTCDateTime))
 
 
 def is_revoked(jti):
@@ -142,23 +185,88 @@ def is_revoked(jti):
     return jti in app.extensions["credits.revocations"].current(ttl)
 
 
-class _RevokedSet:
-    def __init__(self):
-        self._jtis = frozenset()
-        self._loaded_at = float("-inf")
-        self._lock = threading.Lock()
+_REREAD_EVERY = 3600  # seconds between two full reads, which drop from the set what was purged
 
-    def invalidate(self):
-        self._loaded_at = float("-inf")
+
+class _RevokedSet:
+    """The revoked ids this process knows.
+
+    The window: a load records the moment it starts, before the database takes its
+    snapshot, so every revocation committed before that moment is in the set; the set is
+    used for at most `ttl` seconds after it.
+
+    Loads are incremental: the rows whose `seq` is above the highest seen. The database
+    assigns `seq` while the inserting transaction holds a lock it keeps until it commits, so
+    `seq` order is commit order: once a `seq` is seen, every lower one has committed or never
+    will. The first load reads the whole table; the next ones what was revoked since.
+
+    Once the set is half `ttl` old, the one thread that gets the lock refreshes it while the
+    others keep using it, still within the window; past `ttl` every thread waits for a fresh
+    load. Once an hour one request reads the whole table again outside the lock, so that the
+    set forgets what the purge deleted, and swaps it in with the rows revoked meanwhile."""
+
+    def __init__(self):
+        self._jtis = set()
+        self._seq = None  # every row with a seq up to this one is in the set; None: nothing loaded
+        self._loaded_at = float("-inf")  # time.monotonic() when the last load started
+        self._read_all_at = time.monotonic()
+        self._lock = threading.Lock()
+        self._reading_all = threading.Lock()
+
+    def add(self, jti):
+        """Record a revocation this process has just committed."""
+        with self._lock:
+            self._jtis.add(jti)
 
     def current(self, ttl):
-        if time.monotonic() - self._loaded_at > ttl:
-            with self._lock:
-                if time.monotonic() - self._loaded_at > ttl:
-                    with db.engine.connect() as conn:
-                        self._jtis = frozenset(conn.execute(text("SELECT jti FROM revoked_tokens")).scalars())
-                    self._loaded_at = time.monotonic()
+        age = time.monotonic() - self._loaded_at
+        if age >= ttl / 2 and self._lock.acquire(blocking=age > ttl):
+            try:
+                if time.monotonic() - self._loaded_at >= ttl / 2:
+                    self._load()
+            finally:
+                self._lock.release()
+        elif time.monotonic() - self._read_all_at > _REREAD_EVERY and self._reading_all.acquire(blocking=False):
+            try:
+                self._read_all_again()
+            finally:
+                self._reading_all.release()
         return self._jtis
+
+    def _load(self):
+        started = time.monotonic()
+        with db.engine.connect() as conn:
+            if self._seq is None:
+                self._jtis, self._seq = _read_all(conn)
+                self._read_all_at = started
+            else:
+                jtis, self._seq = _read_since(conn, self._seq)
+                self._jtis.update(jtis)
+        self._loaded_at = started
+
+    def _read_all_again(self):
+        self._read_all_at = time.monotonic()  # also after a failure: try again in an hour
+        with db.engine.connect() as conn:
+            jtis, seq = _read_all(conn)
+        with self._lock:  # the rows revoked while the table was read, then the swap
+            started = time.monotonic()
+            with db.engine.connect() as conn:
+                since, seq = _read_since(conn, seq)
+            jtis.update(since)
+            self._jtis, self._seq, self._loaded_at = jtis, seq, started
+
+
+def _read_all(conn):
+    """Every revoked id, and a seq every row up to which is among them. The highest seq is
+    read first: its rows, and all below it, have committed before the second statement's
+    snapshot (read the other way round, a row committed in between would be skipped)."""
+    seq = conn.execute(text("SELECT COALESCE(MAX(seq), 0) FROM revoked_tokens")).scalar()
+    return set(conn.execute(text("SELECT jti FROM revoked_tokens")).scalars()), seq
+
+
+def _read_since(conn, seq):
+    rows = conn.execute(text("SELECT jti, seq FROM revoked_tokens WHERE seq > :seq"), {"seq": seq}).all()
+    return [jti for jti, _ in rows], max((row_seq for _, row_seq in rows), default=seq)
 
 
 def _cache():
@@ -207,14 +315,23 @@ def issue_token_command(role, sub, user_id, ttl):
 @auth_cli.command("revoke")
 @click.argument("jti")
 @click.option("--reason")
-def revoke_command(jti, reason):
+@click.option("--expires-at", type=click.IntRange(0, MAX_EXPIRES_AT),
+              help="the token's exp (unix time, as issue-token prints it): the revocation is purged once the "
+                   "token has expired")
+def revoke_command(jti, reason, expires_at):
     """Revoke a token by its jti."""
     try:
-        fresh = revoke(jti, actor=CLI_ACTOR, reason=reason)
+        fresh = revoke(jti, actor=CLI_ACTOR, reason=reason, expires_at=expires_at)
     except InvalidRequest as e:
         click.echo(f"error: {e.message}", err=True)
         sys.exit(1)
     click.echo(f"revoked {jti}" if fresh else f"{jti} was already revoked")
+
+
+@auth_cli.command("purge-revocations")
+def purge_revocations_command():
+    """Delete revocations of tokens that have expired (the worker does this daily)."""
+    click.echo(f"purged {purge_revocations()} revocation(s) of expired tokens")
 
 
 def init_app(app):

@@ -8,13 +8,14 @@ Every user returned carries `attributes`: the columns an external schema update 
 `users` (see schema_updates), read live so they show up without a restart."""
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import bindparam, exc, func, insert, select, text, update as sql_update
 
 from .config import BIGINT_MAX
-from .exceptions import EmailTaken, UserNotFound
+from .exceptions import ConstraintViolation, EmailTaken, UserNotFound
 from .extensions import db
 from .models import Credit, User
 
@@ -36,15 +37,61 @@ class UserRecord:
     attributes: dict = field(default_factory=dict)
 
 
+EMAIL_INDEX = "uq_users_email_lower"
+PRIMARY_KEY = "pk_users"
+_CREATE_ATTEMPTS = 5
+# SQLite names an expression index, but a column constraint by its columns.
+_SQLITE_VIOLATION = re.compile(r"^[A-Z ]+ constraint failed: (?:index '(?P<index>[^']+)'|(?P<columns>.+))$")
+# Users inserted by SQL with explicit ids leave the id sequence behind them. A fix-up sets it
+# to the highest id or its own last value, whichever is larger, under a lock so that two
+# fix-ups never undo each other; a value handed out meanwhile can at worst collide once more,
+# and that insert is simply tried again.
+_LOCK_USER_ID_SEQUENCE = text("SELECT pg_advisory_xact_lock(hashtextextended('users.user_id sequence', 0))")
+_ADVANCE_USER_ID_SEQUENCE = text("""
+    SELECT setval(s.seq, GREATEST((SELECT COALESCE(max(user_id), 0) FROM users),
+                                  COALESCE(pg_sequence_last_value(s.seq), 0), 1))
+    FROM (SELECT CAST(pg_get_serial_sequence('users', 'user_id') AS regclass) AS seq) s""")
+
+
 def create(email, name):
-    """Raises EmailTaken (case-insensitive)."""
-    try:
-        with db.engine.begin() as conn:
-            row = conn.execute(insert(USERS).values(email=email.strip(), name=name).returning(*USERS.c)).one()
-            conn.execute(insert(Credit.__table__).values(user_id=row.user_id, credits=0))
-            return _records(conn, [row])[0]
-    except exc.IntegrityError:
-        raise EmailTaken(email) from None
+    """Raises EmailTaken (case-insensitive), ConstraintViolation for any other rule the row
+    breaks. An id already taken by a user inserted with an explicit id is not the caller's
+    conflict: the id sequence is moved past the highest id and the insert tried again."""
+    for attempt in range(1, _CREATE_ATTEMPTS + 1):
+        try:
+            with db.engine.begin() as conn:
+                row = conn.execute(insert(USERS).values(email=email.strip(), name=name).returning(*USERS.c)).one()
+                conn.execute(insert(Credit.__table__).values(user_id=row.user_id, credits=0))
+                return _records(conn, [row])[0]
+        except exc.IntegrityError as e:
+            violated = _violated(e)
+            if violated != PRIMARY_KEY or attempt == _CREATE_ATTEMPTS:
+                raise _conflict(violated, email) from None
+        _advance_user_id_sequence()
+
+
+def _advance_user_id_sequence():
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":  # SQLite's rowid ids always follow the highest one
+            conn.execute(_LOCK_USER_ID_SEQUENCE)
+            conn.execute(_ADVANCE_USER_ID_SEQUENCE)
+
+
+def _violated(error):
+    """The name of the constraint or unique index an IntegrityError reports (SQLite: the
+    index name, or `table.column` for a column constraint; the primary key as PRIMARY_KEY)."""
+    orig = error.orig
+    diag = getattr(orig, "diag", None)
+    if diag is not None:  # psycopg2
+        return diag.constraint_name
+    if getattr(orig, "sqlite_errorname", None) == "SQLITE_CONSTRAINT_PRIMARYKEY":
+        return PRIMARY_KEY
+    match = _SQLITE_VIOLATION.match(str(orig))
+    return (match.group("index") or match.group("columns")) if match else None
+
+
+def _conflict(violated, email):
+    return EmailTaken(email) if violated == EMAIL_INDEX else ConstraintViolation(violated)
 
 
 def get(user_id):
@@ -71,7 +118,7 @@ def find(*, email=None, after_id=None, limit=50):
 
 
 def update(user_id, *, email=None, name=None):
-    """Raises UserNotFound, EmailTaken. Nothing to change is a no-op."""
+    """Raises UserNotFound, EmailTaken, ConstraintViolation. Nothing to change is a no-op."""
     values = {k: v for k, v in (("email", email.strip() if email is not None else None), ("name", name))
               if v is not None}
     try:
@@ -80,8 +127,8 @@ def update(user_id, *, email=None, name=None):
             if values:
                 conn.execute(sql_update(USERS).where(USERS.c.user_id == user_id).values(**values))
             return _records(conn, [_load(conn, user_id)])[0]
-    except exc.IntegrityError:
-        raise EmailTaken(email) from None
+    except exc.IntegrityError as e:
+        raise _conflict(_violated(e), email) from None
 
 
 def _load(conn, user_id):

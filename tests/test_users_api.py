@@ -1,5 +1,11 @@
 """Users API on both backends."""
-from tests.conftest import new_user
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import text
+
+from credits_app.extensions import db
+from tests.conftest import LiveServer, new_user, token_for
+from tests.test_concurrency import call
 
 
 def test_create_get_and_zero_balance(client):
@@ -62,3 +68,59 @@ def test_update_name_and_email(client):
     unchanged = client.patch(f"/api/users/{uid}", json={})  # PATCH with nothing to change: a no-op
     assert unchanged.status_code == 200 and unchanged.get_json()["email"] == "new@example.com"
     assert client.patch("/api/users/99999", json={"name": "x"}).status_code == 404
+
+
+# --- users seeded by SQL with explicit ids ------------------------------------------------
+
+def _seed_by_sql(app, count):
+    """What the seed's schema.sql flow does: explicit ids, no balance rows, the id sequence untouched."""
+    values = ", ".join(f"({i}, 'seed{i}@example.com', 'Seed {i}')" for i in range(1, count + 1))
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(text(f"INSERT INTO users (user_id, email, name) VALUES {values}"))
+
+
+def test_sign_up_works_at_once_after_users_seeded_with_explicit_ids(app, client):
+    _seed_by_sql(app, 3)
+    r = client.post("/api/users", json={"email": "first@example.com", "name": "First"})
+    assert r.status_code == 201, r.get_json()
+    assert r.get_json()["user_id"] == 4
+    assert new_user(client, "second@example.com") == 5
+    r = client.post("/api/users", json={"email": "SEED2@example.com", "name": "Not new"})
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "email_taken"
+    assert [u["user_id"] for u in client.get("/api/users").get_json()["items"]] == [1, 2, 3, 4, 5]
+    assert client.get("/api/credits/4").get_json()["credits"] == 0
+    r = client.patch("/api/users/4", json={"email": "seed3@EXAMPLE.com"})
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "email_taken"
+
+
+def test_concurrent_sign_ups_after_seeding_all_succeed(app):
+    _seed_by_sql(app, 20)
+    with LiveServer(app, token_for(app, "service")) as srv:
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda i: call(srv.url, "POST", "/api/users",
+                                                   {"email": f"racer{i}@example.com", "name": f"R{i}"},
+                                                   token=srv.token), range(24)))
+    assert [s for s, _ in results] == [201] * 24, results
+    ids = sorted(b["user_id"] for _, b in results)
+    assert len(set(ids)) == 24 and ids[0] > 20
+    with app.app_context(), db.engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM users")).scalar() == 44
+        assert conn.execute(text("SELECT count(*) FROM credits WHERE user_id > 20")).scalar() == 24
+
+
+def test_a_conflict_on_another_constraint_is_not_email_taken(app, client):
+    # A rule put on the table directly by a database administrator (the schema API refuses it).
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(text("CREATE UNIQUE INDEX uq_users_name ON users (name)"))
+    uid = new_user(client, "one@example.com", "Same")
+    other = new_user(client, "two@example.com", "Other")
+    for r in (client.post("/api/users", json={"email": "three@example.com", "name": "Same"}),
+              client.patch(f"/api/users/{other}", json={"name": "Same"})):
+        assert r.status_code == 409, r.get_json()
+        error = r.get_json()["error"]
+        assert error["code"] == "constraint_violation"
+        assert error["details"]["constraint"] in ("uq_users_name", "users.name")  # PostgreSQL, SQLite
+    r = client.patch(f"/api/users/{other}", json={"email": "ONE@example.com"})
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "email_taken"
+    assert client.get(f"/api/users/{uid}").get_json()["name"] == "Same"
+    assert client.get(f"/api/users/{other}").get_json()["name"] == "Other"

@@ -11,7 +11,7 @@ import time
 
 from rq import get_current_job
 
-from credits_app import create_app, grants, ledger
+from credits_app import create_app, grants, ledger, tokens
 from credits_app.extensions import db
 
 log = logging.getLogger("credits.job")
@@ -65,11 +65,12 @@ def logged(job):
 @logged
 def daily_grant_tick(amount=None):
     """The cron entry's job: today's UTC date plus any missed dates (catch-up), each planned
-    and fanned out as chunk jobs; then expired Idempotency-Key records are purged. Returns
-    the ISO dates it started."""
+    and fanned out as chunk jobs; then expired Idempotency-Key records and revocations of
+    expired tokens are purged. Returns the ISO dates it started."""
     with _context():
         started = _start(grants.due_dates(include_today=True), amount)
         ledger.purge_idempotency_keys()
+        tokens.purge_revocations()
         return started
 
 

@@ -29,6 +29,10 @@ class IssueOut(Schema):
 class RevokeIn(Schema):
     jti = fields.String(required=True, validate=[validate.Length(min=1, max=JTI_MAX), NO_NUL])
     reason = fields.String(allow_none=True, validate=[validate.Length(max=500), NO_NUL])
+    expires_at = StrictInteger(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, max=tokens.MAX_EXPIRES_AT),
+        metadata={"description": "the token's exp (unix time), if known: the revocation is purged once the token "
+                                 "has expired; without it, after the longest lifetime of a token issued here"})
 
 
 class RevokeOut(Schema):
@@ -72,5 +76,5 @@ def issue(body):
 @blp.response(200, RevokeOut)
 def revoke(body):
     """Revoke a token by its jti; it is refused from then on (see REVOCATION_CACHE_SECONDS)."""
-    fresh = tokens.revoke(body["jti"], actor=current_actor(), reason=body.get("reason"))
+    fresh = tokens.revoke(body["jti"], actor=current_actor(), reason=body.get("reason"), expires_at=body["expires_at"])
     return {"jti": body["jti"], "revoked": True, "already_revoked": not fresh}

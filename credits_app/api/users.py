@@ -11,7 +11,7 @@ blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users a
 @require("users:create")
 @blp.arguments(UserIn)
 @blp.response(201, UserOut)
-@blp.alt_response(409, schema=ErrorOut, description="email_taken")
+@blp.alt_response(409, schema=ErrorOut, description="email_taken; constraint_violation (another unique rule)")
 def create(body):
     """Create a user with a zero balance. Emails are unique, case-insensitively."""
     return users.create(body["email"], body["name"])
@@ -39,7 +39,7 @@ def get(user_id):
 @require("users:update")
 @blp.arguments(UserPatch, required=False)
 @blp.response(200, UserOut)
-@blp.alt_response(409, schema=ErrorOut, description="email_taken")
+@blp.alt_response(409, schema=ErrorOut, description="email_taken; constraint_violation (another unique rule)")
 def update(body, user_id):
     """Change a user's name and/or email; an empty object changes nothing."""
     return users.update(user_id, **body)
