@@ -143,5 +143,11 @@ CREATE UNIQUE INDEX uq_schema_changes_applied_name ON schema_changes (name) WHER
 
 UPDATE alembic_version SET version_num='0004' WHERE alembic_version.version_num = '0003';
 
+-- Running upgrade 0004 -> 0005
+
+ALTER TABLE daily_grant_runs ADD COLUMN max_user_id BIGINT;
+
+UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
+
 COMMIT;
 

@@ -23,7 +23,7 @@ from .redis_client import redis_client
 from .types import UTCDateTime, utcnow
 
 RUN_COLUMNS = ("grant_date, status, amount, chunk_size, chunks_total, chunks_done, users_credited, "
-               "started_at, finished_at")
+               "started_at, finished_at, max_user_id")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Run:
     users_credited: int
     started_at: datetime
     finished_at: datetime | None
+    max_user_id: int | None  # the run covers user_id <= max_user_id (None: no users when planned)
 
 
 @dataclass(frozen=True)
@@ -81,25 +82,44 @@ def check_requested_date(grant_date, today=None):
                          field="date")
 
 
+# Chunk bounds are the ids that exist: every DAILY_GRANT_CHUNK_SIZE-th user id in order opens
+# a chunk, which ends where the next one opens (the last one just past max_user_id). Numbered
+# over the primary key inside the database, so planning costs follow the number of users,
+# never the spread of their ids, and no id list is ever held in Python.
+_PLAN_CHUNKS = """
+INSERT INTO daily_grant_chunks (grant_date, lo, hi)
+SELECT :gd, user_id, COALESCE(LEAD(user_id) OVER (ORDER BY user_id), :hwm + 1)
+FROM (SELECT user_id, ROW_NUMBER() OVER (ORDER BY user_id) AS n FROM users WHERE user_id <= :hwm) AS ids
+WHERE (n - 1) % :size = 0"""
+# A chunk's upper bound is exclusive and stored as BIGINT, so the largest BIGINT cannot be
+# covered; a user holding that id is left out rather than stop the grant for everyone.
+_MAX_COVERED_ID = 2**63 - 2
+
+
 def start(grant_date, amount=None):
-    """Plan the run for `grant_date` if it has none (amount and chunking are fixed then) and
-    return (run, chunks still to do). Safe to call concurrently and repeatedly."""
+    """Plan the run for `grant_date` if it has none (amount, chunking and max_user_id are
+    fixed then) and return (run, chunks still to do). The run covers the users with
+    user_id <= max_user_id, the largest id when it is planned. Safe to call concurrently
+    and repeatedly."""
     grant_date = parse_date(grant_date)
     amount = amount or current_app.config["DAILY_GRANT_AMOUNT"]
     size = current_app.config["DAILY_GRANT_CHUNK_SIZE"]
     with db.engine.begin() as conn:
-        lo, hi = conn.execute(text("SELECT MIN(user_id), MAX(user_id) FROM users")).one()
-        chunks = [] if lo is None else [(b, b + size) for b in range(lo, hi + 1, size)]
+        hwm = conn.execute(text("SELECT MAX(user_id) FROM users WHERE user_id <= :cap"),
+                           {"cap": _MAX_COVERED_ID}).scalar()
         created = conn.execute(
             text("INSERT INTO daily_grant_runs (grant_date, status, amount, chunk_size, chunks_total, chunks_done, "
-                 "users_credited, started_at, finished_at) VALUES (:gd, :status, :amount, :size, :total, 0, 0, :now, "
-                 ":finished) ON CONFLICT (grant_date) DO NOTHING").bindparams(
-                bindparam("now", type_=UTCDateTime), bindparam("finished", type_=UTCDateTime)),
-            {"gd": grant_date, "amount": amount, "size": size, "total": len(chunks), "now": utcnow(),
-             "status": "running" if chunks else "done", "finished": None if chunks else utcnow()}).rowcount
-        if created and chunks:
-            conn.execute(text("INSERT INTO daily_grant_chunks (grant_date, lo, hi) VALUES (:gd, :lo, :hi)"),
-                         [{"gd": grant_date, "lo": a, "hi": b} for a, b in chunks])
+                 "users_credited, started_at, max_user_id) VALUES (:gd, 'running', :amount, :size, 0, 0, 0, :now, "
+                 ":hwm) ON CONFLICT (grant_date) DO NOTHING").bindparams(bindparam("now", type_=UTCDateTime)),
+            {"gd": grant_date, "amount": amount, "size": size, "now": utcnow(), "hwm": hwm}).rowcount
+        if created:
+            total = 0 if hwm is None else conn.execute(text(_PLAN_CHUNKS),
+                                                       {"gd": grant_date, "hwm": hwm, "size": size}).rowcount
+            conn.execute(
+                text("UPDATE daily_grant_runs SET chunks_total = :total, status = :status, finished_at = :finished "
+                     "WHERE grant_date = :gd").bindparams(bindparam("finished", type_=UTCDateTime)),
+                {"total": total, "status": "running" if total else "done", "finished": None if total else utcnow(),
+                 "gd": grant_date})
     return get_run(grant_date), pending_chunks(grant_date)
 
 
@@ -186,7 +206,7 @@ def recent_runs(limit=30):
 def _run(row):
     return Run(parse_date(row.grant_date) if isinstance(row.grant_date, str) else row.grant_date, row.status,
                row.amount, row.chunk_size, row.chunks_total, row.chunks_done, row.users_credited, row.started_at,
-               row.finished_at)
+               row.finished_at, row.max_user_id)
 
 
 # --- the queue ------------------------------------------------------------------------------

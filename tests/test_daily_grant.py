@@ -112,6 +112,62 @@ def test_runs_table_records_each_date_and_plan_is_fixed(ctx):
     assert [r.grant_date for r in grants.recent_runs()] == [D]
 
 
+def add_users_with_ids(ids):
+    """Users with these exact ids, inserted by plain SQL (no credits rows), as a seed or an
+    import could."""
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (user_id, email, name, created_at) "
+                          "VALUES (:id, 'id' || :id || '@example.com', 'S', CURRENT_TIMESTAMP)"),
+                     [{"id": uid} for uid in ids])
+    return list(ids)
+
+
+def chunk_rows(day):
+    with db.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text("SELECT lo, hi FROM daily_grant_chunks WHERE grant_date = :d "
+                                                    "ORDER BY lo"), {"d": day})]
+
+
+def test_chunks_follow_the_users_not_the_spread_of_their_ids(ctx):
+    ids = add_users_with_ids([1, 2, 10_000_000])
+    run = grants.run_date(D)
+    assert (run.status, run.users_credited, run.chunks_total, run.max_user_id) == ("done", 3, 1, 10_000_000)
+    assert balances() == {uid: 5 for uid in ids}
+    # Ids up to 10^12 (and one at the largest id a chunk bound can cover): one chunk per
+    # DAILY_GRANT_CHUNK_SIZE users, each starting at an id that exists.
+    spread = add_users_with_ids([10**9 * k + k for k in range(1, 20)] + [10**12, 2**63 - 2])
+    day = D + timedelta(days=1)
+    run = grants.run_date(day)
+    assert (run.status, run.users_credited, run.chunks_total, run.max_user_id) == ("done", 24, 4, 2**63 - 2)
+    chunks = chunk_rows(day)
+    ordered = sorted(ids + spread)
+    assert [lo for lo, _ in chunks] == ordered[::7]
+    assert [hi for _, hi in chunks] == ordered[7::7] + [2**63 - 1]
+    assert balances() == {uid: 10 if uid in ids else 5 for uid in ordered}
+    assert ledger.verify() == []
+
+
+def test_the_largest_bigint_id_cannot_stop_the_grant(ctx):
+    ids = add_users(3)
+    top = add_users_with_ids([2**63 - 1])
+    run = grants.run_date(D)
+    assert (run.status, run.users_credited, run.max_user_id) == ("done", 3, ids[-1])
+    assert balances() == {**{uid: 5 for uid in ids}, top[0]: 0}
+
+
+def test_a_run_covers_exactly_the_users_up_to_its_max_user_id(ctx):
+    ids = add_users(9)  # chunks of 7: the last chunk holds 2 users
+    run, chunks = grants.start(D)
+    later = add_users(3)  # created after planning, before the chunks run
+    done = grants.run_date(D)
+    assert balances() == {**{uid: 5 for uid in ids}, **{uid: 0 for uid in later}}
+    assert (done.status, done.users_credited) == ("done", 9)
+    assert run.max_user_id == max(ids) and chunks[-1].hi == max(ids) + 1
+    assert grants.run_date(D).users_credited == 9  # finishing the date again adds nobody
+    nxt = grants.run_date(D + timedelta(days=1))
+    assert nxt.users_credited == 12 and nxt.max_user_id == max(later)
+
+
 def test_no_users_is_a_finished_empty_run(ctx):
     run = grants.run_date(D)
     assert (run.status, run.chunks_total, run.users_credited) == ("done", 0, 0)

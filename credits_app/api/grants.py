@@ -20,6 +20,9 @@ class RunOut(Schema):
     users_credited = fields.Integer()
     started_at = fields.DateTime()
     finished_at = fields.DateTime(allow_none=True)
+    max_user_id = fields.Integer(allow_none=True, metadata={
+        "description": "the run covers users with user_id <= max_user_id, the largest id when it was planned "
+                       "(null: no users then, or a run planned before this was recorded)"})
 
 
 class RunList(Schema):
@@ -60,7 +63,7 @@ def run(body):
     """Enqueue a date's grant for the worker: today (UTC, the default) or one of the
     DAILY_GRANT_CATCHUP_DAYS before it. Idempotent: users already granted that date are not
     granted again, and a date whose run is done answers 200 `already_done` without a job.
-    A run covers the users that existed when it was planned."""
+    A run covers the users with ids up to the largest id when it was planned (max_user_id)."""
     day = grants.check_requested_date(body.get("date") or grants.utc_today())
     existing = grants.get_run(day)
     if existing is not None and existing.status == "done":
