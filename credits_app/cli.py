@@ -105,6 +105,8 @@ def _show_run(run):
     click.echo(f"{run.grant_date}  {run.status:<7}  +{run.amount}  users {run.users_credited}  "
                f"chunks {run.chunks_done}/{run.chunks_total}  ids <= {covers}  started {run.started_at.isoformat()}  "
                f"finished {finished}")
+    if run.last_error:
+        click.echo(f"    last error: {run.last_error}")
 
 
 @credits_cli.command("grant-daily")

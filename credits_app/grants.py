@@ -23,7 +23,7 @@ from .redis_client import redis_client
 from .types import UTCDateTime, utcnow
 
 RUN_COLUMNS = ("grant_date, status, amount, chunk_size, chunks_total, chunks_done, users_credited, "
-               "started_at, finished_at, max_user_id")
+               "started_at, finished_at, max_user_id, last_error")
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Run:
     started_at: datetime
     finished_at: datetime | None
     max_user_id: int | None  # the run covers user_id <= max_user_id (None: no users when planned)
+    last_error: str | None  # the latest chunk failure that used up its retries
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,9 @@ _MAX_COVERED_ID = 2**63 - 2
 def start(grant_date, amount=None):
     """Plan the run for `grant_date` if it has none (amount, chunking and max_user_id are
     fixed then) and return (run, chunks still to do). The run covers the users with
-    user_id <= max_user_id, the largest id when it is planned. Safe to call concurrently
-    and repeatedly."""
+    user_id <= max_user_id, the largest id when it is planned. A failed run is set running
+    again: the caller is about to run or enqueue its chunks. Safe to call concurrently and
+    repeatedly."""
     grant_date = parse_date(grant_date)
     amount = amount or current_app.config["DAILY_GRANT_AMOUNT"]
     size = current_app.config["DAILY_GRANT_CHUNK_SIZE"]
@@ -120,6 +122,9 @@ def start(grant_date, amount=None):
                      "WHERE grant_date = :gd").bindparams(bindparam("finished", type_=UTCDateTime)),
                 {"total": total, "status": "running" if total else "done", "finished": None if total else utcnow(),
                  "gd": grant_date})
+        else:
+            conn.execute(text("UPDATE daily_grant_runs SET status = 'running' WHERE grant_date = :gd "
+                              "AND status = 'failed'"), {"gd": grant_date})
     return get_run(grant_date), pending_chunks(grant_date)
 
 
@@ -156,6 +161,18 @@ def run_chunk(grant_date, amount, lo, hi):
                               "WHERE grant_date = :gd"), {"n": credited, "gd": grant_date})
 
     return ledger.grant_daily_chunk(grant_date, amount, lo, hi, bookkeeping=bookkeeping)
+
+
+def mark_failed(grant_date, lo, error):
+    """Record that the chunk starting at `lo` failed its last retry: its run, unless done,
+    becomes `failed` with `error` (the run cannot finish until the chunk runs again, which
+    the next catch-up does). Returns True when the run was marked."""
+    with db.engine.begin() as conn:
+        return bool(conn.execute(
+            text("UPDATE daily_grant_runs SET status = 'failed', last_error = :error WHERE grant_date = :gd "
+                 "AND status <> 'done' AND EXISTS (SELECT 1 FROM daily_grant_chunks WHERE grant_date = :gd "
+                 "AND lo = :lo AND finished_at IS NULL)"),
+            {"gd": parse_date(grant_date), "lo": lo, "error": error[:500]}).rowcount)
 
 
 def run_date(grant_date):
@@ -206,7 +223,7 @@ def recent_runs(limit=30):
 def _run(row):
     return Run(parse_date(row.grant_date) if isinstance(row.grant_date, str) else row.grant_date, row.status,
                row.amount, row.chunk_size, row.chunks_total, row.chunks_done, row.users_credited, row.started_at,
-               row.finished_at, row.max_user_id)
+               row.finished_at, row.max_user_id, row.last_error)
 
 
 # --- the queue ------------------------------------------------------------------------------
@@ -244,7 +261,11 @@ def enqueue_date(grant_date, q=None):
 def enqueue_chunks(run, chunks, q=None):
     q = q or queue()
     day = run.grant_date.isoformat()
-    return [q.enqueue("worker.jobs.grant_chunk", day, run.amount, c.lo, c.hi, retry=retry(),
+    from rq import Callback
+
+    # RQ calls the callback after every failed attempt; it marks the run only after the last.
+    failed = Callback("worker.jobs.chunk_failed")
+    return [q.enqueue("worker.jobs.grant_chunk", day, run.amount, c.lo, c.hi, retry=retry(), on_failure=failed,
                       job_timeout=JOB_TIMEOUT, description=f"daily grant {day} users [{c.lo}, {c.hi})")
             for c in chunks]
 

@@ -168,6 +168,62 @@ def test_a_run_covers_exactly_the_users_up_to_its_max_user_id(ctx):
     assert nxt.users_credited == 12 and nxt.max_user_id == max(later)
 
 
+def failed_runs_metric(app):
+    text_ = app.test_client().get("/metrics").get_data(as_text=True)
+    (line,) = [ln for ln in text_.splitlines() if ln.startswith("credits_daily_grant_failed_runs ")]
+    return float(line.split()[1])
+
+
+def test_a_failed_run_is_visible_and_resumed(app, client, runner):
+    with app.app_context():
+        ids = add_users(10)
+        run, chunks = grants.start(D)
+        grants.run_chunk(D, run.amount, chunks[0].lo, chunks[0].hi)
+        assert failed_runs_metric(app) == 0
+        assert grants.mark_failed(D, chunks[0].lo, "x") is False  # a finished chunk fails nothing
+        assert grants.mark_failed(D, chunks[1].lo, "QueryCanceled: canceling statement due to statement timeout")
+    (item,) = client.get("/api/grants/daily").get_json()["items"]
+    assert (item["status"], item["chunks_done"], item["users_credited"]) == ("failed", 1, 7)
+    assert item["last_error"] == "QueryCanceled: canceling statement due to statement timeout"
+    status = runner.invoke(args=["credits", "grant-status"])
+    assert f"{D}  failed" in status.output and "last error: QueryCanceled" in status.output
+    assert failed_runs_metric(app) == 1
+    with app.app_context():
+        assert grants.due_dates(today=D + timedelta(days=1))[0] == D  # the next catch-up takes it
+        again, pending = grants.start(D)
+        assert again.status == "running" and pending == chunks[1:]
+        done = grants.run_date(D)
+        assert (done.status, done.users_credited, done.last_error) == ("done", 10, item["last_error"])
+        assert grants.mark_failed(D, chunks[1].lo, "late duplicate") is False  # a done run stays done
+        assert grants.get_run(D).status == "done" and failed_runs_metric(app) == 0
+        assert balances() == {uid: 5 for uid in ids} and ledger.verify() == []
+
+
+def test_migration_0005_keeps_every_run_and_chunk(app):
+    from flask_migrate import downgrade, upgrade
+
+    with app.app_context():
+        downgrade(revision="0004")
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO daily_grant_runs (grant_date, status, amount, chunk_size, chunks_total, "
+                              "chunks_done, users_credited, started_at) VALUES (:d, 'running', 5, 10, 2, 1, 3, "
+                              "CURRENT_TIMESTAMP)"), {"d": D})
+            conn.execute(text("INSERT INTO daily_grant_chunks (grant_date, lo, hi, users_credited, finished_at) "
+                              "VALUES (:d, 1, 11, 3, CURRENT_TIMESTAMP), (:d, 11, 21, NULL, NULL)"), {"d": D})
+        upgrade()
+        run = grants.get_run(D)
+        assert (run.status, run.chunks_total, run.chunks_done, run.users_credited, run.max_user_id) == (
+            "running", 2, 1, 3, None)
+        assert chunk_rows(D) == [(1, 11), (11, 21)] and grants.pending_chunks(D) == [grants.Chunk(11, 21)]
+        assert grants.mark_failed(D, 11, "e") and grants.get_run(D).status == "failed"
+        with pytest.raises(Exception, match="(?i)check"):
+            with db.engine.begin() as conn:
+                conn.execute(text("UPDATE daily_grant_runs SET status = 'lost'"))
+        with db.engine.begin() as conn:  # the chunks still belong to their run
+            conn.execute(text("DELETE FROM daily_grant_runs"))
+        assert chunk_rows(D) == []
+
+
 def test_no_users_is_a_finished_empty_run(ctx):
     run = grants.run_date(D)
     assert (run.status, run.chunks_total, run.users_credited) == ("done", 0, 0)

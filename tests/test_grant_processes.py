@@ -348,3 +348,89 @@ def test_sigterm_lets_the_running_grant_job_finish(pg, rq_processes):
     wait_for(lambda: len(done_runs()) == 1 and idle(pg), "the rest of the grant")
     assert_granted_once(ids)
     assert ledger.verify() == []
+
+
+def failed_chunk_jobs(app):
+    return FailedJobRegistry(QUEUE, connection=redis(app)).count
+
+
+def test_a_chunk_that_fails_every_retry_marks_its_run_failed_until_catch_up(pg, rq_processes):
+    """Injected: another connection holds one user's credits row locked while the worker's
+    statement timeout is 300 ms, so that chunk fails its first run and both retries.
+    Observed: the run is `failed` (API, CLI, metric) with the database's error, the other
+    chunks are granted; once the lock is gone, the scheduler's catch-up finishes the run and
+    every user is credited once."""
+    ids = add_users(30)
+    blocker = db.engine.connect()
+    tx = blocker.begin()
+    blocker.execute(text("SELECT credits FROM credits WHERE user_id = :u FOR UPDATE"), {"u": ids[15]})
+    url = db_url(pg)
+    worker = rq_processes.worker(url, entry_point=True, DB_STATEMENT_TIMEOUT_MS=300, DAILY_GRANT_RETRY_DELAYS="0,0")
+    today = grants.utc_today()
+    grants.enqueue_date(today)
+    wait_for(lambda: failed_chunk_jobs(pg) == 1 and idle(pg), "the locked chunk to fail its last retry")
+    run = grants.get_run(today)
+    assert (run.status, run.chunks_done, run.chunks_total, run.users_credited) == ("failed", 2, 3, 20)
+    assert run.last_error == "QueryCanceled: canceling statement due to statement timeout"
+    attempts = [line for line in _job_lines(worker) if line["job"] == "grant_chunk" and line["outcome"] == "failed"]
+    assert [line["retries_left"] for line in attempts] == [2, 1, 0]  # marked only after the last of them
+    (item,) = client_as(pg, "admin").get("/api/grants/daily").get_json()["items"]
+    assert (item["status"], item["last_error"]) == ("failed", run.last_error)
+    assert f"{today}  failed" in pg.test_cli_runner().invoke(args=["credits", "grant-status"]).output
+    assert "credits_daily_grant_failed_runs 1.0" in pg.test_client().get("/metrics").get_data(as_text=True)
+
+    tx.rollback()
+    blocker.close()
+    rq_processes.scheduler(url)  # (re)starting the scheduler queues a catch-up
+    wait_for(lambda: grants.get_run(today).status == "done" and idle(pg), "the catch-up to finish the run")
+    run = grants.get_run(today)
+    assert (run.chunks_done, run.users_credited) == (3, 30)
+    assert_granted_once(ids, day=today)
+    assert "credits_daily_grant_failed_runs 0.0" in pg.test_client().get("/metrics").get_data(as_text=True)
+
+
+def _horse(worker_pid):
+    """The work horse: the worker's child that holds a PostgreSQL connection waiting on a lock
+    (the worker's other child, RQ's scheduler, holds none)."""
+    with db.engine.connect() as conn:
+        ports = {r[0] for r in conn.execute(text("SELECT client_port FROM pg_stat_activity "
+                                                 "WHERE wait_event_type = 'Lock'"))}
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                    inodes.add(fields[9])
+    for pid in _children(worker_pid):
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            return pid
+    return None
+
+
+def test_a_chunk_whose_horse_is_killed_on_its_last_attempt_marks_its_run_failed(pg, rq_processes):
+    """Injected: the work horse running the locked chunk is SIGKILLed on its first run and on
+    its one retry (no failure callback runs in a killed process). Observed: the run is
+    `failed`, saying the horse was killed."""
+    ids = add_users(30)
+    blocker = db.engine.connect()
+    tx = blocker.begin()
+    blocker.execute(text("SELECT credits FROM credits WHERE user_id = :u FOR UPDATE"), {"u": ids[15]})
+    worker = rq_processes.worker(db_url(pg), entry_point=True, DAILY_GRANT_RETRY_DELAYS="0")
+    today = grants.utc_today()
+    grants.enqueue_date(today)
+    killed = set()
+    for _ in range(2):
+        horse = wait_for(lambda: (pid := _horse(worker.pid)) not in killed | {None} and pid, "the blocked horse")
+        os.kill(horse, signal.SIGKILL)
+        killed.add(horse)
+    wait_for(lambda: failed_chunk_jobs(pg) == 1 and idle(pg), "the chunk to fail for good")
+    tx.rollback()
+    blocker.close()
+    run = grants.get_run(today)
+    assert (run.status, run.chunks_done, run.users_credited) == ("failed", 2, 20)
+    assert run.last_error == "work horse killed (waitpid status 9)"

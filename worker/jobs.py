@@ -94,6 +94,32 @@ def grant_chunk(date_iso, amount, lo, hi):
         return grants.run_chunk(date_iso, amount, lo, hi)
 
 
+def chunk_failed(job, connection, exc_type, exc, tb):
+    """RQ's failure callback for chunk jobs (it runs after every failed attempt): once no
+    retry is left, the chunk's run is marked `failed` with the error, so a run that cannot
+    finish says so instead of staying `running`."""
+    if job.should_retry:
+        return
+    cause = getattr(exc, "orig", None) or exc  # the driver's error, without the SQL and its parameters
+    lines = str(cause).strip().splitlines()
+    _mark_failed(job, f"{type(cause).__name__}: {lines[0] if lines else ''}")
+
+
+def horse_killed(job, retpid, ret_val, rusage):
+    """The worker's handler for a work horse that died mid-job (SIGKILL, out of memory): no
+    failure callback runs then, so a chunk job's last attempt is recorded here."""
+    if job.func_name == "worker.jobs.grant_chunk" and not job.should_retry:
+        _mark_failed(job, f"work horse killed (waitpid status {ret_val})")
+
+
+def _mark_failed(job, error):
+    date_iso, _amount, lo, _hi = job.args
+    with _context():
+        marked = grants.mark_failed(date_iso, lo, error)
+    log.error("daily grant chunk failed for good", extra={"fields": {
+        "job_id": job.id, "grant_date": date_iso, "lo": lo, "error": error, "run_marked_failed": marked}})
+
+
 def _start(dates, amount):
     q = grants.queue()
     started = []

@@ -12,7 +12,8 @@ blp = Blueprint("grants", __name__, url_prefix="/api/grants", description="The d
 
 class RunOut(Schema):
     grant_date = fields.Date()
-    status = fields.String(metadata={"enum": ["running", "done"]})
+    status = fields.String(metadata={"enum": ["running", "done", "failed"], "description":
+                                     "failed: a chunk failed its last retry; the next catch-up resumes the run"})
     amount = fields.Integer()
     chunk_size = fields.Integer()
     chunks_total = fields.Integer()
@@ -23,6 +24,8 @@ class RunOut(Schema):
     max_user_id = fields.Integer(allow_none=True, metadata={
         "description": "the run covers users with user_id <= max_user_id, the largest id when it was planned "
                        "(null: no users then, or a run planned before this was recorded)"})
+    last_error = fields.String(allow_none=True,
+                               metadata={"description": "the latest chunk failure after its last retry"})
 
 
 class RunList(Schema):
