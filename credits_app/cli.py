@@ -104,7 +104,7 @@ def _show_run(run):
     covers = "-" if run.max_user_id is None else run.max_user_id
     click.echo(f"{run.grant_date}  {run.status:<7}  +{run.amount}  users {run.users_credited}  "
                f"chunks {run.chunks_done}/{run.chunks_total}  ids <= {covers}  started {run.started_at.isoformat()}  "
-               f"finished {finished}")
+               f"finished {finished}" + ("" if run.scheduled else "  (by hand)"))
     if run.last_error:
         click.echo(f"    last error: {run.last_error}")
 

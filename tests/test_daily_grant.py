@@ -177,7 +177,7 @@ def failed_runs_metric(app):
 def test_a_failed_run_is_visible_and_resumed(app, client, runner):
     with app.app_context():
         ids = add_users(10)
-        run, chunks = grants.start(D)
+        run, chunks = grants.start(D, scheduled=True)
         grants.run_chunk(D, run.amount, chunks[0].lo, chunks[0].hi)
         assert failed_runs_metric(app) == 0
         assert grants.mark_failed(D, chunks[0].lo, "x") is False  # a finished chunk fails nothing
@@ -231,19 +231,38 @@ def test_no_users_is_a_finished_empty_run(ctx):
 
 def test_catch_up_grants_each_missed_date_once_within_the_window(ctx):
     ids = add_users(3)
-    assert grants.due_dates(today=D) == []  # fresh install: nothing in the past is "missed"
-    assert grants.due_dates(today=D, include_today=True) == [D]
-    grants.run_date(D - timedelta(days=10))  # the service granted long ago, then was down
-    grants.run_date(D - timedelta(days=2))
-    grants.start(D - timedelta(days=1))  # started, crashed before any chunk ran
-    # window of 3 days: D-3 (missed), D-1 (unfinished); D-2 is done; D-10 is outside.
-    assert grants.due_dates(today=D) == [D - timedelta(days=3), D - timedelta(days=1)]
-    assert grants.due_dates(today=D, include_today=True)[-1] == D
-    for day in grants.due_dates(today=D, include_today=True):
+    assert grants.due_dates(today=D) == [D]  # fresh install: today only; nothing in the past is "missed"
+    grants.plan(D - timedelta(days=10), scheduled=True)  # the schedule granted long ago, then was down
+    grants.run_date(D - timedelta(days=10))
+    grants.run_date(D - timedelta(days=2))  # an operator granted this one by hand
+    grants.start(D - timedelta(days=1), scheduled=True)  # started, crashed before any chunk ran
+    # window of 3 days: D-3 (missed), D-1 (unfinished), D (today); D-2 is done; D-10 is outside.
+    assert grants.due_dates(today=D) == [D - timedelta(days=3), D - timedelta(days=1), D]
+    for day in grants.due_dates(today=D):
         grants.run_date(day)
-    assert grants.due_dates(today=D, include_today=True) == []
+    assert grants.due_dates(today=D) == []
     assert balances() == {uid: 5 * 5 for uid in ids}  # D-10, D-3, D-2, D-1, D: once each
     assert ledger.verify() == []
+
+
+def test_a_date_granted_by_hand_does_not_start_the_catch_up(ctx):
+    add_users(3)
+    grants.run_date(D - timedelta(days=3))  # a fresh install's first grant, backdated, by hand
+    assert grants.due_dates(today=D) == [D]
+    assert not grants.get_run(D - timedelta(days=3)).scheduled
+    grants.plan(D - timedelta(days=1), scheduled=True)  # the scheduler first ran yesterday
+    assert grants.due_dates(today=D) == [D - timedelta(days=1), D]
+    run = grants.start(D - timedelta(days=3), scheduled=True)[0]  # the schedule asking later marks it
+    assert run.scheduled and grants.due_dates(today=D) == [D - timedelta(days=2), D - timedelta(days=1), D]
+
+
+@pytest.mark.parametrize("app_env", [{"DAILY_GRANT_CATCHUP_DAYS": "0"}])
+def test_today_is_due_even_without_catch_up_days(ctx):
+    add_users(2)
+    grants.run_date(D - timedelta(days=2))
+    assert grants.due_dates(today=D) == [D]
+    grants.run_date(D)
+    assert grants.due_dates(today=D) == []
 
 
 def test_utc_today_is_the_utc_calendar_date():

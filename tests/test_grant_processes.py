@@ -263,16 +263,73 @@ print(json.dumps(out))
 def test_scheduler_process_catches_up_a_date_missed_while_down(pg, rq_processes):
     ids = add_users(15)
     today = grants.utc_today()
-    grants.run_date(today - timedelta(days=3))  # granting worked, then everything was down
+    grants.plan(today - timedelta(days=3), scheduled=True)  # the schedule worked, then everything was down
+    grants.run_date(today - timedelta(days=3))
     url = db_url(pg)
     rq_processes.scheduler(url, DAILY_GRANT_CATCHUP_DAYS=2)  # registers the entry, queues catch-up
     rq_processes.worker(url, entry_point=True)
-    wait_for(lambda: len(done_runs()) == 3 and idle(pg), "the missed dates to be granted")
+    wait_for(lambda: len(done_runs()) == 4 and idle(pg), "the missed dates and today to be granted")
     granted = [r.grant_date for r in grants.recent_runs()]
-    # today - 2 and today - 1 are caught up; today waits for its midnight fire.
-    assert granted == [today - timedelta(days=1), today - timedelta(days=2), today - timedelta(days=3)]
-    assert balances() == {uid: 15 for uid in ids} and ledger.verify() == []
+    # today - 2 and today - 1 are caught up, and today (its 00:00 UTC has passed) with them.
+    assert granted == [today - timedelta(days=n) for n in range(4)]
+    assert balances() == {uid: 20 for uid in ids} and ledger.verify() == []
     assert [j.id for j in Scheduler(connection=redis(pg)).get_jobs()] == [schedule.JOB_ID]
+
+
+def test_a_midnight_tick_lost_with_redis_is_granted_the_same_day(pg, rq_processes):
+    """Injected: the scheduler is up and no worker is; the midnight tick is queued, then Redis
+    loses everything (FLUSHALL), then a worker starts. With DAILY_GRANT_CATCHUP_DAYS=0.
+    Observed: the scheduler puts its entry back and queues a catch-up that includes today,
+    so today's grant happens now rather than at the next midnight."""
+    ids = add_users(12)
+    today = grants.utc_today()
+    url = db_url(pg)
+    rq_processes.scheduler(url, DAILY_GRANT_CATCHUP_DAYS=0)
+    conn = redis(pg)
+    wait_for(lambda: schedule.JOB_ID in Scheduler(connection=conn), "the entry to be registered")
+    fire_soon(pg, seconds=1)
+    wait_for(lambda: schedule.JOB_ID in Queue(QUEUE, connection=conn).job_ids, "the tick to be queued")
+    conn.flushall()
+    wait_for(lambda: schedule.JOB_ID in Scheduler(connection=conn), "the entry to be registered again")
+    rq_processes.worker(url, entry_point=True, DAILY_GRANT_CATCHUP_DAYS=0)
+    wait_for(lambda: done_runs() and idle(pg), "today's grant")
+    assert [(r.grant_date, r.users_credited) for r in grants.recent_runs()] == [(today, 12)]
+    assert_granted_once(ids, day=today)
+    when = {j.id: t for j, t in Scheduler(connection=conn).get_jobs(with_times=True)}
+    assert when[schedule.JOB_ID] == schedule.next_fire("0 0 * * *").replace(tzinfo=None)  # the next midnight
+
+
+def test_a_scheduler_starting_on_an_empty_redis_grants_today(pg, rq_processes):
+    """Injected: midnights missed with nothing running, then the scheduler starts on an empty
+    Redis (as `make run`'s Redis, which keeps nothing on disk, always is), with
+    DAILY_GRANT_CATCHUP_DAYS=0. Observed: today is granted now."""
+    ids = add_users(5)
+    today = grants.utc_today()
+    grants.run_date(today - timedelta(days=2))
+    url = db_url(pg)
+    rq_processes.scheduler(url, DAILY_GRANT_CATCHUP_DAYS=0)
+    rq_processes.worker(url, entry_point=True, DAILY_GRANT_CATCHUP_DAYS=0)
+    wait_for(lambda: len(done_runs()) == 2 and idle(pg), "today's grant")
+    assert [r.grant_date for r in grants.recent_runs()] == [today, today - timedelta(days=2)]
+    assert balances() == {uid: 10 for uid in ids} and ledger.verify() == []
+
+
+def test_a_backdated_first_grant_by_hand_does_not_grant_the_days_between(pg, rq_processes):
+    """Injected: on a fresh install an operator grants today - 7 by hand (the CLI), then the
+    scheduler and a worker start. Observed: the scheduler grants today only; the six days
+    in between were never scheduled and nobody asked for them."""
+    ids = add_users(4)
+    today = grants.utc_today()
+    manual = pg.test_cli_runner().invoke(args=["credits", "grant-daily", "--date", str(today - timedelta(days=7))])
+    assert manual.exit_code == 0, manual.output
+    url = db_url(pg)
+    rq_processes.scheduler(url, DAILY_GRANT_CATCHUP_DAYS=7)
+    worker = rq_processes.worker(url, entry_point=True, DAILY_GRANT_CATCHUP_DAYS=7)
+    wait_for(lambda: len(done_runs()) == 2 and idle(pg), "today's grant")
+    wait_for(lambda: any(line["job"] == "catch_up" for line in _job_lines(worker)), "the catch-up job")
+    assert [(r.grant_date, r.scheduled) for r in grants.recent_runs()] == [
+        (today, True), (today - timedelta(days=7), False)]
+    assert balances() == {uid: 10 for uid in ids} and ledger.verify() == []
 
 
 def test_api_enqueues_a_date_and_the_worker_runs_it(pg, rq_processes):

@@ -64,20 +64,21 @@ def logged(job):
 
 @logged
 def daily_grant_tick(amount=None):
-    """The cron entry's job: today's UTC date plus any missed dates (catch-up), each planned
-    and fanned out as chunk jobs; then expired Idempotency-Key records are purged. Returns
-    the ISO dates it started."""
+    """The cron entry's job: every due date (today and missed dates, see credits_app.grants),
+    each planned and fanned out as chunk jobs; then expired Idempotency-Key records are
+    purged. Returns the ISO dates it started."""
     with _context():
-        started = _start(grants.due_dates(include_today=True), amount)
+        started = _start(grants.due_dates(), amount, scheduled=True)
         ledger.purge_idempotency_keys()
         return started
 
 
 @logged
 def catch_up():
-    """Complete missed or unfinished dates only (run when the scheduler starts)."""
+    """The same due dates as the tick, today included (queued when the scheduler starts or
+    finds Redis emptied, so a lost tick is made up at once, not a day later)."""
     with _context():
-        return _start(grants.due_dates(include_today=False), None)
+        return _start(grants.due_dates(), None, scheduled=True)
 
 
 @logged
@@ -120,11 +121,11 @@ def _mark_failed(job, error):
         "job_id": job.id, "grant_date": date_iso, "lo": lo, "error": error, "run_marked_failed": marked}})
 
 
-def _start(dates, amount):
+def _start(dates, amount, scheduled=False):
     q = grants.queue()
     started = []
     for day in dates:
-        run, chunks = grants.start(day, amount)
+        run, chunks = grants.start(day, amount, scheduled=scheduled)
         grants.enqueue_chunks(run, chunks, q)
         started.append(run.grant_date.isoformat())
     return started

@@ -24,6 +24,8 @@ class RunOut(Schema):
     max_user_id = fields.Integer(allow_none=True, metadata={
         "description": "the run covers users with user_id <= max_user_id, the largest id when it was planned "
                        "(null: no users then, or a run planned before this was recorded)"})
+    scheduled = fields.Boolean(metadata={"description": "the schedule asked for this date (false: only an operator "
+                                                        "did); catch-up counts from the first scheduled date"})
     last_error = fields.String(allow_none=True,
                                metadata={"description": "the latest chunk failure after its last retry"})
 
