@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app wsgi
 export TZ := UTC
 
-.PHONY: run test schema lint clean postman postman-examples bench bench-grant
+.PHONY: run test schema lint clean postman postman-examples bench bench-grant bench-grant-plan
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -66,3 +66,8 @@ bench: $(BIN)/.installed
 ## bench-grant: daily grant over 100k and 1M users on a durable throwaway PostgreSQL vs the bare-SQL floor
 bench-grant: $(BIN)/.installed
 	$(BIN)/python bench/grant_bench.py $(BENCH_ARGS)
+
+## bench-grant-plan: planning a grant run for 1M dense ids and 1,000 ids spread up to 10^12 (BENCH_ARGS:
+## --cases, --rev REV to plan with an older revision's code)
+bench-grant-plan: $(BIN)/.installed
+	$(BIN)/python bench/grant_plan_bench.py $(BENCH_ARGS)
