@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from credits_app import grants, ledger
 from credits_app.extensions import db
-from tests.conftest import LiveServer, client_as, token_for
+from tests.conftest import LiveServer, client_as, make_app, token_for
 from tests.redis_fixtures import QUEUE, ROOT, wait_for
 from tests.test_daily_grant import add_users, balances, grant_rows
 from worker import schedule
@@ -312,6 +312,25 @@ def test_a_scheduler_starting_on_an_empty_redis_grants_today(pg, rq_processes):
     wait_for(lambda: len(done_runs()) == 2 and idle(pg), "today's grant")
     assert [r.grant_date for r in grants.recent_runs()] == [today, today - timedelta(days=2)]
     assert balances() == {uid: 10 for uid in ids} and ledger.verify() == []
+
+
+def test_the_scheduler_waits_for_the_database_then_records_today(pg_server, rq_processes):
+    """Injected: the scheduler starts while its database does not exist yet. Observed: it
+    stays up with its entry registered, and once the database is there it plans today's
+    run, marked scheduled."""
+    name = f"late_{os.getpid()}_{int(time.time() * 1000)}"
+    scheduler = rq_processes.scheduler(pg_server.url(name))
+    conn = Redis.from_url(rq_processes.redis_url)
+    wait_for(lambda: schedule.JOB_ID in Scheduler(connection=conn), "the entry to be registered")
+    wait_for(lambda: "OperationalError" in open(scheduler.log_path).read(), "the scheduler to meet the database")
+    assert scheduler.poll() is None, "the scheduler exited without its database"
+    pg_server.psql("postgres", f"CREATE DATABASE {name} TEMPLATE template_credits")
+    app = make_app(pg_server.url(name))
+    with app.app_context():
+        run = wait_for(lambda: grants.get_run(grants.utc_today()), "today's run to be planned")
+        assert run.scheduled and run.status == "done" and run.chunks_total == 0  # no users yet
+        db.engine.dispose()
+    assert scheduler.poll() is None
 
 
 def test_a_backdated_first_grant_by_hand_does_not_grant_the_days_between(pg, rq_processes):
