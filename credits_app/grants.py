@@ -272,10 +272,10 @@ def enqueue_date(grant_date, q=None):
 
 
 def enqueue_chunks(run, chunks, q=None):
-    q = q or queue()
-    day = run.grant_date.isoformat()
     from rq import Callback
 
+    q = q or queue()
+    day = run.grant_date.isoformat()
     # RQ calls the callback after every failed attempt; it marks the run only after the last.
     failed = Callback("worker.jobs.chunk_failed")
     return [q.enqueue("worker.jobs.grant_chunk", day, run.amount, c.lo, c.hi, retry=retry(), on_failure=failed,

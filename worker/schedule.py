@@ -79,7 +79,6 @@ def main():
     from redis import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-
     from sqlalchemy.exc import SQLAlchemyError
 
     from credits_app import create_app, grants
