@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 FLASK   := $(BIN)/flask --app wsgi
 export TZ := UTC
 
-.PHONY: run run-postgres test schema lint clean postman postman-examples bench bench-grant vendor-docs
+.PHONY: run run-postgres test schema lint clean postman postman-examples bench bench-grant bench-grant-plan vendor-docs
 
 # The runtime set (requirements.txt) plus the development tools (requirements-dev.txt).
 $(BIN)/.installed: requirements.txt requirements-dev.txt
@@ -72,6 +72,11 @@ bench: $(BIN)/.installed
 ## bench-grant: daily grant over 100k and 1M users on a durable throwaway PostgreSQL vs the bare-SQL floor
 bench-grant: $(BIN)/.installed
 	$(BIN)/python bench/grant_bench.py $(BENCH_ARGS)
+
+## bench-grant-plan: planning a grant run for 1M dense ids and 1,000 ids spread up to 10^12 (BENCH_ARGS:
+## --cases, --rev REV to plan with an older revision's code)
+bench-grant-plan: $(BIN)/.installed
+	$(BIN)/python bench/grant_plan_bench.py $(BENCH_ARGS)
 
 ## vendor-docs: refresh the /docs and /redoc assets in credits_app/static/vendor from npm
 ## (the versions pinned here; the app serves them itself, so the docs work offline)

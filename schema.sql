@@ -161,5 +161,21 @@ CREATE UNIQUE INDEX uq_revoked_tokens_seq ON revoked_tokens (seq);
 
 UPDATE alembic_version SET version_num='0005' WHERE alembic_version.version_num = '0004';
 
+-- Running upgrade 0005 -> 0006
+
+ALTER TABLE daily_grant_runs ADD COLUMN max_user_id BIGINT;
+
+ALTER TABLE daily_grant_runs ADD COLUMN last_error VARCHAR(500);
+
+ALTER TABLE daily_grant_runs ADD COLUMN scheduled BOOLEAN DEFAULT false NOT NULL;
+
+ALTER TABLE daily_grant_runs DROP CONSTRAINT ck_daily_grant_runs_status;
+
+ALTER TABLE daily_grant_runs ADD CONSTRAINT ck_daily_grant_runs_status CHECK (status IN ('running', 'done', 'failed'));
+
+UPDATE daily_grant_runs SET scheduled = true;
+
+UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
+
 COMMIT;
 

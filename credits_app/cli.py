@@ -105,9 +105,12 @@ def init_app(app):
 
 def _show_run(run):
     finished = run.finished_at.isoformat() if run.finished_at else "-"
+    covers = "-" if run.max_user_id is None else run.max_user_id
     click.echo(f"{run.grant_date}  {run.status:<7}  +{run.amount}  users {run.users_credited}  "
-               f"chunks {run.chunks_done}/{run.chunks_total}  started {run.started_at.isoformat()}  "
-               f"finished {finished}")
+               f"chunks {run.chunks_done}/{run.chunks_total}  ids <= {covers}  started {run.started_at.isoformat()}  "
+               f"finished {finished}" + ("" if run.scheduled else "  (by hand)"))
+    if run.last_error:
+        click.echo(f"    last error: {run.last_error}")
 
 
 @credits_cli.command("grant-daily")

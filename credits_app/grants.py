@@ -6,9 +6,12 @@ which is exactly-once per (user, date) on its own; this module only decides WHAT
 records progress in the same transaction as the credits, so counts are exact under retries,
 duplicate jobs and concurrent workers.
 
-Catch-up: a date is "due" when it has no finished run, lies within DAILY_GRANT_CATCHUP_DAYS
-before today (UTC) and is not earlier than the first run ever recorded (a fresh install
-does not grant the past). Today is due at the scheduled tick, or when its run was started.
+Catch-up: once 00:00 UTC has passed, today is due until its run is done. An earlier date is
+due when its run is not done (missing, running or failed), it lies within
+DAILY_GRANT_CATCHUP_DAYS before today, and it is not before the first date the schedule
+covered: the earliest run marked `scheduled` (the scheduler plans today's run when it
+registers its entry, the midnight tick and catch-up mark the dates they start). Dates from
+before the scheduler first ran, or granted only by hand, are never made up.
 """
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
@@ -23,7 +26,7 @@ from .redis_client import redis_client
 from .types import UTCDateTime, utcnow
 
 RUN_COLUMNS = ("grant_date, status, amount, chunk_size, chunks_total, chunks_done, users_credited, "
-               "started_at, finished_at")
+               "started_at, finished_at, max_user_id, last_error, scheduled")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class Run:
     users_credited: int
     started_at: datetime
     finished_at: datetime | None
+    max_user_id: int | None  # the run covers user_id <= max_user_id (None: no users when planned)
+    last_error: str | None  # the latest chunk failure that used up its retries
+    scheduled: bool  # the schedule asked for this date (else only an operator did)
 
 
 @dataclass(frozen=True)
@@ -81,26 +87,63 @@ def check_requested_date(grant_date, today=None):
                          field="date")
 
 
-def start(grant_date, amount=None):
-    """Plan the run for `grant_date` if it has none (amount and chunking are fixed then) and
-    return (run, chunks still to do). Safe to call concurrently and repeatedly."""
+# Chunk bounds are the ids that exist: every DAILY_GRANT_CHUNK_SIZE-th user id in order opens
+# a chunk, which ends where the next one opens (the last one just past max_user_id). Numbered
+# over the primary key inside the database, so planning costs follow the number of users,
+# never the spread of their ids, and no id list is ever held in Python.
+_PLAN_CHUNKS = """
+INSERT INTO daily_grant_chunks (grant_date, lo, hi)
+SELECT :gd, user_id, COALESCE(LEAD(user_id) OVER (ORDER BY user_id), :hwm + 1)
+FROM (SELECT user_id, ROW_NUMBER() OVER (ORDER BY user_id) AS n FROM users WHERE user_id <= :hwm) AS ids
+WHERE (n - 1) % :size = 0"""
+# A chunk's upper bound is exclusive and stored as BIGINT, so the largest BIGINT cannot be
+# covered; a user holding that id is left out rather than stop the grant for everyone.
+_MAX_COVERED_ID = 2**63 - 2
+
+
+def plan(grant_date, amount=None, scheduled=False):
+    """Plan the run for `grant_date` if it has none (amount, chunking and max_user_id are
+    fixed then) and return it. The run covers the users with user_id <= max_user_id, the
+    largest id when it is planned. `scheduled` records that the schedule (not an operator)
+    asked for the date; catch-up counts from the first such date. Safe to call concurrently
+    and repeatedly."""
     grant_date = parse_date(grant_date)
     amount = amount or current_app.config["DAILY_GRANT_AMOUNT"]
     size = current_app.config["DAILY_GRANT_CHUNK_SIZE"]
     with db.engine.begin() as conn:
-        lo, hi = conn.execute(text("SELECT MIN(user_id), MAX(user_id) FROM users")).one()
-        chunks = [] if lo is None else [(b, b + size) for b in range(lo, hi + 1, size)]
+        hwm = conn.execute(text("SELECT MAX(user_id) FROM users WHERE user_id <= :cap"),
+                           {"cap": _MAX_COVERED_ID}).scalar()
         created = conn.execute(
             text("INSERT INTO daily_grant_runs (grant_date, status, amount, chunk_size, chunks_total, chunks_done, "
-                 "users_credited, started_at, finished_at) VALUES (:gd, :status, :amount, :size, :total, 0, 0, :now, "
-                 ":finished) ON CONFLICT (grant_date) DO NOTHING").bindparams(
-                bindparam("now", type_=UTCDateTime), bindparam("finished", type_=UTCDateTime)),
-            {"gd": grant_date, "amount": amount, "size": size, "total": len(chunks), "now": utcnow(),
-             "status": "running" if chunks else "done", "finished": None if chunks else utcnow()}).rowcount
-        if created and chunks:
-            conn.execute(text("INSERT INTO daily_grant_chunks (grant_date, lo, hi) VALUES (:gd, :lo, :hi)"),
-                         [{"gd": grant_date, "lo": a, "hi": b} for a, b in chunks])
-    return get_run(grant_date), pending_chunks(grant_date)
+                 "users_credited, started_at, max_user_id, scheduled) VALUES (:gd, 'running', :amount, :size, 0, 0, "
+                 "0, :now, :hwm, :scheduled) ON CONFLICT (grant_date) DO NOTHING").bindparams(
+                bindparam("now", type_=UTCDateTime)),
+            {"gd": grant_date, "amount": amount, "size": size, "now": utcnow(), "hwm": hwm,
+             "scheduled": scheduled}).rowcount
+        if created:
+            total = 0 if hwm is None else conn.execute(text(_PLAN_CHUNKS),
+                                                       {"gd": grant_date, "hwm": hwm, "size": size}).rowcount
+            conn.execute(
+                text("UPDATE daily_grant_runs SET chunks_total = :total, status = :status, finished_at = :finished "
+                     "WHERE grant_date = :gd").bindparams(bindparam("finished", type_=UTCDateTime)),
+                {"total": total, "status": "running" if total else "done", "finished": None if total else utcnow(),
+                 "gd": grant_date})
+        elif scheduled:
+            conn.execute(text("UPDATE daily_grant_runs SET scheduled = :yes WHERE grant_date = :gd "
+                              "AND scheduled = :no"), {"gd": grant_date, "yes": True, "no": False})
+    return get_run(grant_date)
+
+
+def start(grant_date, amount=None, scheduled=False):
+    """plan() the date, then return (run, chunks still to do). A failed run is set running
+    again: the caller is about to run or enqueue its chunks."""
+    run = plan(grant_date, amount, scheduled)
+    if run.status == "failed":
+        with db.engine.begin() as conn:
+            conn.execute(text("UPDATE daily_grant_runs SET status = 'running' WHERE grant_date = :gd "
+                              "AND status = 'failed'"), {"gd": run.grant_date})
+        run = get_run(run.grant_date)
+    return run, pending_chunks(run.grant_date)
 
 
 def pending_chunks(grant_date):
@@ -138,6 +181,18 @@ def run_chunk(grant_date, amount, lo, hi):
     return ledger.grant_daily_chunk(grant_date, amount, lo, hi, bookkeeping=bookkeeping)
 
 
+def mark_failed(grant_date, lo, error):
+    """Record that the chunk starting at `lo` failed its last retry: its run, unless done,
+    becomes `failed` with `error` (the run cannot finish until the chunk runs again, which
+    the next catch-up does). Returns True when the run was marked."""
+    with db.engine.begin() as conn:
+        return bool(conn.execute(
+            text("UPDATE daily_grant_runs SET status = 'failed', last_error = :error WHERE grant_date = :gd "
+                 "AND status <> 'done' AND EXISTS (SELECT 1 FROM daily_grant_chunks WHERE grant_date = :gd "
+                 "AND lo = :lo AND finished_at IS NULL)"),
+            {"gd": parse_date(grant_date), "lo": lo, "error": error[:500]}).rowcount)
+
+
 def run_date(grant_date):
     """Run (or complete) a date's grant in this process, chunk after chunk. Idempotent."""
     run, chunks = start(grant_date)
@@ -146,25 +201,20 @@ def run_date(grant_date):
     return get_run(run.grant_date)
 
 
-def due_dates(today=None, include_today=False):
-    """Dates to grant now (see the module docstring), oldest first."""
+def due_dates(today=None):
+    """Dates the schedule grants now (see the module docstring), oldest first; today is
+    always among them until its run is done."""
     today = today or utc_today()
     window = current_app.config["DAILY_GRANT_CATCHUP_DAYS"]
     with db.engine.connect() as conn:
-        first = conn.execute(text("SELECT MIN(grant_date) FROM daily_grant_runs")).scalar()
-        rows = conn.execute(text("SELECT grant_date, status FROM daily_grant_runs WHERE grant_date >= :since"),
-                            {"since": today - timedelta(days=window)}).all()
-    status = {parse_date(r.grant_date) if isinstance(r.grant_date, str) else r.grant_date: r.status for r in rows}
-    due = []
-    if first is not None:
-        first = parse_date(first) if isinstance(first, str) else first
-        for back in range(window, 0, -1):
-            d = today - timedelta(days=back)
-            if d >= first and status.get(d) != "done":
-                due.append(d)
-    if status.get(today) != "done" and (include_today or today in status):
-        due.append(today)
-    return due
+        first = conn.execute(text("SELECT MIN(grant_date) FROM daily_grant_runs WHERE scheduled = :yes"),
+                             {"yes": True}).scalar()
+        done = conn.execute(text("SELECT grant_date FROM daily_grant_runs WHERE grant_date >= :since "
+                                 "AND status = 'done'"), {"since": today - timedelta(days=window)}).scalars().all()
+    done = {parse_date(d) for d in done}
+    since = today if first is None else min(today, max(parse_date(first), today - timedelta(days=window)))
+    days = [since + timedelta(days=n) for n in range((today - since).days + 1)]
+    return [d for d in days if d not in done]
 
 
 def get_run(grant_date):
@@ -186,7 +236,7 @@ def recent_runs(limit=30):
 def _run(row):
     return Run(parse_date(row.grant_date) if isinstance(row.grant_date, str) else row.grant_date, row.status,
                row.amount, row.chunk_size, row.chunks_total, row.chunks_done, row.users_credited, row.started_at,
-               row.finished_at)
+               row.finished_at, row.max_user_id, row.last_error, bool(row.scheduled))
 
 
 # --- the queue ------------------------------------------------------------------------------
@@ -222,9 +272,13 @@ def enqueue_date(grant_date, q=None):
 
 
 def enqueue_chunks(run, chunks, q=None):
+    from rq import Callback
+
     q = q or queue()
     day = run.grant_date.isoformat()
-    return [q.enqueue("worker.jobs.grant_chunk", day, run.amount, c.lo, c.hi, retry=retry(),
+    # RQ calls the callback after every failed attempt; it marks the run only after the last.
+    failed = Callback("worker.jobs.chunk_failed")
+    return [q.enqueue("worker.jobs.grant_chunk", day, run.amount, c.lo, c.hi, retry=retry(), on_failure=failed,
                       job_timeout=JOB_TIMEOUT, description=f"daily grant {day} users [{c.lo}, {c.hi})")
             for c in chunks]
 

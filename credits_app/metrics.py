@@ -88,18 +88,24 @@ class StateCollector:
                                     "When the last completed daily grant finished (unix time)")
         duration = GaugeMetricFamily("credits_daily_grant_last_duration_seconds", "Duration of the last completed grant")
         users = GaugeMetricFamily("credits_daily_grant_last_users_credited", "Users credited by the last completed grant")
+        failed = GaugeMetricFamily("credits_daily_grant_failed_runs",
+                                   "Daily-grant runs whose chunk failed its last retry and that are not finished yet")
         try:
             with db.engine.connect() as conn:
                 row = conn.execute(text("SELECT started_at, finished_at, users_credited FROM daily_grant_runs "
                                         "WHERE status = 'done' ORDER BY grant_date DESC LIMIT 1")
                                    .columns(started_at=UTCDateTime, finished_at=UTCDateTime)).first()
+                failed_runs = conn.execute(text("SELECT count(*) FROM daily_grant_runs "
+                                                "WHERE status = 'failed'")).scalar()
         except Exception:  # no table yet, database down: report nothing rather than fail the scrape
-            row = None
+            row = failed_runs = None
         if row is not None:
             success.add_metric([], row.finished_at.timestamp())
             duration.add_metric([], (row.finished_at - row.started_at).total_seconds())
             users.add_metric([], row.users_credited)
-        yield from (success, duration, users)
+        if failed_runs is not None:
+            failed.add_metric([], failed_runs)
+        yield from (success, duration, users, failed)
 
     def _queue(self):
         up = GaugeMetricFamily("credits_redis_up", "1 if Redis answered the scrape")

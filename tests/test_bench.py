@@ -52,3 +52,14 @@ def test_grant_bench_credits_every_user_once_per_date(tmp_path):
     with open(tmp_path / "grant.json") as f:
         [result] = json.load(f)["results"]
     assert result["users"] == 3000 and result["chunks"] == 3, (result, out)
+
+
+def test_grant_plan_bench_plans_from_the_ids_that_exist(tmp_path):
+    """The planning bench's cases complete: dense ids in several chunks, ids spread up to
+    10^12 in one."""
+    out = _run(["bench/grant_plan_bench.py", "--cases", "dense:3000", "spread:10:1000000000000"], tmp_path,
+               env={"DAILY_GRANT_CHUNK_SIZE": "1000"})
+    with open(tmp_path / "grant_plan.json") as f:
+        results = json.load(f)["results"]
+    assert [(r["users"], r["max_id"], r["chunks"], r["error"]) for r in results] == [
+        (3000, 3000, 3, None), (10, 10**12, 1, None)], out

@@ -145,8 +145,9 @@ def test_redis_down_money_flows_scheduling_degrades_and_missed_grant_is_caught_u
     bite, counted in process memory (429 with the JSON shape); the worker and the scheduler
     stay up (before the fix the scheduler exited on its first Redis error, and nothing ever
     put the daily-grant entry back into an emptied Redis). When Redis returns: the entry is
-    registered again, yesterday's grant runs exactly once for every user (invariant 3), the
-    day before is not granted again, and the books balance (invariants 1, 2)."""
+    registered again, yesterday's and today's grants run exactly once for every user
+    (invariant 3), the day before is not granted again, and the books balance (invariants
+    1, 2)."""
     url = own_pg.url("credits")
     admin, service = tokens_for(url, "admin", "service")
     # Its own subject, so only this client's burst meets the rate limit.
@@ -160,7 +161,8 @@ def test_redis_down_money_flows_scheduling_degrades_and_missed_grant_is_caught_u
             conn.execute(text("INSERT INTO credits (user_id, credits, last_updated) SELECT user_id, 0, "
                               "CURRENT_TIMESTAMP FROM users"))
             ids = [r[0] for r in conn.execute(text("SELECT user_id FROM users ORDER BY user_id"))]
-        grants.run_date(today - timedelta(days=2))  # the last grant before Redis went down
+        grants.plan(today - timedelta(days=2), scheduled=True)  # the last scheduled grant before Redis went down
+        grants.run_date(today - timedelta(days=2))
         db.engine.dispose()
 
     redis = Redis()  # not started: it is down when the stack starts
@@ -194,9 +196,9 @@ def test_redis_down_money_flows_scheduling_degrades_and_missed_grant_is_caught_u
         conn = RedisClient.from_url(redis.url)
         wait_until(lambda: schedule.JOB_ID in _scheduler(conn), "the daily-grant entry to be registered", 60)
         with app.app_context():
-            wait_until(lambda: (grants.get_run(today - timedelta(days=1)) or 0) and
-                       grants.get_run(today - timedelta(days=1)).status == "done",
-                       "yesterday's missed grant to be caught up", 90)
+            for day, what in ((today - timedelta(days=1), "yesterday's missed grant"), (today, "today's grant")):
+                wait_until(lambda: (grants.get_run(day) or 0) and grants.get_run(day).status == "done",
+                           f"{what} to be caught up", 90)
         wait_until(lambda: api.get("/readyz").status == 200, "readiness to recover", 60)
 
         # --- Redis stopped and restarted (empty again) under credit traffic ----------------
@@ -220,7 +222,7 @@ def test_redis_down_money_flows_scheduling_degrades_and_missed_grant_is_caught_u
                                                "kind = 'daily_grant' GROUP BY grant_date")).all())
                 doubled = c.execute(text("SELECT count(*) FROM (SELECT user_id, grant_date FROM ledger_entries "
                                          "WHERE grant_date IS NOT NULL GROUP BY 1, 2 HAVING count(*) > 1) d")).scalar()
-            assert per_date == {today - timedelta(days=2): len(ids), today - timedelta(days=1): len(ids)}, per_date
+            assert per_date == {today - timedelta(days=n): len(ids) for n in range(3)}, per_date
             assert doubled == 0, "invariant 3: a user was granted twice for one date"
             assert ledger.verify() == []
             db.engine.dispose()

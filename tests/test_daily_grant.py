@@ -112,6 +112,118 @@ def test_runs_table_records_each_date_and_plan_is_fixed(ctx):
     assert [r.grant_date for r in grants.recent_runs()] == [D]
 
 
+def add_users_with_ids(ids):
+    """Users with these exact ids, inserted by plain SQL (no credits rows), as a seed or an
+    import could."""
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO users (user_id, email, name, created_at) "
+                          "VALUES (:id, 'id' || :id || '@example.com', 'S', CURRENT_TIMESTAMP)"),
+                     [{"id": uid} for uid in ids])
+    return list(ids)
+
+
+def chunk_rows(day):
+    with db.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text("SELECT lo, hi FROM daily_grant_chunks WHERE grant_date = :d "
+                                                    "ORDER BY lo"), {"d": day})]
+
+
+def test_chunks_follow_the_users_not_the_spread_of_their_ids(ctx):
+    ids = add_users_with_ids([1, 2, 10_000_000])
+    run = grants.run_date(D)
+    assert (run.status, run.users_credited, run.chunks_total, run.max_user_id) == ("done", 3, 1, 10_000_000)
+    assert balances() == {uid: 5 for uid in ids}
+    # Ids up to 10^12 (and one at the largest id a chunk bound can cover): one chunk per
+    # DAILY_GRANT_CHUNK_SIZE users, each starting at an id that exists.
+    spread = add_users_with_ids([10**9 * k + k for k in range(1, 20)] + [10**12, 2**63 - 2])
+    day = D + timedelta(days=1)
+    run = grants.run_date(day)
+    assert (run.status, run.users_credited, run.chunks_total, run.max_user_id) == ("done", 24, 4, 2**63 - 2)
+    chunks = chunk_rows(day)
+    ordered = sorted(ids + spread)
+    assert [lo for lo, _ in chunks] == ordered[::7]
+    assert [hi for _, hi in chunks] == ordered[7::7] + [2**63 - 1]
+    assert balances() == {uid: 10 if uid in ids else 5 for uid in ordered}
+    assert ledger.verify() == []
+
+
+def test_the_largest_bigint_id_cannot_stop_the_grant(ctx):
+    ids = add_users(3)
+    top = add_users_with_ids([2**63 - 1])
+    run = grants.run_date(D)
+    assert (run.status, run.users_credited, run.max_user_id) == ("done", 3, ids[-1])
+    assert balances() == {**{uid: 5 for uid in ids}, top[0]: 0}
+
+
+def test_a_run_covers_exactly_the_users_up_to_its_max_user_id(ctx):
+    ids = add_users(9)  # chunks of 7: the last chunk holds 2 users
+    run, chunks = grants.start(D)
+    later = add_users(3)  # created after planning, before the chunks run
+    done = grants.run_date(D)
+    assert balances() == {**{uid: 5 for uid in ids}, **{uid: 0 for uid in later}}
+    assert (done.status, done.users_credited) == ("done", 9)
+    assert run.max_user_id == max(ids) and chunks[-1].hi == max(ids) + 1
+    assert grants.run_date(D).users_credited == 9  # finishing the date again adds nobody
+    nxt = grants.run_date(D + timedelta(days=1))
+    assert nxt.users_credited == 12 and nxt.max_user_id == max(later)
+
+
+def failed_runs_metric(app):
+    text_ = app.test_client().get("/metrics").get_data(as_text=True)
+    (line,) = [ln for ln in text_.splitlines() if ln.startswith("credits_daily_grant_failed_runs ")]
+    return float(line.split()[1])
+
+
+def test_a_failed_run_is_visible_and_resumed(app, client, runner):
+    with app.app_context():
+        ids = add_users(10)
+        run, chunks = grants.start(D, scheduled=True)
+        grants.run_chunk(D, run.amount, chunks[0].lo, chunks[0].hi)
+        assert failed_runs_metric(app) == 0
+        assert grants.mark_failed(D, chunks[0].lo, "x") is False  # a finished chunk fails nothing
+        assert grants.mark_failed(D, chunks[1].lo, "QueryCanceled: canceling statement due to statement timeout")
+    (item,) = client.get("/api/grants/daily").get_json()["items"]
+    assert (item["status"], item["chunks_done"], item["users_credited"]) == ("failed", 1, 7)
+    assert item["last_error"] == "QueryCanceled: canceling statement due to statement timeout"
+    status = runner.invoke(args=["credits", "grant-status"])
+    assert f"{D}  failed" in status.output and "last error: QueryCanceled" in status.output
+    assert failed_runs_metric(app) == 1
+    with app.app_context():
+        assert grants.due_dates(today=D + timedelta(days=1))[0] == D  # the next catch-up takes it
+        again, pending = grants.start(D)
+        assert again.status == "running" and pending == chunks[1:]
+        done = grants.run_date(D)
+        assert (done.status, done.users_credited, done.last_error) == ("done", 10, item["last_error"])
+        assert grants.mark_failed(D, chunks[1].lo, "late duplicate") is False  # a done run stays done
+        assert grants.get_run(D).status == "done" and failed_runs_metric(app) == 0
+        assert balances() == {uid: 5 for uid in ids} and ledger.verify() == []
+
+
+def test_migration_0006_keeps_every_run_and_chunk(app):
+    from flask_migrate import downgrade, upgrade
+
+    with app.app_context():
+        downgrade(revision="0005")
+        with db.engine.begin() as conn:
+            conn.execute(text("INSERT INTO daily_grant_runs (grant_date, status, amount, chunk_size, chunks_total, "
+                              "chunks_done, users_credited, started_at) VALUES (:d, 'running', 5, 10, 2, 1, 3, "
+                              "CURRENT_TIMESTAMP)"), {"d": D})
+            conn.execute(text("INSERT INTO daily_grant_chunks (grant_date, lo, hi, users_credited, finished_at) "
+                              "VALUES (:d, 1, 11, 3, CURRENT_TIMESTAMP), (:d, 11, 21, NULL, NULL)"), {"d": D})
+        upgrade()
+        run = grants.get_run(D)
+        assert (run.status, run.chunks_total, run.chunks_done, run.users_credited, run.max_user_id) == (
+            "running", 2, 1, 3, None)
+        assert chunk_rows(D) == [(1, 11), (11, 21)] and grants.pending_chunks(D) == [grants.Chunk(11, 21)]
+        assert grants.mark_failed(D, 11, "e") and grants.get_run(D).status == "failed"
+        with pytest.raises(Exception, match="(?i)check"):
+            with db.engine.begin() as conn:
+                conn.execute(text("UPDATE daily_grant_runs SET status = 'lost'"))
+        with db.engine.begin() as conn:  # the chunks still belong to their run
+            conn.execute(text("DELETE FROM daily_grant_runs"))
+        assert chunk_rows(D) == []
+
+
 def test_no_users_is_a_finished_empty_run(ctx):
     run = grants.run_date(D)
     assert (run.status, run.chunks_total, run.users_credited) == ("done", 0, 0)
@@ -119,19 +231,38 @@ def test_no_users_is_a_finished_empty_run(ctx):
 
 def test_catch_up_grants_each_missed_date_once_within_the_window(ctx):
     ids = add_users(3)
-    assert grants.due_dates(today=D) == []  # fresh install: nothing in the past is "missed"
-    assert grants.due_dates(today=D, include_today=True) == [D]
-    grants.run_date(D - timedelta(days=10))  # the service granted long ago, then was down
-    grants.run_date(D - timedelta(days=2))
-    grants.start(D - timedelta(days=1))  # started, crashed before any chunk ran
-    # window of 3 days: D-3 (missed), D-1 (unfinished); D-2 is done; D-10 is outside.
-    assert grants.due_dates(today=D) == [D - timedelta(days=3), D - timedelta(days=1)]
-    assert grants.due_dates(today=D, include_today=True)[-1] == D
-    for day in grants.due_dates(today=D, include_today=True):
+    assert grants.due_dates(today=D) == [D]  # fresh install: today only; nothing in the past is "missed"
+    grants.plan(D - timedelta(days=10), scheduled=True)  # the schedule granted long ago, then was down
+    grants.run_date(D - timedelta(days=10))
+    grants.run_date(D - timedelta(days=2))  # an operator granted this one by hand
+    grants.start(D - timedelta(days=1), scheduled=True)  # started, crashed before any chunk ran
+    # window of 3 days: D-3 (missed), D-1 (unfinished), D (today); D-2 is done; D-10 is outside.
+    assert grants.due_dates(today=D) == [D - timedelta(days=3), D - timedelta(days=1), D]
+    for day in grants.due_dates(today=D):
         grants.run_date(day)
-    assert grants.due_dates(today=D, include_today=True) == []
+    assert grants.due_dates(today=D) == []
     assert balances() == {uid: 5 * 5 for uid in ids}  # D-10, D-3, D-2, D-1, D: once each
     assert ledger.verify() == []
+
+
+def test_a_date_granted_by_hand_does_not_start_the_catch_up(ctx):
+    add_users(3)
+    grants.run_date(D - timedelta(days=3))  # a fresh install's first grant, backdated, by hand
+    assert grants.due_dates(today=D) == [D]
+    assert not grants.get_run(D - timedelta(days=3)).scheduled
+    grants.plan(D - timedelta(days=1), scheduled=True)  # the scheduler first ran yesterday
+    assert grants.due_dates(today=D) == [D - timedelta(days=1), D]
+    run = grants.start(D - timedelta(days=3), scheduled=True)[0]  # the schedule asking later marks it
+    assert run.scheduled and grants.due_dates(today=D) == [D - timedelta(days=2), D - timedelta(days=1), D]
+
+
+@pytest.mark.parametrize("app_env", [{"DAILY_GRANT_CATCHUP_DAYS": "0"}])
+def test_today_is_due_even_without_catch_up_days(ctx):
+    add_users(2)
+    grants.run_date(D - timedelta(days=2))
+    assert grants.due_dates(today=D) == [D]
+    grants.run_date(D)
+    assert grants.due_dates(today=D) == []
 
 
 def test_utc_today_is_the_utc_calendar_date():

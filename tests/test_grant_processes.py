@@ -21,7 +21,7 @@ from sqlalchemy import text
 
 from credits_app import grants, ledger
 from credits_app.extensions import db
-from tests.conftest import LiveServer, client_as, token_for
+from tests.conftest import LiveServer, client_as, make_app, token_for
 from tests.redis_fixtures import QUEUE, ROOT, wait_for
 from tests.test_daily_grant import add_users, balances, grant_rows
 from worker import schedule
@@ -263,16 +263,92 @@ print(json.dumps(out))
 def test_scheduler_process_catches_up_a_date_missed_while_down(pg, rq_processes):
     ids = add_users(15)
     today = grants.utc_today()
-    grants.run_date(today - timedelta(days=3))  # granting worked, then everything was down
+    grants.plan(today - timedelta(days=3), scheduled=True)  # the schedule worked, then everything was down
+    grants.run_date(today - timedelta(days=3))
     url = db_url(pg)
     rq_processes.scheduler(url, DAILY_GRANT_CATCHUP_DAYS=2)  # registers the entry, queues catch-up
     rq_processes.worker(url, entry_point=True)
-    wait_for(lambda: len(done_runs()) == 3 and idle(pg), "the missed dates to be granted")
+    wait_for(lambda: len(done_runs()) == 4 and idle(pg), "the missed dates and today to be granted")
     granted = [r.grant_date for r in grants.recent_runs()]
-    # today - 2 and today - 1 are caught up; today waits for its midnight fire.
-    assert granted == [today - timedelta(days=1), today - timedelta(days=2), today - timedelta(days=3)]
-    assert balances() == {uid: 15 for uid in ids} and ledger.verify() == []
+    # today - 2 and today - 1 are caught up, and today (its 00:00 UTC has passed) with them.
+    assert granted == [today - timedelta(days=n) for n in range(4)]
+    assert balances() == {uid: 20 for uid in ids} and ledger.verify() == []
     assert [j.id for j in Scheduler(connection=redis(pg)).get_jobs()] == [schedule.JOB_ID]
+
+
+def test_a_midnight_tick_lost_with_redis_is_granted_the_same_day(pg, rq_processes):
+    """Injected: the scheduler is up and no worker is; the midnight tick is queued, then Redis
+    loses everything (FLUSHALL), then a worker starts. With DAILY_GRANT_CATCHUP_DAYS=0.
+    Observed: the scheduler puts its entry back and queues a catch-up that includes today,
+    so today's grant happens now rather than at the next midnight."""
+    ids = add_users(12)
+    today = grants.utc_today()
+    url = db_url(pg)
+    rq_processes.scheduler(url, DAILY_GRANT_CATCHUP_DAYS=0)
+    conn = redis(pg)
+    wait_for(lambda: schedule.JOB_ID in Scheduler(connection=conn), "the entry to be registered")
+    fire_soon(pg, seconds=1)
+    wait_for(lambda: schedule.JOB_ID in Queue(QUEUE, connection=conn).job_ids, "the tick to be queued")
+    conn.flushall()
+    wait_for(lambda: schedule.JOB_ID in Scheduler(connection=conn), "the entry to be registered again")
+    rq_processes.worker(url, entry_point=True, DAILY_GRANT_CATCHUP_DAYS=0)
+    wait_for(lambda: done_runs() and idle(pg), "today's grant")
+    assert [(r.grant_date, r.users_credited) for r in grants.recent_runs()] == [(today, 12)]
+    assert_granted_once(ids, day=today)
+    when = {j.id: t for j, t in Scheduler(connection=conn).get_jobs(with_times=True)}
+    assert when[schedule.JOB_ID] == schedule.next_fire("0 0 * * *").replace(tzinfo=None)  # the next midnight
+
+
+def test_a_scheduler_starting_on_an_empty_redis_grants_today(pg, rq_processes):
+    """Injected: midnights missed with nothing running, then the scheduler starts on an empty
+    Redis (as `make run`'s Redis, which keeps nothing on disk, always is), with
+    DAILY_GRANT_CATCHUP_DAYS=0. Observed: today is granted now."""
+    ids = add_users(5)
+    today = grants.utc_today()
+    grants.run_date(today - timedelta(days=2))
+    url = db_url(pg)
+    rq_processes.scheduler(url, DAILY_GRANT_CATCHUP_DAYS=0)
+    rq_processes.worker(url, entry_point=True, DAILY_GRANT_CATCHUP_DAYS=0)
+    wait_for(lambda: len(done_runs()) == 2 and idle(pg), "today's grant")
+    assert [r.grant_date for r in grants.recent_runs()] == [today, today - timedelta(days=2)]
+    assert balances() == {uid: 10 for uid in ids} and ledger.verify() == []
+
+
+def test_the_scheduler_waits_for_the_database_then_records_today(pg_server, rq_processes):
+    """Injected: the scheduler starts while its database does not exist yet. Observed: it
+    stays up with its entry registered, and once the database is there it plans today's
+    run, marked scheduled."""
+    name = f"late_{os.getpid()}_{int(time.time() * 1000)}"
+    scheduler = rq_processes.scheduler(pg_server.url(name))
+    conn = Redis.from_url(rq_processes.redis_url)
+    wait_for(lambda: schedule.JOB_ID in Scheduler(connection=conn), "the entry to be registered")
+    wait_for(lambda: "OperationalError" in open(scheduler.log_path).read(), "the scheduler to meet the database")
+    assert scheduler.poll() is None, "the scheduler exited without its database"
+    pg_server.psql("postgres", f"CREATE DATABASE {name} TEMPLATE template_credits")
+    app = make_app(pg_server.url(name))
+    with app.app_context():
+        run = wait_for(lambda: grants.get_run(grants.utc_today()), "today's run to be planned")
+        assert run.scheduled and run.status == "done" and run.chunks_total == 0  # no users yet
+        db.engine.dispose()
+    assert scheduler.poll() is None
+
+
+def test_a_backdated_first_grant_by_hand_does_not_grant_the_days_between(pg, rq_processes):
+    """Injected: on a fresh install an operator grants today - 7 by hand (the CLI), then the
+    scheduler and a worker start. Observed: the scheduler grants today only; the six days
+    in between were never scheduled and nobody asked for them."""
+    ids = add_users(4)
+    today = grants.utc_today()
+    manual = pg.test_cli_runner().invoke(args=["credits", "grant-daily", "--date", str(today - timedelta(days=7))])
+    assert manual.exit_code == 0, manual.output
+    url = db_url(pg)
+    rq_processes.scheduler(url, DAILY_GRANT_CATCHUP_DAYS=7)
+    worker = rq_processes.worker(url, entry_point=True, DAILY_GRANT_CATCHUP_DAYS=7)
+    wait_for(lambda: len(done_runs()) == 2 and idle(pg), "today's grant")
+    wait_for(lambda: any(line["job"] == "catch_up" for line in _job_lines(worker)), "the catch-up job")
+    assert [(r.grant_date, r.scheduled) for r in grants.recent_runs()] == [
+        (today, True), (today - timedelta(days=7), False)]
+    assert balances() == {uid: 10 for uid in ids} and ledger.verify() == []
 
 
 def test_api_enqueues_a_date_and_the_worker_runs_it(pg, rq_processes):
@@ -348,3 +424,89 @@ def test_sigterm_lets_the_running_grant_job_finish(pg, rq_processes):
     wait_for(lambda: len(done_runs()) == 1 and idle(pg), "the rest of the grant")
     assert_granted_once(ids)
     assert ledger.verify() == []
+
+
+def failed_chunk_jobs(app):
+    return FailedJobRegistry(QUEUE, connection=redis(app)).count
+
+
+def test_a_chunk_that_fails_every_retry_marks_its_run_failed_until_catch_up(pg, rq_processes):
+    """Injected: another connection holds one user's credits row locked while the worker's
+    statement timeout is 300 ms, so that chunk fails its first run and both retries.
+    Observed: the run is `failed` (API, CLI, metric) with the database's error, the other
+    chunks are granted; once the lock is gone, the scheduler's catch-up finishes the run and
+    every user is credited once."""
+    ids = add_users(30)
+    blocker = db.engine.connect()
+    tx = blocker.begin()
+    blocker.execute(text("SELECT credits FROM credits WHERE user_id = :u FOR UPDATE"), {"u": ids[15]})
+    url = db_url(pg)
+    worker = rq_processes.worker(url, entry_point=True, DB_STATEMENT_TIMEOUT_MS=300, DAILY_GRANT_RETRY_DELAYS="0,0")
+    today = grants.utc_today()
+    grants.enqueue_date(today)
+    wait_for(lambda: failed_chunk_jobs(pg) == 1 and idle(pg), "the locked chunk to fail its last retry")
+    run = grants.get_run(today)
+    assert (run.status, run.chunks_done, run.chunks_total, run.users_credited) == ("failed", 2, 3, 20)
+    assert run.last_error == "QueryCanceled: canceling statement due to statement timeout"
+    attempts = [line for line in _job_lines(worker) if line["job"] == "grant_chunk" and line["outcome"] == "failed"]
+    assert [line["retries_left"] for line in attempts] == [2, 1, 0]  # marked only after the last of them
+    (item,) = client_as(pg, "admin").get("/api/grants/daily").get_json()["items"]
+    assert (item["status"], item["last_error"]) == ("failed", run.last_error)
+    assert f"{today}  failed" in pg.test_cli_runner().invoke(args=["credits", "grant-status"]).output
+    assert "credits_daily_grant_failed_runs 1.0" in pg.test_client().get("/metrics").get_data(as_text=True)
+
+    tx.rollback()
+    blocker.close()
+    rq_processes.scheduler(url)  # (re)starting the scheduler queues a catch-up
+    wait_for(lambda: grants.get_run(today).status == "done" and idle(pg), "the catch-up to finish the run")
+    run = grants.get_run(today)
+    assert (run.chunks_done, run.users_credited) == (3, 30)
+    assert_granted_once(ids, day=today)
+    assert "credits_daily_grant_failed_runs 0.0" in pg.test_client().get("/metrics").get_data(as_text=True)
+
+
+def _horse(worker_pid):
+    """The work horse: the worker's child that holds a PostgreSQL connection waiting on a lock
+    (the worker's other child, RQ's scheduler, holds none)."""
+    with db.engine.connect() as conn:
+        ports = {r[0] for r in conn.execute(text("SELECT client_port FROM pg_stat_activity "
+                                                 "WHERE wait_event_type = 'Lock'"))}
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) in ports:
+                    inodes.add(fields[9])
+    for pid in _children(worker_pid):
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:
+            continue
+        if any(f"socket:[{inode}]" in links for inode in inodes):
+            return pid
+    return None
+
+
+def test_a_chunk_whose_horse_is_killed_on_its_last_attempt_marks_its_run_failed(pg, rq_processes):
+    """Injected: the work horse running the locked chunk is SIGKILLed on its first run and on
+    its one retry (no failure callback runs in a killed process). Observed: the run is
+    `failed`, saying the horse was killed."""
+    ids = add_users(30)
+    blocker = db.engine.connect()
+    tx = blocker.begin()
+    blocker.execute(text("SELECT credits FROM credits WHERE user_id = :u FOR UPDATE"), {"u": ids[15]})
+    worker = rq_processes.worker(db_url(pg), entry_point=True, DAILY_GRANT_RETRY_DELAYS="0")
+    today = grants.utc_today()
+    grants.enqueue_date(today)
+    killed = set()
+    for _ in range(2):
+        horse = wait_for(lambda: (pid := _horse(worker.pid)) not in killed | {None} and pid, "the blocked horse")
+        os.kill(horse, signal.SIGKILL)
+        killed.add(horse)
+    wait_for(lambda: failed_chunk_jobs(pg) == 1 and idle(pg), "the chunk to fail for good")
+    tx.rollback()
+    blocker.close()
+    run = grants.get_run(today)
+    assert (run.status, run.chunks_done, run.users_credited) == ("failed", 2, 20)
+    assert run.last_error == "work horse killed (waitpid status 9)"

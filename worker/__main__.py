@@ -28,7 +28,8 @@ def main():
     # the whole stack down with it): wait for it. Once working, rq rides out outages itself.
     while True:
         try:
-            Worker([Queue(config["RQ_QUEUE"], connection=connection)], connection=connection).work(with_scheduler=True)
+            Worker([Queue(config["RQ_QUEUE"], connection=connection)], connection=connection,
+                   work_horse_killed_handler=jobs.horse_killed).work(with_scheduler=True)
             return
         except (RedisConnectionError, RedisTimeoutError) as e:
             print(f"redis unavailable ({e}); starting again in 2 s", file=sys.stderr, flush=True)

@@ -64,11 +64,11 @@ def logged(job):
 
 @logged
 def daily_grant_tick(amount=None):
-    """The cron entry's job: today's UTC date plus any missed dates (catch-up), each planned
-    and fanned out as chunk jobs; then expired Idempotency-Key records and revocations of
-    expired tokens are purged. Returns the ISO dates it started."""
+    """The cron entry's job: every due date (today and missed dates, see credits_app.grants),
+    each planned and fanned out as chunk jobs; then expired Idempotency-Key records and
+    revocations of expired tokens are purged. Returns the ISO dates it started."""
     with _context():
-        started = _start(grants.due_dates(include_today=True), amount)
+        started = _start(grants.due_dates(), amount, scheduled=True)
         ledger.purge_idempotency_keys()
         tokens.purge_revocations()
         return started
@@ -76,9 +76,10 @@ def daily_grant_tick(amount=None):
 
 @logged
 def catch_up():
-    """Complete missed or unfinished dates only (run when the scheduler starts)."""
+    """The same due dates as the tick, today included (queued when the scheduler starts or
+    finds Redis emptied, so a lost tick is made up at once, not a day later)."""
     with _context():
-        return _start(grants.due_dates(include_today=False), None)
+        return _start(grants.due_dates(), None, scheduled=True)
 
 
 @logged
@@ -95,11 +96,37 @@ def grant_chunk(date_iso, amount, lo, hi):
         return grants.run_chunk(date_iso, amount, lo, hi)
 
 
-def _start(dates, amount):
+def chunk_failed(job, connection, exc_type, exc, tb):
+    """RQ's failure callback for chunk jobs (it runs after every failed attempt): once no
+    retry is left, the chunk's run is marked `failed` with the error, so a run that cannot
+    finish says so instead of staying `running`."""
+    if job.should_retry:
+        return
+    cause = getattr(exc, "orig", None) or exc  # the driver's error, without the SQL and its parameters
+    lines = str(cause).strip().splitlines()
+    _mark_failed(job, f"{type(cause).__name__}: {lines[0] if lines else ''}")
+
+
+def horse_killed(job, retpid, ret_val, rusage):
+    """The worker's handler for a work horse that died mid-job (SIGKILL, out of memory): no
+    failure callback runs then, so a chunk job's last attempt is recorded here."""
+    if job.func_name == "worker.jobs.grant_chunk" and not job.should_retry:
+        _mark_failed(job, f"work horse killed (waitpid status {ret_val})")
+
+
+def _mark_failed(job, error):
+    date_iso, _amount, lo, _hi = job.args
+    with _context():
+        marked = grants.mark_failed(date_iso, lo, error)
+    log.error("daily grant chunk failed for good", extra={"fields": {
+        "job_id": job.id, "grant_date": date_iso, "lo": lo, "error": error, "run_marked_failed": marked}})
+
+
+def _start(dates, amount, scheduled=False):
     q = grants.queue()
     started = []
     for day in dates:
-        run, chunks = grants.start(day, amount)
+        run, chunks = grants.start(day, amount, scheduled=scheduled)
         grants.enqueue_chunks(run, chunks, q)
         started.append(run.grant_date.isoformat())
     return started

@@ -1,5 +1,6 @@
 """The daily grant's cron entry in rq-scheduler, and `python -m worker.schedule`: the
-scheduler process (register the entry, queue a catch-up, then run rq-scheduler's loop).
+scheduler process (register the entry, record today as a scheduled date, queue a catch-up,
+then run rq-scheduler's loop).
 
 The entry lives under ONE fixed job id, so registering again (every scheduler start, any
 number of schedulers) never duplicates it; a changed cron, amount or queue replaces it; an
@@ -78,6 +79,7 @@ def main():
     from redis import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from credits_app import create_app, grants
 
@@ -87,22 +89,25 @@ def main():
         sys.exit("REDIS_URL is not set: the scheduler needs Redis")
     connection = Redis.from_url(url)
     interval = app.config["DAILY_GRANT_SCHEDULER_INTERVAL"]
-    # Redis down must not end the process (a supervisor such as honcho would take the whole
-    # stack down with it) nor, when Redis comes back empty, leave it without the entry: on
-    # every (re)connection register the entry again and queue a catch-up of missed dates.
+    # Redis or the database down must not end the process (a supervisor such as honcho would
+    # take the whole stack down with it) nor, when Redis comes back empty, leave it without
+    # the entry: on every (re)connection register the entry again, record today as a
+    # scheduled date and queue a catch-up of the due dates, today included.
     while True:
         try:
             with app.app_context():
                 job, changed = register(connection, app.config["DAILY_GRANT_CRON"],
                                         app.config["DAILY_GRANT_AMOUNT"], app.config["RQ_QUEUE"])
                 log.info("daily grant entry %s %s", JOB_ID, "registered" if changed else "unchanged")
-                # Dates missed while nothing was running are granted now (see credits_app.grants).
+                # Planned here, in the database, so catch-up counts from today even if no worker
+                # runs before Redis loses the queued jobs.
+                grants.plan(grants.utc_today(), app.config["DAILY_GRANT_AMOUNT"], scheduled=True)
                 grants.queue().enqueue("worker.jobs.catch_up", retry=grants.retry(), job_timeout=grants.JOB_TIMEOUT)
             _scheduler_class()(queue_name=app.config["RQ_QUEUE"], connection=connection, interval=interval).run()
             return
-        except (RedisConnectionError, RedisTimeoutError, EntryLost) as e:
-            log.warning("redis unavailable or emptied (%s: %s); starting again in %s s",
-                            type(e).__name__, e, interval)
+        except (RedisConnectionError, RedisTimeoutError, EntryLost, SQLAlchemyError) as e:
+            log.warning("redis or database unavailable, or redis emptied (%s: %s); starting again in %s s",
+                        type(e).__name__, str(e).splitlines()[0] if str(e) else "", interval)
             time.sleep(interval)
 
 

@@ -12,7 +12,8 @@ blp = Blueprint("grants", __name__, url_prefix="/api/grants", description="The d
 
 class RunOut(Schema):
     grant_date = fields.Date()
-    status = fields.String(metadata={"enum": ["running", "done"]})
+    status = fields.String(metadata={"enum": ["running", "done", "failed"], "description":
+                                     "failed: a chunk failed its last retry; the next catch-up resumes the run"})
     amount = fields.Integer()
     chunk_size = fields.Integer()
     chunks_total = fields.Integer()
@@ -20,6 +21,13 @@ class RunOut(Schema):
     users_credited = fields.Integer()
     started_at = fields.DateTime()
     finished_at = fields.DateTime(allow_none=True)
+    max_user_id = fields.Integer(allow_none=True, metadata={
+        "description": "the run covers users with user_id <= max_user_id, the largest id when it was planned "
+                       "(null: no users then, or a run planned before this was recorded)"})
+    scheduled = fields.Boolean(metadata={"description": "the schedule asked for this date (false: only an operator "
+                                                        "did); catch-up counts from the first scheduled date"})
+    last_error = fields.String(allow_none=True,
+                               metadata={"description": "the latest chunk failure after its last retry"})
 
 
 class RunList(Schema):
@@ -60,7 +68,7 @@ def run(body):
     """Enqueue a date's grant for the worker: today (UTC, the default) or one of the
     DAILY_GRANT_CATCHUP_DAYS before it. Idempotent: users already granted that date are not
     granted again, and a date whose run is done answers 200 `already_done` without a job.
-    A run covers the users that existed when it was planned."""
+    A run covers the users with ids up to the largest id when it was planned (max_user_id)."""
     day = grants.check_requested_date(body.get("date") or grants.utc_today())
     existing = grants.get_run(day)
     if existing is not None and existing.status == "done":
