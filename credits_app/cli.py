@@ -121,7 +121,13 @@ def grant_daily(day):
     from . import grants
 
     try:
-        run = grants.run_date(grants.check_requested_date(day) if day else grants.utc_today())
+        grant_date = grants.check_requested_date(day) if day else grants.utc_today()
+        before = grants.get_run(grant_date)
+        if before is not None and before.status == "done":
+            click.echo(f"{grant_date} was already granted; nothing to do (each user takes a date's grant once)")
+            _show_run(before)
+            return
+        run = grants.run_date(grant_date)
     except DomainError as e:
         _fail(e)
     _show_run(run)

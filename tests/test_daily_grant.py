@@ -282,8 +282,10 @@ def test_cli_grant_daily_is_idempotent_and_grant_status_lists_runs(app, runner):
     first = runner.invoke(args=["credits", "grant-daily", "--date", yesterday])
     assert first.exit_code == 0, first.output
     assert f"{yesterday}  done" in first.output and "users 4" in first.output
+    assert "already granted" not in first.output
     again = runner.invoke(args=["credits", "grant-daily", "--date", yesterday])
     assert again.exit_code == 0 and "users 4" in again.output
+    assert f"{yesterday} was already granted; nothing to do" in again.output
     today = runner.invoke(args=["credits", "grant-daily"])
     assert today.exit_code == 0 and str(grants.utc_today()) in today.output
     status = runner.invoke(args=["credits", "grant-status"])

@@ -510,3 +510,17 @@ def test_a_chunk_whose_horse_is_killed_on_its_last_attempt_marks_its_run_failed(
     run = grants.get_run(today)
     assert (run.status, run.chunks_done, run.users_credited) == ("failed", 2, 20)
     assert run.last_error == "work horse killed (waitpid status 9)"
+
+
+def test_the_scheduler_process_prints_no_dependency_warning_about_cron_time():
+    """rq-scheduler's cron arithmetic makes crontab warn about a future default (UTC vs local
+    time) on every call; the scheduler runs with TZ=UTC, where both defaults agree, so the
+    warning is silenced where it arises and nothing else is."""
+    script = ("import warnings, worker.schedule\n"
+              "from rq_scheduler.utils import get_next_scheduled_time\n"
+              "get_next_scheduled_time('0 0 * * *')\n"
+              "warnings.warn('another FutureWarning', FutureWarning)\n")
+    result = subprocess.run([sys.executable, "-W", "default", "-c", script], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "TZ": "UTC"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "crontab" not in result.stderr and "another FutureWarning" in result.stderr

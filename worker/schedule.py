@@ -11,9 +11,15 @@ import logging
 import os
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 
 log = logging.getLogger("credits.scheduler")
+
+# rq-scheduler asks crontab for cron times in local time, and crontab warns on every call
+# that its default may change to UTC. Every process here runs with TZ=UTC (_force_utc), so
+# local time is UTC under either default: the warning does not apply to us.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"rq_scheduler\.utils")
 
 JOB_ID = "credits-daily-grant"
 TICK = "worker.jobs.daily_grant_tick"
