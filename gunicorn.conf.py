@@ -1,30 +1,23 @@
 """gunicorn settings for the `web` process (Procfile). Environment: HOST, PORT,
 WEB_CONCURRENCY, WEB_THREADS, WEB_REUSE_PORT, PROMETHEUS_MULTIPROC_DIR.
 
-Worker class gthread, one process per core, 4 threads each: chosen by measurement
-(bench/http_bench.py, 2 cores, concurrency 32; STACK-NOTES for sync/gevent):
+Worker class gthread, one process per core, 4 threads each (docs/benchmarks.md, "Figures
+behind code choices", has the measurements):
 - one listening socket shared by the workers (WEB_REUSE_PORT=false, the default): with a
   socket per worker (reuse_port) the kernel spreads connections evenly, but the connections
-  waiting in a worker's own queue are reset when that worker dies or restarts (a SIGKILL
-  test saw it), while a shared queue is served by the siblings. The price: a worker that
-  wakes first can take most of a burst of long-lived connections (the bare floor served
-  1,969 reads/s at 106% CPU instead of ~3,300), so the benchmark sets WEB_REUSE_PORT=true
-  for the floor and the service alike;
-- processes x threads: 2x4, 4x2, 3x4 and 4x4 served 1,309-1,591 reads/s, 813-967 adds/s and
-  737-984 hot-user deducts/s, differences inside one machine's run-to-run noise (a second
-  2x8 run: no better for writes, worse for reads); more processes than cores add memory and
-  connections, not throughput, so processes = cores. Re-measured after the hot path's CPU
-  per request fell by a further ~15% (limiter off, each target's median of 2 rounds): 2x8
-  gave adds 54% of the floor against 57% for 2x4 and reads 60% against 57%, inside the
-  noise; 4x4 fell behind (adds 50%, a 391 ms p99 on reads). A 1 ms GIL switch interval
-  (instead of 5 ms) helped writes a little (56% vs 53%) and cost reads (47% vs 60%): the
-  default stays;
+  waiting in a worker's own queue are reset when that worker dies or restarts, while a
+  shared queue is served by the siblings. The price: a worker that wakes first can take
+  most of a burst of long-lived connections, so the benchmark sets WEB_REUSE_PORT=true for
+  the floor and the service alike;
+- processes = cores: more processes than cores add memory and connections, not
+  throughput. Python's default GIL switch interval stays: a shorter one gains less on
+  writes than it costs on reads;
 - threads = 4: enough to keep a process busy while requests wait on PostgreSQL (a change
-  waits for its WAL flush) and Redis; more threads queue on the GIL. The bare-WSGI floor,
-  which is not CPU-bound, is limited on writes by 2x4 = 8 commits in flight (group commit),
-  so a deployment with spare CPU should raise WEB_THREADS (and DB_POOL_SIZE with it);
-- not gevent: psycopg2 blocks the hub without psycogreen (STACK-NOTES), and it would not
-  help a CPU-bound process; not sync: one request per process stalls on every round trip.
+  waits for its WAL flush) and Redis; more threads queue on the GIL. Where CPU is to spare,
+  writes are bounded by the commits in flight (processes x threads), so a deployment with
+  spare CPU should raise WEB_THREADS (and DB_POOL_SIZE with it);
+- not gevent: psycopg2 blocks the hub without psycogreen, and gevent would not help a
+  CPU-bound process; not sync: one request per process stalls on every round trip.
 Each process's connection pool is DB_POOL_SIZE (default 10). Each thread keeps one pooled
 connection for the hot path, up to half the pool (credits_app/thread_connections.py;
 threads beyond that check out per request), so raise DB_POOL_SIZE to 2 x WEB_THREADS."""
@@ -59,7 +52,7 @@ errorlog = "-"
 
 class NoAccessLog(Logger):
     """gunicorn writes an access line whenever a logconfig_dict is set, accesslog or not: a
-    second line per request (and ~8% of a worker's CPU) beside the app's own."""
+    second line per request beside the app's own, paid for in the worker's CPU."""
 
     def access(self, resp, req, environ, request_time):
         pass
@@ -111,10 +104,9 @@ def on_starting(server):
 
 
 def post_worker_init(worker):
-    # The worker has built the app: move what start-up allocated (~130,000 objects) into
-    # the permanent generation. Otherwise every full collection walks them all, a ~56 ms
-    # pause of every thread in the worker about once per 20,000 requests (measured in
-    # process): a latency spike for whatever was in flight.
+    # The worker has built the app: move what start-up allocated into the permanent
+    # generation. Otherwise every full collection walks all of it, pausing every thread in
+    # the worker: a latency spike for whatever is in flight.
     gc.freeze()
     # The request log is written by a thread of its own (credits_app/logs.py says why).
     from credits_app import logs

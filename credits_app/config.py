@@ -99,7 +99,7 @@ def load(env, instance_path):
 
 
 def _daily_grant(env, max_amount):
-    """The daily grant (issue 3): amount, schedule, fan-out, catch-up window, queue."""
+    """The daily grant: amount, schedule, fan-out, catch-up window, queue."""
     cron = env.get("DAILY_GRANT_CRON") or "0 0 * * *"
     try:
         import crontab  # the parser rq-scheduler itself uses, so what passes here runs there

@@ -29,11 +29,10 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 class _RequestIds:
     """Fresh request ids: 32 hex digits of os.urandom each, as uuid4().hex, drawn for 256 ids
     at a time. getrandom() is a system call, and CPython lets go of the GIL around it: drawn
-    per request, under load the request thread then waited for the GIL behind a sibling's
-    slice of Python (1.5 ms in one strace under the benchmark's load). Not a seeded
-    generator: its ids could be predicted from the ones it echoed. A forked child (a
-    gunicorn worker) starts with an empty batch and a new lock, so no two processes hand out
-    the same ids."""
+    per request, under load the request thread would then wait for the GIL behind a
+    sibling's slice of Python. Not a seeded generator: its ids could be predicted from the
+    ones it echoed. A forked child (a gunicorn worker) starts with an empty batch and a new
+    lock, so no two processes hand out the same ids."""
 
     BATCH = 256
 
@@ -204,7 +203,7 @@ def init_app(app):
     @app.before_request
     def _request_id():
         # From the environ: request.headers.get() translates the name and goes through the
-        # proxy, thirty times the cost of this lookup, on every request.
+        # proxy on every request; this lookup does neither.
         incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
 

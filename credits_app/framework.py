@@ -1,6 +1,6 @@
 """Flask and werkzeug as this service uses them: the app, URL map, request and JSON classes
 that create_app() builds the app from. Each differs from the stock class where the stock
-one answered in HTML, or cost measurable time on every request (README, Benchmarks)."""
+one answered in HTML, or cost measurable time on every request (docs/benchmarks.md)."""
 import inspect
 import io
 import json
@@ -24,16 +24,16 @@ class NoSlashMergingMap(Map):
 
 class CreditsRequest(Request):
     """A body with a Content-Length is read in one call of that length. werkzeug reads it
-    through a stream wrapper that asks gunicorn for 64 KB at a time until an empty read: for
-    a 13-byte credit change, three reads through two layers of Python, a twentieth of a
-    worker's time holding the GIL under load (py-spy). Limits and errors stay werkzeug's: a
-    declared length over MAX_CONTENT_LENGTH is 413, a failed read is ClientDisconnected (400),
-    and a chunked body (no Content-Length) is read through werkzeug's stream. Stricter than
-    werkzeug behind gunicorn, for every reader of the body (the parser, the schema API's
-    hooks): a body shorter than its Content-Length (the client stopped sending) is
-    ClientDisconnected too, where werkzeug handed the app what had arrived; and a chunked
-    body that reaches MAX_CONTENT_LENGTH is 413, where werkzeug cut it there without an error
-    and the app parsed what was left (a valid change in the first 64 KB was applied)."""
+    through a stream wrapper that asks gunicorn for 64 KB at a time until an empty read: even
+    a credit change's few bytes take several reads through two layers of Python, all holding
+    the GIL. Limits and errors stay werkzeug's: a declared length over MAX_CONTENT_LENGTH is
+    413, a failed read is ClientDisconnected (400), and a chunked body (no Content-Length) is
+    read through werkzeug's stream. Stricter than werkzeug behind gunicorn, for every reader
+    of the body (the parser, the schema API's hooks): a body shorter than its Content-Length
+    (the client stopped sending) is ClientDisconnected too, where werkzeug hands the app what
+    has arrived; and a chunked body that reaches MAX_CONTENT_LENGTH is 413, where werkzeug
+    cuts it there without an error and the app would parse what is left (a valid change in
+    the first 64 KB would be applied)."""
 
     @cached_property
     def stream(self):
@@ -57,8 +57,8 @@ class CreditsRequest(Request):
 
 class JSONProvider(DefaultJSONProvider):
     """Flask's JSON, the same bytes, with the compact encoder built once: Flask's response()
-    calls json.dumps(obj, **options), which builds a new encoder for every answer (a change's
-    answer: 12.5 -> 9.3 us). Options changed on app.json later are honoured (a new encoder)."""
+    calls json.dumps(obj, **options), which builds a new encoder for every answer. Options
+    changed on app.json later are honoured (a new encoder)."""
 
     _encoder = (None, None)  # (the options it was built with, the encoder)
 
@@ -77,8 +77,8 @@ class JSONProvider(DefaultJSONProvider):
 
 class CreditsFlask(Flask):
     """Flask asks `inspect` whether each hook and view is a coroutine function before every
-    call: some 16 times a request here, for functions defined once. Remember the plain ones
-    (bound methods, partials and the like are still asked every time)."""
+    call: many times a request, for functions defined once. Remember the plain ones (bound
+    methods, partials and the like are still asked every time)."""
 
     url_map_class = NoSlashMergingMap
     request_class = CreditsRequest

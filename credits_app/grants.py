@@ -74,8 +74,8 @@ def check_requested_date(grant_date, today=None):
     """A date an operator asks to grant (API, CLI) as a date. It must be today (UTC) or one
     of the DAILY_GRANT_CATCHUP_DAYS before it, or already have a run (to finish it): every
     other date would be one more +amount for every user (a typo such as 2099-01-01 or
-    0001-01-01 was one), and a run planned ahead of its day would leave out the users who
-    sign up before that day comes. Raises InvalidRequest (422)."""
+    0001-01-01 would grant one), and a run planned ahead of its day would leave out the
+    users who sign up before that day comes. Raises InvalidRequest (422)."""
     grant_date = parse_date(grant_date)
     today = today or utc_today()
     window = current_app.config["DAILY_GRANT_CATCHUP_DAYS"]

@@ -1,6 +1,6 @@
 """The only code that changes balances.
 
-Guarantees (DESIGN.md invariants 1, 4, 5, 6):
+Guarantees:
 - a balance never goes below zero (the UPDATE is conditional and the CHECK constraint backs
   it), and an add never takes it above MAX_BALANCE;
 - each change writes exactly one ledger row in the same transaction as the balance;
@@ -155,8 +155,9 @@ def purge_idempotency_keys(now=None):
 
 
 def verify():
-    """Users whose stored balance differs from the sum of their ledger entries (invariant 2).
-    Returns a list of (user_id, stored, ledger_sum); empty when the books balance."""
+    """Users whose stored balance differs from the sum of their ledger entries (every balance
+    must equal it). Returns a list of (user_id, stored, ledger_sum); empty when the books
+    balance."""
     stmt = text("""
         SELECT u.user_id, COALESCE(c.credits, 0) AS stored, COALESCE(l.total, 0) AS ledger_sum
         FROM users u
@@ -301,8 +302,9 @@ def _apply_postgres(engine, op):
 class _Prepared:
     """A statement as a server-side prepared statement: PREPARE once per connection, then
     EXECUTE with the values. PostgreSQL parses and plans the change's CTE once per connection
-    instead of once per request (a third of its CPU per change on a 2-core machine the app
-    shares; the pgbench floor uses -M prepared too)."""
+    instead of once per request: planning is a large part of the database's CPU per change,
+    CPU the app competes for when they share a machine (the pgbench floor uses -M prepared
+    too)."""
 
     _PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 
@@ -323,14 +325,13 @@ def _pg_fetch_one(engine, stmt, params):
     """Run ONE statement as its own transaction on the thread's pooled PostgreSQL connection
     (thread_connections) and return its first row (a named tuple) or None.
 
-    The hot path skips SQLAlchemy's execution layer (per-execution context and result
-    metadata: a sixth of a balance read's CPU): the statement is compiled once to the
-    driver's SQL and prepared on each connection (_Prepared), and the connection is in
-    autocommit, so there is no BEGIN/COMMIT round trip. What SQLAlchemy
-    would do on an error is kept: the driver's error is raised as SQLAlchemy's
-    (IntegrityError, OperationalError: errors.py and _change() handle those), and a lost
-    connection is invalidated and the pool replaced, so connections to a restarted server
-    are not tried one by one."""
+    The hot path skips SQLAlchemy's execution layer (a per-execution context and result
+    metadata, built on every call): the statement is compiled once to the driver's SQL and
+    prepared on each connection (_Prepared), and the connection is in autocommit, so there
+    is no BEGIN/COMMIT round trip. What SQLAlchemy would do on an error is kept: the
+    driver's error is raised as SQLAlchemy's (IntegrityError, OperationalError: errors.py
+    and _change() handle those), and a lost connection is invalidated and the pool
+    replaced, so connections to a restarted server are not tried one by one."""
     prepared = _PREPARED.get(stmt)
     if prepared is None:
         prepared = _PREPARED[stmt] = _Prepared(str(stmt.compile(dialect=engine.dialect)))
@@ -480,7 +481,7 @@ def _entry(row):
                  row.idempotency_key, grant_date, _UTC.process_result_value(row.created_at, None))
 
 
-# --- the daily grant (issue 3) -------------------------------------------------------------
+# --- the daily grant -----------------------------------------------------------------------
 
 GRANT_ACTOR = SYSTEM_PREFIX + "daily-grant"  # reserved: no token may carry it
 
@@ -498,7 +499,8 @@ ON CONFLICT (user_id) DO NOTHING"""
 # row lock), skip users already granted this date or at the cap, and write their ledger rows.
 # The NOT EXISTS repeats the chunk's range (implied by l.user_id = c.user_id): statistics
 # taken before today's grant estimate 1 row for today's date, and without the range the
-# planner loops over every row granted so far per user (statement timeout at 1M users).
+# planner loops over every row granted so far per user, which on a large table runs past
+# the statement timeout.
 _PG_GRANT = """
 WITH upd AS (
     UPDATE credits AS c SET credits = c.credits + :amount, last_updated = :now

@@ -47,9 +47,8 @@ class BackgroundStreamHandler(logging.StreamHandler):
 
     Why (gunicorn workers only, write_in_background()): a write to stderr is a system call,
     and a system call lets go of the GIL. Under load another request thread takes it, and the
-    thread that logged waits behind that thread's whole slice of Python before it can answer:
-    with the request line written inline, changes under load were ~15% fewer per second
-    (bench/http_bench.py; README, Benchmarks).
+    thread that logged waits behind that thread's whole slice of Python before it can answer;
+    written inline, the request line would cost every request that wait.
     The costs: a worker killed outright (SIGKILL, OOM) loses at most INTERVAL of log lines;
     while stderr cannot take lines (a full disk, a closed or stalled pipe) at most MAX_PENDING
     wait in memory, the rest are dropped and a warning line says how many once writing works
@@ -143,8 +142,8 @@ def write_in_background():
 def configure(level="INFO"):
     """Route the app's loggers to stderr as JSON (idempotent)."""
     # No line shows the thread, process or source position, so don't collect them for every
-    # record (the switches the logging HOWTO lists under "Optimization"; the caller's frame
-    # search alone was a tenth of the request line's cost).
+    # record: the source position alone means a search of the caller's frames (the switches
+    # the logging HOWTO lists under "Optimization").
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     logging._srcfile = None
     logger = logging.getLogger("credits")

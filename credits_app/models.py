@@ -54,9 +54,9 @@ class LedgerEntry(db.Model):
         ),
         CheckConstraint("balance_after >= 0", name="balance_after_non_negative"),
         CheckConstraint("(kind = 'daily_grant') = (grant_date IS NOT NULL)", name="grant_date_iff_grant"),
-        # Invariant 3: one daily grant per (user, UTC date). NULL grant dates never collide.
+        # One daily grant per (user, UTC date). NULL grant dates never collide.
         Index("uq_ledger_user_grant_date", "user_id", "grant_date", unique=True),
-        # Invariant 4, belt and braces: an idempotency key yields at most one entry, ever.
+        # Belt and braces: an idempotency key yields at most one entry, ever.
         Index("uq_ledger_actor_idempotency_key", "actor", "idempotency_key", unique=True),
         Index("ix_ledger_user_id_id", "user_id", "id"),
     )

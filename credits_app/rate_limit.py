@@ -3,13 +3,13 @@ valid token, per address): fixed windows aligned to the clock, counted in Redis 
 process shares them, in ONE round trip per request. The limits are configuration
 (config.RATE_LIMIT_DEFAULTS says why they are what they are).
 
-Why not Flask-Limiter: with its X-RateLimit headers on, it spent three Redis round trips and
-~0.5 ms of CPU per request, a third of the hot path's cost (bench/profile_hot_path.py). The
-limit grammar is still the `limits` library's (`RATELIMIT_USER="10/second;300/minute"`).
+Why not Flask-Limiter: with its X-RateLimit headers on, it spends three Redis round trips
+per request, and a large share of the hot path's CPU. The limit grammar is still the
+`limits` library's (`RATELIMIT_USER="10/second;300/minute"`).
 Each thread keeps its own Redis connection and speaks to it directly: redis-py's client adds
-a pool checkout, a retry wrapper and a health check to every command (~60 us of CPU).
-hiredis (in requirements.txt) is redis-py's C reply parser and command packer: it takes a
-further ~10 us off each request's round trip (redis-py picks it up when it is installed).
+a pool checkout, a retry wrapper and a health check to every command, all CPU spent in
+Python. hiredis (in requirements.txt) is redis-py's C reply parser and command packer,
+cheaper than the Python one on every round trip (redis-py picks it up when it is installed).
 
 If Redis is unreachable the API keeps working: each process counts in its own memory and
 tries Redis again after a second (losing exact limits for a while beats refusing money

@@ -73,10 +73,11 @@ SAFE_FUNCTIONS = frozenset({
     "array_length", "cardinality", "unnest", "array_position",
 })
 
-# The parser builds `1+1+...+1` as a tree one level deep per operator, in C: some 23,700
-# levels overflow an 8 MB thread stack and kill the process (measured with pglast 8.8), and a
-# 64 KiB body holds 32,000. No real DDL statement comes near this many tokens (1,600
-# columns are ~5,000); a depth needs two tokens a level, so this leaves a 4x margin.
+# The parser builds `1+1+...+1` as a tree one level deep per operator, in C: deep enough, it
+# overflows the thread's stack and kills the process, and a body within the default
+# MAX_CONTENT_LENGTH can nest that deep. A level takes two tokens, so this cap keeps any
+# statement well short of the crash, while no real DDL statement (not even a table of 1,600
+# columns) comes near it.
 MAX_STATEMENT_TOKENS = 10_000
 
 _DML = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)

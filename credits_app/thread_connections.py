@@ -1,8 +1,8 @@
 """Each thread keeps the pooled PostgreSQL connection its hot-path statements run on
 (ledger._pg_fetch_one), instead of checking one out of SQLAlchemy's pool and back in for
 every request. A gunicorn thread serves request after request; the checkout and checkin
-(pool lock, events, reset, autocommit switched on and off) were ~35 us of CPU per request,
-a tenth of a balance read (bench/profile_hot_path.py).
+(pool lock, events, reset, autocommit switched on and off) are CPU spent on every request
+to hand the thread back a connection it would take again at once.
 
 What the pool did at each checkout still happens:
 - a connection idle for longer than DB_PING_IDLE_SECONDS is pinged before it is used, and
@@ -13,7 +13,7 @@ What the pool did at each checkout still happens:
   a forked child never touches its parent's (closing one would end the parent's session on
   the server);
 - at most half the pool is kept by threads, so the other half stays for everything else
-  (ORM sessions, the admin API); threads beyond that check out per use, as before. A kept
+  (ORM sessions, the admin API); threads beyond that check out per use. A kept
   connection whose thread has ended goes back to the pool when a slot is needed.
 A kept connection stays in autocommit: each hot-path statement is its own transaction.
 """

@@ -29,8 +29,8 @@ from .types import UTCDateTime, utcnow
 
 # --- verified-token cache ----------------------------------------------------------------
 # Decoding a JWT (the unverified header for the key loader, the signature, then the header
-# again) was the largest CPU cost of a request, and a service presents the same token
-# thousands of times. So each process remembers the Authorization headers it has fully
+# again) costs a request more CPU than anything else it does, and a service presents the
+# same token over and over. So each process remembers the Authorization headers it has fully
 # verified (flask-jwt-extended and auth.py's claim checks, all of which depend only on the
 # token and the configuration) and serves them again while PyJWT would still accept them
 # now: exp, nbf and iat are re-checked with the configured leeway, revocation is checked on

@@ -30,8 +30,8 @@ class StrictParser(FlaskParser):
         self._schemas = {}
 
     def _get_schema(self, argmap, req):
-        # webargs builds a new instance of a schema class for every request (a third of
-        # parsing's cost); a marshmallow schema holds no per-load state, so one will do.
+        # webargs builds a new instance of a schema class for every request; a marshmallow
+        # schema holds no per-load state, so one will do.
         if isinstance(argmap, type):
             schema = self._schemas.get(argmap)
             if schema is None:
@@ -88,8 +88,8 @@ def _refuse_nul(value, where):
 class AsciiIntegerConverter(IntegerConverter):
     """`<int:...>` with ASCII digits only and no leading zero. Python's \\d also matches
     fullwidth '１' and Arabic-Indic '١', and int() reads '01' as 1, so /api/credits/１/add and
-    /api/credits/01/add reached user 1 by paths that no proxy rule, rate limit or log search
-    written for /api/credits/1 recognises."""
+    /api/credits/01/add would reach user 1 by paths that no proxy rule, rate limit or log
+    search written for /api/credits/1 recognises."""
 
     regex = r"0|[1-9][0-9]*"
 
