@@ -1,6 +1,6 @@
 """The benchmarks still run (`make bench`): a tiny run of each, end to end on its own stack,
 must complete and pass its own cross-checks. Speed is never asserted here: the figures of
-a run this small mean nothing, and the README's come from full runs."""
+a run this small mean nothing, and docs/benchmarks.md's come from full runs."""
 import glob
 import json
 import os
