@@ -84,9 +84,18 @@ def _http(e):
         details = {"fields": messages[location] if location else messages}
         message = _INVALID.get(location, "the request is invalid")
     headers = {}
-    if e.code == 405 and hasattr(e, "valid_methods") and e.valid_methods:
-        headers["Allow"] = ", ".join(sorted(e.valid_methods))
+    if e.code == 405 and getattr(e, "valid_methods", None):
+        allowed = sorted(e.valid_methods)
+        headers["Allow"] = ", ".join(allowed)
+        message = (f"method {_clip(request.method, 20)} is not allowed on {_clip(request.path, 100)} "
+                   f"(allowed: {headers['Allow']})")
+        details = {"allowed": allowed}
     return error_response(e.code or 500, HTTP_CODES.get(e.code, "error"), message, details, headers)
+
+
+def _clip(text, limit):
+    """The caller's own text, echoed in a message: cut so that no input makes it long."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 _INVALID = {"json": "the request body is invalid", "query": "the query string is invalid"}

@@ -147,3 +147,18 @@ def test_forked_processes_draw_different_request_ids():
     drawn.append([new_request_id() for _ in range(3)])  # the parent's own next ids
     ids = [i for batch in drawn for i in batch]
     assert len(set(ids)) == 9 and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), drawn
+
+
+def test_a_405_names_the_allowed_methods(client, anon, uid):
+    """The Allow header is not the only place a caller looks: the body names the methods
+    too, sorted, in the message and in details.allowed. An anonymous caller gets the same
+    answer (the Allow header already told it as much)."""
+    for who in (client, anon):
+        r = who.delete(f"/api/credits/{uid}")
+        err = _error(r, 405, "method_not_allowed")
+        assert err["details"] == {"allowed": ["GET", "HEAD", "OPTIONS"]}
+        assert r.headers["Allow"] == "GET, HEAD, OPTIONS"
+        assert "DELETE" in err["message"] and "GET, HEAD, OPTIONS" in err["message"], err
+    err = _error(client.get(f"/api/credits/{uid}/add"), 405)
+    assert err["details"]["allowed"] == ["OPTIONS", "POST"] and "OPTIONS, POST" in err["message"]
+
