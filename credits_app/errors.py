@@ -82,7 +82,7 @@ def _http(e):
         messages = data["messages"]
         location = next(iter(messages)) if isinstance(messages, dict) and len(messages) == 1 else None
         details = {"fields": messages[location] if location else messages}
-        message = _INVALID.get(location, "the request is invalid")
+        message = _INVALID.get(location, "the request is invalid") + _summary(details["fields"])
     headers = {}
     if e.code == 405 and getattr(e, "valid_methods", None):
         allowed = sorted(e.valid_methods)
@@ -99,6 +99,38 @@ def _clip(text, limit):
 
 
 _INVALID = {"json": "the request body is invalid", "query": "the query string is invalid"}
+# A message names a few fields and counts the rest: details.fields has them all, and a body
+# with thousands of unknown keys must not make a message of thousands of names.
+_FIELDS_NAMED = 3
+
+
+def _summary(fields):
+    """": amount (must be ...), reason (not a valid string) and 2 more fields": the first
+    problem of the first few fields, in the order the schema reports them."""
+    if not isinstance(fields, dict) or not fields:
+        return ""
+    parts = []
+    for name, problems in list(fields.items())[:_FIELDS_NAMED]:
+        path, problem = _first_problem(problems)
+        name = ".".join(str(p) for p in ([] if name == "_schema" else [name]) + path)
+        parts.append(f"{_clip(name, 40)} ({problem})" if name else problem)
+    more = len(fields) - len(parts)
+    return ": " + ", ".join(parts) + (f" and {more} more field{'s' if more > 1 else ''}" if more else "")
+
+
+def _first_problem(problems):
+    """(the path inside a nested field, its first message, in lower case, without a full stop)."""
+    path = []
+    while isinstance(problems, dict) and problems:
+        key, problems = next(iter(problems.items()))
+        if key != "_schema":
+            path.append(key)
+    while isinstance(problems, (list, tuple)) and problems:
+        problems = problems[0]
+    text = _clip(str(problems).rstrip("."), 80)
+    if text[:1].isupper() and not text[1:2].isupper():  # "Not a valid string", not "NUL ..."
+        text = text[0].lower() + text[1:]
+    return path, text
 
 
 def _database_down(e):

@@ -162,3 +162,27 @@ def test_a_405_names_the_allowed_methods(client, anon, uid):
     err = _error(client.get(f"/api/credits/{uid}/add"), 405)
     assert err["details"]["allowed"] == ["OPTIONS", "POST"] and "OPTIONS, POST" in err["message"]
 
+
+
+def test_a_422_names_the_fields_in_its_message(client, uid):
+    err = _error(client.post(f"/api/credits/{uid}/add", json={"amount": 0, "reason": 5}), 422, "validation_error")
+    assert err["message"] == ("the request body is invalid: amount (must be greater than or equal to 1), "
+                              "reason (not a valid string)")
+    assert err["details"] == {"fields": {"amount": ["Must be greater than or equal to 1."],
+                                         "reason": ["Not a valid string."]}}
+    err = _error(client.get(f"/api/credits/{uid}/transactions?limit=0"), 422)
+    assert err["message"].startswith("the query string is invalid: limit (must be greater than or equal to 1")
+    err = _error(client.post(f"/api/credits/{uid}/add", data="[1]", content_type="application/json"), 422)
+    assert err["message"] == "the request body is invalid: invalid input type", err
+
+
+def test_a_long_list_of_bad_fields_keeps_the_message_short(client, uid):
+    body = {"amount": "x", **{f"extra{i}": i for i in range(500)}, "y" * 5000: 1}
+    r = client.post(f"/api/credits/{uid}/add", json=body)
+    err = _error(r, 422)
+    assert len(err["details"]["fields"]) == 502  # every field stays in details
+    assert err["message"].startswith("the request body is invalid: amount (not a valid integer), ")
+    assert err["message"].count("(unknown field)") == 2
+    assert err["message"].endswith("and 499 more fields"), err["message"]
+    assert len(err["message"]) < 200
+
