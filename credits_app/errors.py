@@ -6,10 +6,10 @@ import os
 import re
 import threading
 
-from flask import g, jsonify, request
+from flask import current_app, g, jsonify, request
 from psycopg2 import errorcodes
 from sqlalchemy import exc as sa_exc
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from .exceptions import DomainError
 from .extensions import db
@@ -83,6 +83,10 @@ def _http(e):
         location = next(iter(messages)) if isinstance(messages, dict) and len(messages) == 1 else None
         details = {"fields": messages[location] if location else messages}
         message = _INVALID.get(location, "the request is invalid") + _summary(details["fields"])
+    if e.code == 404 and e is request.routing_exception:
+        message, details = _no_route()
+    elif e.code == 404 and e.description == NotFound.description:  # e.g. a static file that is not there
+        message = f"not found: {_clip(request.method, 20)} {_clip(request.path, 100)}"
     headers = {}
     if e.code == 405 and getattr(e, "valid_methods", None):
         allowed = sorted(e.valid_methods)
@@ -91,6 +95,47 @@ def _http(e):
                    f"(allowed: {headers['Allow']})")
         details = {"allowed": allowed}
     return error_response(e.code or 500, HTTP_CODES.get(e.code, "error"), message, details, headers)
+
+
+def _no_route():
+    """The message for a URL that matches no route: the method and path, and when the path
+    has the shape of a route that takes this method but a parameter is of the wrong form,
+    what that parameter must be. It tells what the route table (public in the OpenAPI
+    document) tells, the same to every caller, and nothing about what exists."""
+    req = request._get_current_object()
+    message = f"no such endpoint: {_clip(req.method, 20)} {_clip(req.path, 100)}"
+    for methods, shape, converters in _route_shapes(current_app):
+        match = shape.fullmatch(req.path) if req.method in methods else None
+        if match is None:
+            continue
+        for name, converter in converters.items():
+            if not re.fullmatch(converter.regex, match[name]):
+                expected = getattr(converter, "description", None)
+                problem = f"{name} must be {expected}" if expected else f"{name} is not valid here"
+                return f"{message} ({problem})", {"parameter": name}
+    return message, {}
+
+
+_PARAMETER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+
+
+def _route_shapes(app):
+    """Every route with parameters as (its methods, a pattern that takes any text without a
+    slash for each parameter, {parameter: its converter class}). Built at the first 404,
+    once every blueprint is registered."""
+    shapes = app.extensions.get("credits.route_shapes")
+    if shapes is None:
+        shapes = []
+        for rule in app.url_map.iter_rules():
+            pattern, converters, end = "", {}, 0
+            for parameter in _PARAMETER.finditer(rule.rule):
+                pattern += re.escape(rule.rule[end:parameter.start()]) + f"(?P<{parameter[2]}>[^/]*)"
+                converters[parameter[2]] = app.url_map.converters[parameter[1] or "default"]
+                end = parameter.end()
+            if converters:
+                shapes.append((rule.methods or set(), re.compile(pattern + re.escape(rule.rule[end:])), converters))
+        app.extensions["credits.route_shapes"] = shapes
+    return shapes
 
 
 def _clip(text, limit):

@@ -186,3 +186,25 @@ def test_a_long_list_of_bad_fields_keeps_the_message_short(client, uid):
     assert err["message"].endswith("and 499 more fields"), err["message"]
     assert len(err["message"]) < 200
 
+
+
+def test_a_url_that_matches_no_route_says_so_briefly(client, anon, uid):
+    """A 404 from routing names the method and path; when the path has the shape of a
+    route but a parameter of the wrong type, it says what the parameter must be. The same
+    answer with or without a token: it tells no more than the public OpenAPI document."""
+    for who in (client, anon):
+        err = _error(who.get("/api/credits/abc"), 404, "not_found")
+        assert err["message"] == ("no such endpoint: GET /api/credits/abc (user_id must be a positive integer "
+                                  "in ASCII digits, without a sign or leading zero)"), err
+        assert err["details"] == {"parameter": "user_id"}
+        err = _error(who.post("/api/credits/-1/add", json={"amount": 1}), 404, "not_found")
+        assert err["message"].startswith("no such endpoint: POST /api/credits/-1/add (user_id must be a positive")
+        err = _error(who.get("/api/nothing-here"), 404, "not_found")
+        assert err == {"code": "not_found", "message": "no such endpoint: GET /api/nothing-here", "details": {}}
+    # A method that no route of that shape takes: no hint about the id, which would not help.
+    assert _error(client.delete("/api/credits/abc"), 404)["message"] == "no such endpoint: DELETE /api/credits/abc"
+    # A file that is not there under a route that serves files: as brief, without a hint.
+    assert _error(anon.get("/static/nope.js"), 404, "not_found")["message"] == "not found: GET /static/nope.js"
+    # A 404 the view raises keeps its own code and message.
+    assert _error(client.get("/api/users/999999"), 404)["code"] == "user_not_found"
+    assert client.get(f"/api/credits/{uid}").status_code == 200
