@@ -6,10 +6,10 @@ import os
 import re
 import threading
 
-from flask import g, jsonify, request
+from flask import current_app, g, jsonify, request
 from psycopg2 import errorcodes
 from sqlalchemy import exc as sa_exc
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from .exceptions import DomainError
 from .extensions import db
@@ -81,14 +81,100 @@ def _http(e):
         messages = data["messages"]
         location = next(iter(messages)) if isinstance(messages, dict) and len(messages) == 1 else None
         details = {"fields": messages[location] if location else messages}
-        message = _INVALID.get(location, "the request is invalid")
+        message = _INVALID.get(location, "the request is invalid") + _summary(details["fields"])
+    if e.code == 404 and e is request.routing_exception:
+        message, details = _no_route()
+    elif e.code == 404 and e.description == NotFound.description:  # e.g. a static file that is not there
+        message = f"not found: {_clip(request.method, 20)} {_clip(request.path, 100)}"
     headers = {}
-    if e.code == 405 and hasattr(e, "valid_methods") and e.valid_methods:
-        headers["Allow"] = ", ".join(sorted(e.valid_methods))
+    if e.code == 405 and getattr(e, "valid_methods", None):
+        allowed = sorted(e.valid_methods)
+        headers["Allow"] = ", ".join(allowed)
+        message = (f"method {_clip(request.method, 20)} is not allowed on {_clip(request.path, 100)} "
+                   f"(allowed: {headers['Allow']})")
+        details = {"allowed": allowed}
     return error_response(e.code or 500, HTTP_CODES.get(e.code, "error"), message, details, headers)
 
 
+def _no_route():
+    """The message for a URL that matches no route: the method and path, and when the path
+    has the shape of a route that takes this method but a parameter is of the wrong form,
+    what that parameter must be. It tells what the route table (public in the OpenAPI
+    document) tells, the same to every caller, and nothing about what exists."""
+    req = request._get_current_object()
+    message = f"no such endpoint: {_clip(req.method, 20)} {_clip(req.path, 100)}"
+    for methods, shape, converters in _route_shapes(current_app):
+        match = shape.fullmatch(req.path) if req.method in methods else None
+        if match is None:
+            continue
+        for name, converter in converters.items():
+            if not re.fullmatch(converter.regex, match[name]):
+                expected = getattr(converter, "description", None)
+                problem = f"{name} must be {expected}" if expected else f"{name} is not valid here"
+                return f"{message} ({problem})", {"parameter": name}
+    return message, {}
+
+
+_PARAMETER = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+
+
+def _route_shapes(app):
+    """Every route with parameters as (its methods, a pattern that takes any text without a
+    slash for each parameter, {parameter: its converter class}). Built at the first 404,
+    once every blueprint is registered."""
+    shapes = app.extensions.get("credits.route_shapes")
+    if shapes is None:
+        shapes = []
+        for rule in app.url_map.iter_rules():
+            pattern, converters, end = "", {}, 0
+            for parameter in _PARAMETER.finditer(rule.rule):
+                pattern += re.escape(rule.rule[end:parameter.start()]) + f"(?P<{parameter[2]}>[^/]*)"
+                converters[parameter[2]] = app.url_map.converters[parameter[1] or "default"]
+                end = parameter.end()
+            if converters:
+                shapes.append((rule.methods or set(), re.compile(pattern + re.escape(rule.rule[end:])), converters))
+        app.extensions["credits.route_shapes"] = shapes
+    return shapes
+
+
+def _clip(text, limit):
+    """The caller's own text, echoed in a message: cut so that no input makes it long."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 _INVALID = {"json": "the request body is invalid", "query": "the query string is invalid"}
+# A message names a few fields and counts the rest: details.fields has them all, and a body
+# with thousands of unknown keys must not make a message of thousands of names.
+_FIELDS_NAMED = 3
+
+
+def _summary(fields):
+    """": amount (must be ...), reason (not a valid string) and 2 more fields": the first
+    problem of the first few fields, in the order the schema reports them."""
+    if not isinstance(fields, dict) or not fields:
+        return ""
+    parts = []
+    for name, problems in list(fields.items())[:_FIELDS_NAMED]:
+        path, problem = _first_problem(problems)
+        name = ".".join(str(p) for p in ([] if name == "_schema" else [name]) + path)
+        parts.append(f"{_clip(name, 40)} ({problem})" if name else problem)
+    more = len(fields) - len(parts)
+    return ": " + ", ".join(parts) + (f" and {more} more field{'s' if more > 1 else ''}" if more else "")
+
+
+def _first_problem(problems):
+    """(the path inside a nested field, its first message, in lower case, without a full stop)."""
+    path = []
+    while isinstance(problems, dict) and problems:
+        key, problems = next(iter(problems.items()))
+        if key != "_schema":
+            path.append(key)
+    while isinstance(problems, (list, tuple)) and problems:
+        problems = problems[0]
+    text = _clip(str(problems).rstrip("."), 80)
+    if text[:1].isupper() and not text[1:2].isupper():  # "Not a valid string", not "NUL ..."
+        text = text[0].lower() + text[1:]
+    return path, text
 
 
 def _database_down(e):

@@ -8,13 +8,14 @@ is read from its source at scrape time, so it is right whichever process did the
 import os
 import time
 
-from flask import Blueprint, Response, current_app, g, request
+from flask import Response, current_app, g, request
+from flask_smorest import Blueprint
 from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest,
                                multiprocess)
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 
-from .extensions import db
+from .extensions import db, openapi
 from .redis_client import redis_client
 from .types import UTCDateTime
 
@@ -26,7 +27,7 @@ INSUFFICIENT = Counter("credits_insufficient_credits_total", "Deducts refused fo
 
 _CREDIT_KINDS = {"credits.add": "add", "credits.deduct": "deduct", "credits.reset": "reset"}
 
-blp = Blueprint("metrics", __name__)
+blp = Blueprint("metrics", __name__, description="Prometheus metrics (no token needed)")
 
 
 def _outcome(response):
@@ -125,8 +126,12 @@ class StateCollector:
         yield from (up, depth, failed)
 
 
-@blp.get("/metrics")
+@blp.route("/metrics", methods=["GET"])
+@blp.doc(security=[])
+@blp.response(200, {"type": "string"}, content_type=CONTENT_TYPE_LATEST,
+              description="the Prometheus text exposition format")
 def metrics():
+    """Request counters and latencies, credit operations, the last daily grant, the queue."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
@@ -147,4 +152,4 @@ def _state_registry():
 def init_app(app):
     app.before_request(_before)
     app.after_request(_after)
-    app.register_blueprint(blp)
+    openapi.register_blueprint(blp)  # through the Api (initialised first), so the document shows /metrics

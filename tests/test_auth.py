@@ -92,6 +92,21 @@ def test_user_token_reads_only_itself(app):
     assert user.get("/api/auth/whoami").get_json()["user_id"] == me
 
 
+def test_whoami_echoes_the_documented_claims(app):
+    """sub, role, user_id, jti, iat and exp, as the README lists them; and the OpenAPI
+    document describes each of them."""
+    token = token_for(app, "user", sub="ann", user_id=OWN_ID)
+    claims = pyjwt.decode(token, TEST_SECRET, algorithms=["HS256"])
+    r = app.test_client().get("/api/auth/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json() == {"sub": "ann", "role": "user", "user_id": OWN_ID, "jti": claims["jti"],
+                            "iat": claims["iat"], "exp": claims["exp"]}
+    spec = app.test_client().get("/openapi.json").get_json()
+    schema = spec["components"]["schemas"]["WhoAmIOut"]["properties"]
+    assert set(schema) == {"sub", "role", "user_id", "jti", "iat", "exp"}
+    assert schema["iat"]["type"] == "integer"
+
+
 def test_service_reset_is_a_config_switch(backend, request, tmp_path):
     from tests.conftest import _fresh_url
     url = _fresh_url(backend, request, tmp_path)

@@ -292,3 +292,17 @@ def test_unicode_emails_are_refused_or_found_by_themselves(app, client):
         from urllib.parse import quote
         found = [u["user_id"] for u in client.get(f"/api/users?email={quote(email)}").get_json()["items"]]
         assert user_id in found, f"user {user_id} is not found by its own email {email!r}: {found}"
+
+
+def test_a_hostile_path_is_not_echoed_at_length(client, anon):
+    """Injected: a path segment of 5,000 characters (and control and bidi characters) where a
+    user id goes, and under no route at all. Observed: 404 not_found whose message names the
+    path cut short, with the same answer for an anonymous caller."""
+    for segment in ("9" * 20 + "x" * 5000, "\u202e\t" * 2000):
+        for path in (f"/api/credits/{segment}", f"/api/{segment}"):
+            answers = []
+            for who in (client, anon):
+                err = assert_error(who.get(path), 404, "not_found")
+                assert len(err["message"]) < 250, len(err["message"])
+                answers.append((err["message"], err["details"]))
+            assert answers[0] == answers[1]

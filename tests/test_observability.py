@@ -65,6 +65,32 @@ def test_readyz_with_the_database_down(tmp_path):
     assert r.status_code == 503 and r.get_json()["checks"]["database"].startswith("error")
 
 
+def test_health_and_metrics_are_in_the_openapi_document_without_auth(anon):
+    """/healthz, /readyz and /metrics are documented like the API, each marked as needing no
+    token (security: []), with the responses and content types they really send."""
+    spec = anon.get("/openapi.json").get_json()
+    operations = {path: spec["paths"][path] for path in ("/healthz", "/readyz", "/metrics")}
+    for path, item in operations.items():
+        assert set(item) == {"get"}, (path, item)
+        assert item["get"]["security"] == [], path
+    assert spec["security"] == [{"bearerAuth": []}]  # the API itself still needs a token
+
+    def content(path, status):
+        return operations[path]["get"]["responses"][status]["content"]
+
+    assert content("/healthz", "200")["application/json"]["schema"] == {"$ref": "#/components/schemas/HealthOut"}
+    for status in ("200", "503"):
+        assert content("/readyz", status)["application/json"]["schema"] == {"$ref": "#/components/schemas/ReadyOut"}
+    ready = spec["components"]["schemas"]["ReadyOut"]["properties"]
+    assert ready["status"]["enum"] == ["ready", "not_ready"] and "checks" in ready
+    r = anon.get("/metrics")
+    assert content("/metrics", "200") == {r.headers["Content-Type"]: {"schema": {"type": "string"}}}
+    assert r.headers["Content-Type"].startswith("text/plain")
+    # Documenting them changed nothing they answer.
+    assert anon.get("/healthz").get_json() == {"status": "ok"}
+    assert anon.get("/readyz").get_json()["status"] == "ready"
+
+
 def _sample(text, name, **labels):
     for line in text.splitlines():
         if line.startswith(name + "{") or line.startswith(name + " "):

@@ -1,6 +1,7 @@
 """The Postman collection, run by newman against the real stack — gunicorn (web), the
 project's worker and scheduler, PostgreSQL and Redis — as .ci/run and the README promise.
 A failing pm.test fails this test, and so CI."""
+import importlib.util
 import json
 import os
 import subprocess
@@ -51,3 +52,43 @@ def test_postman_collection_passes_against_the_real_stack(request, tmp_path, rq_
     stats = json.loads(report.read_text())["run"]["stats"]
     assert stats["assertions"]["failed"] == 0 and stats["assertions"]["total"] >= 40
     assert stats["requests"]["failed"] == 0
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_collection", os.path.join(ROOT, "postman", "build_collection.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _saved_collection():
+    with open(os.path.join(ROOT, "postman", "credits.postman_collection.json")) as f:
+        return json.load(f)
+
+
+def test_every_request_in_the_collection_has_a_saved_example():
+    """Postman shows a request's saved example as what it answers: one without is a blank
+    page to a new user. `make postman-examples` saves one for each from a real run."""
+    items = _saved_collection()["item"]
+    missing = [item["name"] for item in items
+               if not any(isinstance(r.get("code"), int) and r.get("body") for r in item["response"])]
+    assert missing == [], f"no saved example (run `make postman-examples`): {missing}"
+
+
+def test_the_saved_collection_is_what_build_collection_makes():
+    """The committed collection holds the requests and tests build_collection.py writes
+    today (examples aside): a request added to the builder but not rebuilt would otherwise
+    go unrun and without an example."""
+    def without_examples(collection):
+        return {**collection, "item": [{k: v for k, v in item.items() if k != "response"}
+                                       for item in collection["item"]]}
+    assert without_examples(_saved_collection()) == without_examples(_builder().collection())
+
+
+def test_building_with_examples_refuses_a_run_that_missed_a_request():
+    builder = _builder()
+    names = [item["name"] for item in builder.flow()]
+    examples = {name: {"name": "200 OK", "code": 200, "status": "OK", "body": "{}"} for name in names[1:]}
+    with pytest.raises(SystemExit, match=names[0]):
+        builder.collection(examples)
+    assert all(item["response"] for item in builder.collection({names[0]: examples[names[1]], **examples})["item"])

@@ -147,3 +147,64 @@ def test_forked_processes_draw_different_request_ids():
     drawn.append([new_request_id() for _ in range(3)])  # the parent's own next ids
     ids = [i for batch in drawn for i in batch]
     assert len(set(ids)) == 9 and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), drawn
+
+
+def test_a_405_names_the_allowed_methods(client, anon, uid):
+    """The Allow header is not the only place a caller looks: the body names the methods
+    too, sorted, in the message and in details.allowed. An anonymous caller gets the same
+    answer (the Allow header already told it as much)."""
+    for who in (client, anon):
+        r = who.delete(f"/api/credits/{uid}")
+        err = _error(r, 405, "method_not_allowed")
+        assert err["details"] == {"allowed": ["GET", "HEAD", "OPTIONS"]}
+        assert r.headers["Allow"] == "GET, HEAD, OPTIONS"
+        assert "DELETE" in err["message"] and "GET, HEAD, OPTIONS" in err["message"], err
+    err = _error(client.get(f"/api/credits/{uid}/add"), 405)
+    assert err["details"]["allowed"] == ["OPTIONS", "POST"] and "OPTIONS, POST" in err["message"]
+
+
+
+def test_a_422_names_the_fields_in_its_message(client, uid):
+    err = _error(client.post(f"/api/credits/{uid}/add", json={"amount": 0, "reason": 5}), 422, "validation_error")
+    assert err["message"] == ("the request body is invalid: amount (must be greater than or equal to 1), "
+                              "reason (not a valid string)")
+    assert err["details"] == {"fields": {"amount": ["Must be greater than or equal to 1."],
+                                         "reason": ["Not a valid string."]}}
+    err = _error(client.get(f"/api/credits/{uid}/transactions?limit=0"), 422)
+    assert err["message"].startswith("the query string is invalid: limit (must be greater than or equal to 1")
+    err = _error(client.post(f"/api/credits/{uid}/add", data="[1]", content_type="application/json"), 422)
+    assert err["message"] == "the request body is invalid: invalid input type", err
+
+
+def test_a_long_list_of_bad_fields_keeps_the_message_short(client, uid):
+    body = {"amount": "x", **{f"extra{i}": i for i in range(500)}, "y" * 5000: 1}
+    r = client.post(f"/api/credits/{uid}/add", json=body)
+    err = _error(r, 422)
+    assert len(err["details"]["fields"]) == 502  # every field stays in details
+    assert err["message"].startswith("the request body is invalid: amount (not a valid integer), ")
+    assert err["message"].count("(unknown field)") == 2
+    assert err["message"].endswith("and 499 more fields"), err["message"]
+    assert len(err["message"]) < 200
+
+
+
+def test_a_url_that_matches_no_route_says_so_briefly(client, anon, uid):
+    """A 404 from routing names the method and path; when the path has the shape of a
+    route but a parameter of the wrong type, it says what the parameter must be. The same
+    answer with or without a token: it tells no more than the public OpenAPI document."""
+    for who in (client, anon):
+        err = _error(who.get("/api/credits/abc"), 404, "not_found")
+        assert err["message"] == ("no such endpoint: GET /api/credits/abc (user_id must be a positive integer "
+                                  "in ASCII digits, without a sign or leading zero)"), err
+        assert err["details"] == {"parameter": "user_id"}
+        err = _error(who.post("/api/credits/-1/add", json={"amount": 1}), 404, "not_found")
+        assert err["message"].startswith("no such endpoint: POST /api/credits/-1/add (user_id must be a positive")
+        err = _error(who.get("/api/nothing-here"), 404, "not_found")
+        assert err == {"code": "not_found", "message": "no such endpoint: GET /api/nothing-here", "details": {}}
+    # A method that no route of that shape takes: no hint about the id, which would not help.
+    assert _error(client.delete("/api/credits/abc"), 404)["message"] == "no such endpoint: DELETE /api/credits/abc"
+    # A file that is not there under a route that serves files: as brief, without a hint.
+    assert _error(anon.get("/static/nope.js"), 404, "not_found")["message"] == "not found: GET /static/nope.js"
+    # A 404 the view raises keeps its own code and message.
+    assert _error(client.get("/api/users/999999"), 404)["code"] == "user_not_found"
+    assert client.get(f"/api/credits/{uid}").status_code == 200

@@ -46,7 +46,8 @@ class WhoAmIOut(Schema):
     role = fields.String()
     user_id = fields.Integer(allow_none=True)
     jti = fields.String()
-    exp = fields.Integer()
+    iat = fields.Integer(metadata={"description": "issued at (unix time); absent when the token has no iat"})
+    exp = fields.Integer(metadata={"description": "expires at (unix time)"})
 
 
 @blp.route("/whoami", methods=["GET"])

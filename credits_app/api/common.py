@@ -92,6 +92,7 @@ class AsciiIntegerConverter(IntegerConverter):
     search written for /api/credits/1 recognises."""
 
     regex = r"0|[1-9][0-9]*"
+    description = "a positive integer in ASCII digits, without a sign or leading zero"  # a 404 says so
 
 
 class Blueprint(SmorestBlueprint):
