@@ -180,7 +180,6 @@ def queue_status():
     from rq_scheduler import Scheduler
 
     from . import grants
-    from worker.schedule import JOB_ID
 
     try:
         q = grants.queue()
@@ -189,8 +188,8 @@ def queue_status():
         workers = Worker.all(queue=q)
         click.echo(f"workers: {len(workers)}" + "".join(f"\n  {w.name} {w.get_state()}" for w in workers))
         entry = next(((job, at) for job, at in Scheduler(connection=q.connection).get_jobs(with_times=True)
-                      if job.id == JOB_ID), None)
-        click.echo(f"daily grant entry {JOB_ID}: " + (
+                      if job.id == grants.CRON_ENTRY_ID), None)
+        click.echo(f"daily grant entry {grants.CRON_ENTRY_ID}: " + (
             f"cron {entry[0].meta.get('cron_string')}, next fire {entry[1].isoformat()} UTC" if entry
             else "NOT REGISTERED (start the scheduler process)"))
     except DomainError as e:

@@ -241,6 +241,16 @@ def _run(row):
 
 # --- the queue ------------------------------------------------------------------------------
 
+# The worker's jobs, by import path: this layer enqueues them without importing worker/, which
+# imports this layer. tests/test_daily_grant.py resolves every name, so none can go stale.
+GRANT_DATE_JOB = "worker.jobs.grant_date"
+GRANT_CHUNK_JOB = "worker.jobs.grant_chunk"
+CHUNK_FAILED_CALLBACK = "worker.jobs.chunk_failed"
+CATCH_UP_JOB = "worker.jobs.catch_up"
+DAILY_TICK_JOB = "worker.jobs.daily_grant_tick"
+# The cron entry's one fixed id in rq-scheduler (worker/schedule.py registers it).
+CRON_ENTRY_ID = "credits-daily-grant"
+
 def queue():
     """The RQ queue the worker serves, on the app's one Redis client (short timeouts: a web
     request fails fast with 503 rather than hang). Raises RedisUnavailable when REDIS_URL is
@@ -267,7 +277,7 @@ def enqueue_date(grant_date, q=None):
     """Enqueue the job that plans `grant_date` and fans its chunks out. Returns the RQ job."""
     grant_date = parse_date(grant_date)
     q = q or queue()
-    return q.enqueue("worker.jobs.grant_date", grant_date.isoformat(), retry=retry(), job_timeout=JOB_TIMEOUT,
+    return q.enqueue(GRANT_DATE_JOB, grant_date.isoformat(), retry=retry(), job_timeout=JOB_TIMEOUT,
                      description=f"daily grant {grant_date.isoformat()}")
 
 
@@ -277,8 +287,8 @@ def enqueue_chunks(run, chunks, q=None):
     q = q or queue()
     day = run.grant_date.isoformat()
     # RQ calls the callback after every failed attempt; it marks the run only after the last.
-    failed = Callback("worker.jobs.chunk_failed")
-    return [q.enqueue("worker.jobs.grant_chunk", day, run.amount, c.lo, c.hi, retry=retry(), on_failure=failed,
+    failed = Callback(CHUNK_FAILED_CALLBACK)
+    return [q.enqueue(GRANT_CHUNK_JOB, day, run.amount, c.lo, c.hi, retry=retry(), on_failure=failed,
                       job_timeout=JOB_TIMEOUT, description=f"daily grant {day} users [{c.lo}, {c.hi})")
             for c in chunks]
 

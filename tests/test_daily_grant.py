@@ -335,3 +335,13 @@ def test_api_run_without_redis_is_503(app, client):
     assert response.status_code == 503
     assert response.get_json()["error"]["code"] == "queue_unavailable"
     assert client.post("/api/grants/daily/run", json={"date": "March 1st"}).status_code == 422
+
+
+def test_every_job_the_grant_enqueues_by_name_exists():
+    """The grant names the worker's jobs by import path (it cannot import worker/): each name
+    resolves to a function, as RQ will resolve it in the worker."""
+    from rq.utils import import_attribute
+
+    names = [grants.GRANT_DATE_JOB, grants.GRANT_CHUNK_JOB, grants.CHUNK_FAILED_CALLBACK, grants.CATCH_UP_JOB,
+             grants.DAILY_TICK_JOB]
+    assert all(callable(import_attribute(name)) for name in names)

@@ -110,7 +110,7 @@ def chunk_failed(job, connection, exc_type, exc, tb):
 def horse_killed(job, retpid, ret_val, rusage):
     """The worker's handler for a work horse that died mid-job (SIGKILL, out of memory): no
     failure callback runs then, so a chunk job's last attempt is recorded here."""
-    if job.func_name == "worker.jobs.grant_chunk" and not job.should_retry:
+    if job.func_name == grants.GRANT_CHUNK_JOB and not job.should_retry:
         _mark_failed(job, f"work horse killed (waitpid status {ret_val})")
 
 

@@ -14,6 +14,8 @@ import time
 import warnings
 from datetime import datetime, timezone
 
+from credits_app import grants
+
 log = logging.getLogger("credits.scheduler")
 
 # rq-scheduler asks crontab for cron times in local time, and crontab warns on every call
@@ -21,8 +23,8 @@ log = logging.getLogger("credits.scheduler")
 # local time is UTC under either default: the warning does not apply to us.
 warnings.filterwarnings("ignore", category=FutureWarning, module=r"rq_scheduler\.utils")
 
-JOB_ID = "credits-daily-grant"
-TICK = "worker.jobs.daily_grant_tick"
+JOB_ID = grants.CRON_ENTRY_ID
+TICK = grants.DAILY_TICK_JOB
 
 
 def _force_utc():
@@ -87,7 +89,7 @@ def main():
     from redis.exceptions import TimeoutError as RedisTimeoutError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from credits_app import create_app, grants
+    from credits_app import create_app
 
     app = create_app()  # validates the configuration; connects to nothing
     url = app.config["REDIS_URL"]
@@ -108,7 +110,7 @@ def main():
                 # Planned here, in the database, so catch-up counts from today even if no worker
                 # runs before Redis loses the queued jobs.
                 grants.plan(grants.utc_today(), app.config["DAILY_GRANT_AMOUNT"], scheduled=True)
-                grants.queue().enqueue("worker.jobs.catch_up", retry=grants.retry(), job_timeout=grants.JOB_TIMEOUT)
+                grants.queue().enqueue(grants.CATCH_UP_JOB, retry=grants.retry(), job_timeout=grants.JOB_TIMEOUT)
             _scheduler_class()(queue_name=app.config["RQ_QUEUE"], connection=connection, interval=interval).run()
             return
         except (RedisConnectionError, RedisTimeoutError, EntryLost, SQLAlchemyError) as e:
