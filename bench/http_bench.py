@@ -58,10 +58,13 @@ CLK = os.sysconf("SC_CLK_TCK")
 def flask_env(url, redis_url, extra=None, rate_limit=True):
     # WEB_REUSE_PORT: a listening socket per gunicorn worker, for the floor and the service
     # alike, so that wrk's 32 connections are spread over the workers (gunicorn.conf.py).
+    # The rate limits are the production defaults: the service token's own limit is far above
+    # what one node serves, so the limiter costs its Redis round trip and refuses nothing.
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, JWT_SECRET_KEY=SECRET, TZ="UTC",
-               RATELIMIT_DEFAULT="1000000/second", RATELIMIT_ENABLED="true" if rate_limit else "false",
-               WEB_REUSE_PORT="true", PYTHONPATH=ROOT)
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+               RATELIMIT_ENABLED="true" if rate_limit else "false", WEB_REUSE_PORT="true", PYTHONPATH=ROOT)
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "RATELIMIT_DEFAULT", "RATELIMIT_SERVICE", "RATELIMIT_ADMIN",
+                 "RATELIMIT_USER", "RATELIMIT_ANONYMOUS"):
+        env.pop(name, None)
     env.update(extra or {})
     return env
 
