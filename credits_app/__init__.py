@@ -35,7 +35,5 @@ def create_app(env=None):
     document_limits(openapi, app.config)
 
     from . import cli
-    cli.init_app(app)
-    from . import schema_cli
-    schema_cli.init_app(app)  # `flask schema ...`
+    cli.init_app(app)  # every `flask` command group
     return app

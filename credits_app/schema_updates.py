@@ -1,5 +1,5 @@
 """External schema updates: guard, apply, record, describe (the `flask schema` commands
-are in schema_cli).
+are in cli/schema.py).
 
 An update is applied on PostgreSQL only (SQLite answers 501: it has no transactional DDL
 with lock timeouts, no advisory locks, and it is not the production target). One update is

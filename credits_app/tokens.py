@@ -6,20 +6,16 @@ only the rows revoked since its last load: a revocation takes effect at once in 
 that made it and within REVOCATION_CACHE_SECONDS (default 5) everywhere else, however long
 the list. REVOCATION_CACHE_SECONDS=0 queries on every request. A revocation is purged once
 its token has expired (purge_revocations)."""
-import re
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 
-import click
 from flask import current_app
-from flask.cli import AppGroup
 from flask_jwt_extended import JWTManager, create_access_token, decode_token
 from sqlalchemy import bindparam, text
 
 from . import users
-from .claims import CLI_ACTOR, jti_problem, subject_problem
+from .claims import jti_problem, subject_problem
 from .config import ASYMMETRIC
 from .exceptions import InvalidRequest
 from .extensions import db
@@ -281,63 +277,9 @@ def _decode_key(header, _payload):
     return current_app.config["JWT_SECRET_KEY"]
 
 
-# --- CLI ---------------------------------------------------------------------------------
-
-auth_cli = AppGroup("auth", help="Issue and revoke API tokens.")
-_TTL = re.compile(r"^(\d+)([smhd]?)$")
-
-
-def parse_ttl(value):
-    match = _TTL.match(value.strip())
-    if not match:
-        raise click.BadParameter("use a number with s, m, h or d, e.g. 1h or 30d")
-    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-
-
-@auth_cli.command("issue-token")
-@click.option("--role", required=True, type=click.Choice(ROLES))
-@click.option("--sub", required=True, help="the subject, recorded as the actor of every change")
-@click.option("--user-id", type=int, help="for role user: the user it may read")
-@click.option("--ttl", default="1h", show_default=True, help="lifetime, e.g. 15m, 1h, 30d")
-def issue_token_command(role, sub, user_id, ttl):
-    """Print a signed access token (the jti goes to stderr, for revocation)."""
-    try:
-        token, claims = issue(role, sub, user_id=user_id, ttl_seconds=parse_ttl(ttl))
-    except InvalidRequest as e:
-        option = {"role": "--role", "sub": "--sub", "user_id": "--user-id", "ttl_seconds": "--ttl"}
-        fields = list(e.details.get("fields", ()))
-        click.echo(f"error: {option[fields[0]] + ': ' if fields else ''}{e.message}", err=True)
-        sys.exit(1)
-    click.echo(token)
-    click.echo(f"jti={claims['jti']} role={role} sub={sub} expires={claims['exp']}", err=True)
-
-
-@auth_cli.command("revoke")
-@click.argument("jti")
-@click.option("--reason")
-@click.option("--expires-at", type=click.IntRange(0, MAX_EXPIRES_AT),
-              help="the token's exp (unix time, as issue-token prints it): the revocation is purged once the "
-                   "token has expired")
-def revoke_command(jti, reason, expires_at):
-    """Revoke a token by its jti."""
-    try:
-        fresh = revoke(jti, actor=CLI_ACTOR, reason=reason, expires_at=expires_at)
-    except InvalidRequest as e:
-        click.echo(f"error: {e.message}", err=True)
-        sys.exit(1)
-    click.echo(f"revoked {jti}" if fresh else f"{jti} was already revoked")
-
-
-@auth_cli.command("purge-revocations")
-def purge_revocations_command():
-    """Delete revocations of tokens that have expired (the worker does this daily)."""
-    click.echo(f"purged {purge_revocations()} revocation(s) of expired tokens")
-
-
 def init_app(app):
     jwt.init_app(app)
     jwt.token_in_blocklist_loader(lambda _header, payload: is_revoked(payload.get("jti")))
     jwt.decode_key_loader(_decode_key)
     app.extensions["credits.revocations"] = _RevokedSet()
     app.extensions["credits.verified_tokens"] = {}
-    app.cli.add_command(auth_cli)

@@ -8,7 +8,8 @@ import jwt as pyjwt
 import pytest
 from sqlalchemy import text
 
-from credits_app import claims, cli, ledger, schema_cli
+from credits_app import claims, ledger
+from credits_app.cli import auth as auth_cli, credits as credits_cli, schema as schema_cli
 from credits_app.extensions import db
 from tests.conftest import TEST_SECRET, _fresh_url, client_as, make_app, new_user, token_for
 from tests.test_auth import _claims, _rsa_pair
@@ -99,7 +100,7 @@ ALLOWED = ["client", "clip", "cli-backend", "system", "systems:x", "system-daily
 
 
 def test_every_actor_the_service_records_for_itself_is_reserved():
-    for actor in (ledger.GRANT_ACTOR, cli.CLI_ACTOR, schema_cli.CLI_ACTOR, claims.CLI_ACTOR):
+    for actor in (ledger.GRANT_ACTOR, credits_cli.CLI_ACTOR, auth_cli.CLI_ACTOR, schema_cli.CLI_ACTOR, claims.CLI_ACTOR):
         assert claims.is_reserved_subject(actor), actor
         assert claims.subject_problem(actor) is not None, actor
     for sub in RESERVED:

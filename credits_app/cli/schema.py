@@ -1,27 +1,23 @@
 """`flask schema ...`: apply a file, list the history, replay another database's history.
 The commands call schema_updates, which holds every rule."""
 import json
-import sys
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import create_engine
 
-from .claims import CLI_ACTOR
-from .config import database_url
-from .exceptions import DomainError
-from .schema_updates import apply, history, recorded
+from ..claims import CLI_ACTOR
+from ..config import database_url
+from ..exceptions import DomainError
+from ..schema_updates import apply, history, recorded
+from . import fail
 
-schema_cli = AppGroup("schema", help="External schema updates (PostgreSQL): apply, history, replay.")
+group = AppGroup("schema", help="External schema updates (PostgreSQL): apply, history, replay.")
 
 
 def _fail(e):
-    click.echo(f"error: {e.code}: {e.message}", err=True)
-    for key in ("statement", "database_message", "position", "reason"):
-        if e.details.get(key) is not None:
-            click.echo(f"  {key}: {e.details[key]}", err=True)
-    sys.exit(1)
+    fail(e, details=("statement", "database_message", "position", "reason"))
 
 
 def _echo_result(result):
@@ -31,7 +27,7 @@ def _echo_result(result):
         click.echo(f"  + {effect}")
 
 
-@schema_cli.command("apply")
+@group.command("apply")
 @click.argument("file", type=click.File("r"))
 @click.option("--name", help="Stable name; default: derived from the SQL's checksum.")
 @click.option("--dry-run", is_flag=True, help="Run it and roll back, reporting what would change.")
@@ -43,7 +39,7 @@ def apply_command(file, name, dry_run):
         _fail(e)
 
 
-@schema_cli.command("history")
+@group.command("history")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (the input `flask schema replay` takes).")
 def history_command(as_json):
     """Every recorded schema update, applied and failed, oldest first."""
@@ -63,7 +59,7 @@ def history_command(as_json):
                    f"by {c['actor']} ({c['duration_ms']} ms)")
 
 
-@schema_cli.command("replay")
+@group.command("replay")
 @click.argument("source")
 @click.option("--dry-run", is_flag=True)
 def replay_command(source, dry_run):
@@ -98,7 +94,3 @@ def _load_source(source):
             return recorded(conn)
     finally:
         engine.dispose()
-
-
-def init_app(app):
-    app.cli.add_command(schema_cli)

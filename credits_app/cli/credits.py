@@ -1,0 +1,121 @@
+"""`flask credits ...`: balances, the ledger and the daily grant, through the same functions
+the API and the worker call."""
+import click
+from flask.cli import AppGroup
+
+from .. import ledger
+from ..claims import CLI_ACTOR
+from ..exceptions import DomainError
+from . import fail
+
+group = AppGroup("credits", help="Read and change balances; verify the ledger.")
+
+
+def _show_change(change):
+    e = change.entry
+    click.echo(f"user {change.user_id}: {change.credits} credits (entry {e.id}: {e.kind} {e.amount:+d})")
+
+
+@group.command("show")
+@click.argument("user_id", type=int)
+def show(user_id):
+    """USER_ID's balance."""
+    try:
+        b = ledger.balance(user_id)
+    except DomainError as e:
+        fail(e)
+    click.echo(f"user {b.user_id}: {b.credits} credits (last updated {b.last_updated})")
+
+
+def _change_command(name, fn, help):
+    # A negative AMOUNT is read as a number, so the ledger refuses it with its own message
+    # instead of click calling it an unknown option.
+    @group.command(name, help=help, context_settings={"ignore_unknown_options": True})
+    @click.argument("user_id", type=int)
+    @click.argument("amount", type=int)
+    @click.option("--reason", help="recorded on the ledger entry")
+    def command(user_id, amount, reason):
+        try:
+            _show_change(fn(user_id, amount, actor=CLI_ACTOR, reason=reason))
+        except DomainError as e:
+            fail(e)
+    return command
+
+
+_change_command("add", ledger.add, "Add AMOUNT credits to USER_ID's balance.")
+_change_command("deduct", ledger.deduct, "Deduct AMOUNT credits from USER_ID's balance; refused if it would go "
+                                         "below zero.")
+
+
+@group.command("reset")
+@click.argument("user_id", type=int)
+@click.option("--reason")
+def reset(user_id, reason):
+    """Set USER_ID's balance to zero."""
+    try:
+        _show_change(ledger.reset(user_id, actor=CLI_ACTOR, reason=reason))
+    except DomainError as e:
+        fail(e)
+
+
+@group.command("purge-keys")
+def purge_keys():
+    """Delete Idempotency-Key records older than IDEMPOTENCY_TTL_HOURS (the worker does this
+    daily; a purged key that took effect is still never applied twice)."""
+    click.echo(f"purged {ledger.purge_idempotency_keys()} idempotency key record(s)")
+
+
+@group.command("verify")
+def verify():
+    """Recompute every balance from the ledger; exit 1 listing users that drift."""
+    drift = ledger.verify()
+    for user_id, stored, ledger_sum in drift:
+        click.echo(f"user {user_id}: stored {stored} != ledger sum {ledger_sum}")
+    if drift:
+        fail(f"{len(drift)} user(s) drift from the ledger")
+    click.echo("ledger verified: every balance equals the sum of its entries")
+
+
+# --- the daily grant ----------------------------------------------------------------------
+
+def _show_run(run):
+    finished = run.finished_at.isoformat() if run.finished_at else "-"
+    covers = "-" if run.max_user_id is None else run.max_user_id
+    click.echo(f"{run.grant_date}  {run.status:<7}  +{run.amount}  users {run.users_credited}  "
+               f"chunks {run.chunks_done}/{run.chunks_total}  ids <= {covers}  started {run.started_at.isoformat()}  "
+               f"finished {finished}" + ("" if run.scheduled else "  (by hand)"))
+    if run.last_error:
+        click.echo(f"    last error: {run.last_error}")
+
+
+@group.command("grant-daily")
+@click.option("--date", "day", help="UTC date YYYY-MM-DD (default: today in UTC); today or within "
+                                    "DAILY_GRANT_CATCHUP_DAYS before it.")
+def grant_daily(day):
+    """Run or complete a date's daily grant here, without the worker. Idempotent."""
+    from .. import grants
+
+    try:
+        grant_date = grants.check_requested_date(day) if day else grants.utc_today()
+        before = grants.get_run(grant_date)
+        if before is not None and before.status == "done":
+            click.echo(f"{grant_date} was already granted; nothing to do (each user takes a date's grant once)")
+            _show_run(before)
+            return
+        run = grants.run_date(grant_date)
+    except DomainError as e:
+        fail(e)
+    _show_run(run)
+
+
+@group.command("grant-status")
+@click.option("--limit", default=14, show_default=True, type=click.IntRange(1, 366))
+def grant_status(limit):
+    """Recent daily-grant runs, newest first."""
+    from .. import grants
+
+    runs = grants.recent_runs(limit)
+    if not runs:
+        click.echo("no daily-grant runs yet")
+    for run in runs:
+        _show_run(run)
