@@ -1,8 +1,8 @@
 """The bare-WSGI floor for bench/http_bench.py: no framework, no auth, no validation beyond
 what a request needs, no logging or metrics; a plain WSGI callable and a psycopg2 pool
 running the SAME single statement per request as the service's hot path (the balance
-SELECT, and ledger._pg_statement() for add/deduct), prepared once per connection as the
-service does (ledger._Prepared), on the same URLs, under the same gunicorn settings:
+SELECT, and ledger.postgres.statement() for add/deduct), prepared once per connection as the
+service does (ledger.fast_path.Prepared), on the same URLs, under the same gunicorn settings:
 
     DATABASE_URL=postgresql://... gunicorn -c gunicorn.conf.py bench.bare_wsgi:app
 
@@ -16,12 +16,13 @@ from datetime import datetime, timezone
 from psycopg2.pool import ThreadedConnectionPool
 from sqlalchemy.dialects.postgresql.psycopg2 import dialect
 
-from credits_app.ledger import _BALANCE as _BALANCE_STATEMENT
-from credits_app.ledger import _pg_statement, _Prepared
+from credits_app.ledger.fast_path import Prepared
+from credits_app.ledger.postgres import statement
+from credits_app.ledger.reads import BALANCE as _BALANCE_STATEMENT
 
 # The service's own statements, compiled to psycopg2's SQL and prepared as the service does.
-_BALANCE = _Prepared(str(_BALANCE_STATEMENT.compile(dialect=dialect())))
-_CHANGE = {kind: _Prepared(str(_pg_statement(kind, False).compile(dialect=dialect()))) for kind in ("add", "deduct")}
+_BALANCE = Prepared(str(_BALANCE_STATEMENT.compile(dialect=dialect())))
+_CHANGE = {kind: Prepared(str(statement(kind, False).compile(dialect=dialect()))) for kind in ("add", "deduct")}
 _prepared_on = {}  # connection -> names prepared there
 _ROUTE = re.compile(r"^/api/credits/(\d+)(?:/(add|deduct))?$")
 _THREADS = int(os.environ.get("WEB_THREADS", "4"))

@@ -205,12 +205,12 @@ PGBENCH_SCRIPTS = ("read", "add", "deduct", "hot")
 def pgbench_scripts(workdir, users):
     """The service's own statements, verbatim, with pgbench variables: the user id is a
     bound parameter (-M prepared); the other values are the literals psycopg2 would send."""
-    from credits_app.ledger import _pg_statement
+    from credits_app.ledger.postgres import statement
     balance = ("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated FROM users u "
                "LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid;")
 
     def change(kind, delta):
-        sql = str(_pg_statement(kind, False))
+        sql = str(statement(kind, False))
         values = {"delta": str(delta), "now": "now()", "max_balance": str(10**15), "kind": f"'{kind}'",
                   "reason": "NULL", "actor": "'pgbench'", "key": "NULL"}
         sql = re.sub(r"(?<![:\w]):(\w+)", lambda m: values.get(m.group(1), m.group(0)), sql)

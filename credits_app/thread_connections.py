@@ -1,5 +1,5 @@
 """Each thread keeps the pooled PostgreSQL connection its hot-path statements run on
-(ledger._pg_fetch_one), instead of checking one out of SQLAlchemy's pool and back in for
+(ledger/fast_path.py, fetch_one), instead of checking one out of SQLAlchemy's pool and back in for
 every request. A gunicorn thread serves request after request; the checkout and checkin
 (pool lock, events, reset, autocommit switched on and off) are CPU spent on every request
 to hand the thread back a connection it would take again at once.

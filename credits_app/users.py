@@ -1,6 +1,6 @@
 """Users. Creating one creates its zero balance in the same transaction.
 
-Each function is one short transaction on its own connection (like ledger.py): nothing is
+Each function is one short transaction on its own connection (like the ledger): nothing is
 held open across a request, which SQLite — where a transaction takes the write lock at
 BEGIN — needs so that a later connection in the same request never waits on this one.
 

@@ -127,7 +127,7 @@ def test_columns_added_out_of_band_show_up_without_restart(pg_app, pg_server, ad
 
 
 def test_prepared_credit_statements_survive_columns_added_under_them(pg_app, pg_server, admin):
-    """Each pooled connection prepares the hot-path statements once (ledger._Prepared); a
+    """Each pooled connection prepares the hot-path statements once (ledger.fast_path.Prepared); a
     column added to any of their tables afterwards must not break them (they name their
     columns, so PostgreSQL re-plans them without a result-type change)."""
     user_id = new_user(admin)

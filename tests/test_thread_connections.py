@@ -1,7 +1,7 @@
 """Each thread keeps its hot-path PostgreSQL connection (credits_app/thread_connections.py):
 reused by the thread, at most half the pool, closed after dispose(), replaced when the
 server dropped it, never touched by a forked child; its prepared statements survive a
-migration (ledger._pg_fetch_one). Against the real PostgreSQL."""
+migration (ledger.fast_path.fetch_one). Against the real PostgreSQL."""
 import os
 import threading
 

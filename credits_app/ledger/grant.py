@@ -1,0 +1,83 @@
+"""The daily grant's set-based SQL: one statement credits a whole chunk of users."""
+from datetime import date, datetime
+
+from flask import current_app
+from sqlalchemy import bindparam, text
+
+from ..claims import SYSTEM_PREFIX
+from ..extensions import db
+from ..types import UTCDateTime, utcnow
+from .rules import check_amount
+
+
+GRANT_ACTOR = SYSTEM_PREFIX + "daily-grant"  # reserved: no token may carry it
+
+# Two workers on the same (date, chunk) queue on this lock; the second then finds every
+# user already granted. Taken in its own statement so the grant's snapshot is taken after it.
+_PG_GRANT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(:lock_name, 0))"
+# Seed-era users without a credits row get one at zero, then take the grant like everyone.
+_GRANT_ENSURE_CREDITS = """
+INSERT INTO credits (user_id, credits, last_updated)
+SELECT u.user_id, 0, :now FROM users u
+WHERE u.user_id >= :lo AND u.user_id < :hi
+  AND NOT EXISTS (SELECT 1 FROM credits c WHERE c.user_id = u.user_id)
+ON CONFLICT (user_id) DO NOTHING"""
+# One statement: add to the LIVE balance (a concurrent add/deduct is re-read by the UPDATE's
+# row lock), skip users already granted this date or at the cap, and write their ledger rows.
+# The NOT EXISTS repeats the chunk's range (implied by l.user_id = c.user_id): statistics
+# taken before today's grant estimate 1 row for today's date, and without the range the
+# planner loops over every row granted so far per user, which on a large table runs past
+# the statement timeout.
+_PG_GRANT = """
+WITH upd AS (
+    UPDATE credits AS c SET credits = c.credits + :amount, last_updated = :now
+    WHERE c.user_id >= :lo AND c.user_id < :hi AND c.credits <= :max_balance - :amount
+      AND NOT EXISTS (SELECT 1 FROM ledger_entries l WHERE l.user_id = c.user_id AND l.grant_date = :gd
+                      AND l.user_id >= :lo AND l.user_id < :hi)
+    RETURNING c.user_id, c.credits
+)
+INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, grant_date, created_at)
+SELECT user_id, 'daily_grant', :amount, credits, :reason, :actor, :gd, :now FROM upd"""
+# SQLite: BEGIN IMMEDIATE holds the only write lock, so the ledger rows can be written
+# first from the balances read in this transaction and the same users updated after.
+_SQLITE_GRANT_LEDGER = """
+INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, grant_date, created_at)
+SELECT c.user_id, 'daily_grant', :amount, c.credits + :amount, :reason, :actor, :gd, :now FROM credits c
+WHERE c.user_id >= :lo AND c.user_id < :hi AND c.credits <= :max_balance - :amount
+  AND NOT EXISTS (SELECT 1 FROM ledger_entries l WHERE l.user_id = c.user_id AND l.grant_date = :gd)"""
+_SQLITE_GRANT_CREDITS = """
+UPDATE credits SET credits = credits + :amount, last_updated = :now
+WHERE user_id IN (SELECT user_id FROM ledger_entries WHERE id > :after_id AND grant_date = :gd)"""
+
+
+def grant_daily_chunk(grant_date, amount, lo, hi, *, bookkeeping=None):
+    """Grant `amount` to every user with lo <= user_id < hi who has no daily grant for
+    `grant_date` yet; return how many users were credited.
+
+    Exactly once per (user, date): the UNIQUE (user_id, grant_date) index refuses a second
+    grant, and concurrent runs of the same chunk serialise on a lock and then credit nobody.
+    Users whose balance would pass MAX_BALANCE are skipped (no credit, no ledger row).
+    `bookkeeping(conn, users_credited)`, if given, runs inside the same transaction, so
+    progress records commit with the credits or not at all. Raises on any database error.
+    """
+    if not isinstance(grant_date, date) or isinstance(grant_date, datetime):
+        raise TypeError("grant_date must be a datetime.date")
+    check_amount(amount)
+    params = {"gd": grant_date, "amount": amount, "lo": lo, "hi": hi, "now": utcnow(),
+              "max_balance": current_app.config["MAX_BALANCE"], "actor": GRANT_ACTOR,
+              "reason": f"daily grant {grant_date.isoformat()}",
+              "lock_name": f"daily-grant:{grant_date.isoformat()}:{lo}"}
+    now_type = bindparam("now", type_=UTCDateTime)
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(_PG_GRANT_LOCK), params)
+            conn.execute(text(_GRANT_ENSURE_CREDITS).bindparams(now_type), params)
+            credited = conn.execute(text(_PG_GRANT).bindparams(now_type), params).rowcount
+        else:
+            conn.execute(text(_GRANT_ENSURE_CREDITS).bindparams(now_type), params)
+            params["after_id"] = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
+            credited = conn.execute(text(_SQLITE_GRANT_LEDGER).bindparams(now_type), params).rowcount
+            conn.execute(text(_SQLITE_GRANT_CREDITS).bindparams(now_type), params)
+        if bookkeeping is not None:
+            bookkeeping(conn, credited)
+    return credited

@@ -1,0 +1,71 @@
+"""Reading the ledger: a balance (through the fast path on PostgreSQL), a user's entries,
+the books' check, and the purge of expired key claims."""
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import bindparam, text
+
+from ..config import BIGINT_MAX
+from ..exceptions import UserNotFound
+from ..extensions import db
+from ..types import UTCDateTime, utcnow
+from .fast_path import fetch_one
+from .records import ENTRY_COLUMNS, UTC, Balance, entry_from_row
+from .rules import check_user_id
+
+
+BALANCE = text("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated FROM users u "
+                "LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid"
+                ).columns(last_updated=UTCDateTime)
+
+
+def balance(user_id):
+    """The current balance. Raises UserNotFound."""
+    check_user_id(user_id)
+    engine = db.engine
+    if engine.dialect.name == "postgresql":
+        row = fetch_one(engine, BALANCE, {"uid": user_id})
+    else:
+        with engine.connect() as conn:
+            row = conn.execute(BALANCE, {"uid": user_id}).first()
+    if row is None:
+        raise UserNotFound(user_id)
+    return Balance(row.user_id, row.credits, UTC.process_result_value(row.last_updated, None))
+
+
+def entries(user_id, *, limit, before_id=None):
+    """Ledger entries of a user, newest first, with id < before_id. Raises UserNotFound."""
+    check_user_id(user_id)
+    stmt = text(f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE user_id = :uid AND id < :before "
+                "ORDER BY id DESC LIMIT :limit").columns(created_at=UTCDateTime)
+    with db.engine.connect() as conn:
+        rows = conn.execute(stmt, {"uid": user_id, "before": before_id or BIGINT_MAX, "limit": limit}).all()
+        if not rows and conn.execute(text("SELECT 1 FROM users WHERE user_id = :uid"), {"uid": user_id}).first() is None:
+            raise UserNotFound(user_id)
+    return [entry_from_row(r) for r in rows]
+
+
+def purge_idempotency_keys(now=None):
+    """Delete key claims older than IDEMPOTENCY_TTL_HOURS; returns how many. Safe: the
+    ledger's UNIQUE (actor, idempotency_key) still refuses a purged key that took effect
+    (422 idempotency_key_expired), so nothing can apply twice."""
+    cutoff = (now or utcnow()) - timedelta(hours=current_app.config["IDEMPOTENCY_TTL_HOURS"])
+    with db.engine.begin() as conn:
+        return conn.execute(text("DELETE FROM idempotency_keys WHERE created_at < :cutoff")
+                            .bindparams(bindparam("cutoff", type_=UTCDateTime)), {"cutoff": cutoff}).rowcount
+
+
+def verify():
+    """Users whose stored balance differs from the sum of their ledger entries (every balance
+    must equal it). Returns a list of (user_id, stored, ledger_sum); empty when the books
+    balance."""
+    stmt = text("""
+        SELECT u.user_id, COALESCE(c.credits, 0) AS stored, COALESCE(l.total, 0) AS ledger_sum
+        FROM users u
+        LEFT JOIN credits c ON c.user_id = u.user_id
+        LEFT JOIN (SELECT user_id, SUM(amount) AS total FROM ledger_entries GROUP BY user_id) l
+               ON l.user_id = u.user_id
+        WHERE COALESCE(c.credits, 0) <> COALESCE(l.total, 0)
+        ORDER BY u.user_id""")
+    with db.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(stmt)]

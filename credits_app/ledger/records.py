@@ -1,0 +1,59 @@
+"""What the ledger hands out: an entry, the outcome of a change, a balance."""
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from ..types import UTCDateTime
+
+
+UTC = UTCDateTime()  # also applied to rows read through the driver directly
+ENTRY_COLUMNS = "id, user_id, kind, amount, balance_after, reason, actor, idempotency_key, grant_date, created_at"
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    user_id: int
+    kind: str
+    amount: int
+    balance_after: int
+    reason: str | None
+    actor: str
+    idempotency_key: str | None
+    grant_date: date | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Change:
+    """The outcome of a balance change. `replayed` is true when an Idempotency-Key matched
+    an earlier request and the original outcome is returned unchanged."""
+
+    entry: Entry
+    replayed: bool = False
+
+    @property
+    def user_id(self):
+        return self.entry.user_id
+
+    @property
+    def credits(self):
+        return self.entry.balance_after
+
+    @property
+    def last_updated(self):
+        return self.entry.created_at
+
+
+@dataclass(frozen=True)
+class Balance:
+    user_id: int
+    credits: int
+    last_updated: datetime | None  # None for a seed-era user who never had a credits row
+
+
+def entry_from_row(row):
+    grant_date = row.grant_date
+    if isinstance(grant_date, str):  # SQLite returns DATE as text from raw SQL
+        grant_date = date.fromisoformat(grant_date)
+    return Entry(row.id, row.user_id, row.kind, row.amount, row.balance_after, row.reason, row.actor,
+                 row.idempotency_key, grant_date, UTC.process_result_value(row.created_at, None))

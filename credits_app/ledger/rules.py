@@ -1,0 +1,65 @@
+"""What a change may do, decided on the locked, newest balance (the package docstring has
+the rules), and what the caller hears when it may not."""
+import hashlib
+from dataclasses import dataclass
+
+from flask import current_app
+
+from ..config import BIGINT_MAX
+from ..exceptions import BalanceLimitExceeded, InsufficientCredits, InvalidRequest, UserNotFound
+
+
+def check_user_id(user_id):
+    # Ids outside BIGINT cannot exist; refusing them here keeps the driver from overflowing.
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or not 1 <= user_id <= BIGINT_MAX:
+        raise UserNotFound(user_id)
+
+
+def check_amount(amount):
+    if not isinstance(amount, int) or isinstance(amount, bool):
+        raise InvalidRequest("amount must be an integer", field="amount")
+    if amount <= 0:
+        raise InvalidRequest("amount must be positive", field="amount", amount=amount)
+    maximum = current_app.config["MAX_AMOUNT"]
+    if amount > maximum:
+        raise InvalidRequest(f"amount must be at most {maximum}", field="amount", maximum=maximum)
+
+
+def request_hash(kind, user_id, amount, reason):
+    return hashlib.sha256(repr((kind, user_id, amount, reason)).encode()).hexdigest()
+
+
+@dataclass
+class Op:
+    kind: str
+    user_id: int
+    delta: int | None  # None for reset: the delta is minus the locked balance
+    amount: int | None  # what the caller asked for (positive), for error details
+    actor: str
+    reason: str | None
+    key: str | None
+    request_hash: str | None
+    max_balance: int
+
+
+# What each kind checks, on the locked balance: a credit may not pass MAX_BALANCE, a debit may
+# not go below zero, a reset always applies. The cap limits what an add may reach and nothing
+# else, so lowering it below existing balances never blocks spending them.
+ALLOWED = {"add": "AND cur.credits + :delta <= :max_balance", "deduct": "AND cur.credits + :delta >= 0",
+           "reset": ""}
+
+
+def allowed(kind, current, delta, max_balance):
+    """ALLOWED in Python, for SQLite, where BEGIN IMMEDIATE makes `current` the newest balance."""
+    if kind == "add":
+        return current + delta <= max_balance
+    if kind == "deduct":
+        return current + delta >= 0
+    return True
+
+
+def refusal(op, current_balance):
+    """The refusal of `op`, reporting the balance the decision was made on."""
+    if op.kind == "deduct":
+        return InsufficientCredits(current_balance, op.amount)
+    return BalanceLimitExceeded(current_balance, op.amount, op.max_balance)

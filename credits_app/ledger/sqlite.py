@@ -1,0 +1,41 @@
+"""A change on SQLite: the same steps as separate statements inside one BEGIN IMMEDIATE
+transaction, which holds the only write lock, so the balance read in it is the newest."""
+from sqlalchemy import bindparam, text
+
+from ..types import UTCDateTime, utcnow
+from .records import ENTRY_COLUMNS, entry_from_row
+from .rules import allowed, refusal
+
+
+def apply(engine, op):
+    now = utcnow()
+    with engine.begin() as conn:  # BEGIN IMMEDIATE: we hold the write lock from here
+        if op.key is not None and conn.execute(
+                text("SELECT 1 FROM idempotency_keys WHERE scope = :actor AND key = :key"),
+                {"actor": op.actor, "key": op.key}).first():
+            return "replay"
+        current = conn.execute(text("SELECT credits FROM credits WHERE user_id = :uid"), {"uid": op.user_id}).scalar()
+        if current is None:
+            return "no_credits_row"
+        delta = -current if op.kind == "reset" else op.delta
+        outcome = None
+        if allowed(op.kind, current, delta, op.max_balance):
+            updated = conn.execute(
+                text("UPDATE credits SET credits = credits + :delta, last_updated = :now "
+                     "WHERE user_id = :uid RETURNING credits").bindparams(bindparam("now", type_=UTCDateTime)),
+                {"uid": op.user_id, "delta": delta, "now": now}).one()
+            outcome = entry_from_row(conn.execute(
+                text("INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, "
+                     f"idempotency_key, created_at) VALUES (:uid, :kind, :delta, :bal, :reason, :actor, :key, :now) "
+                     f"RETURNING {ENTRY_COLUMNS}").bindparams(bindparam("now", type_=UTCDateTime))
+                .columns(created_at=UTCDateTime),
+                {"uid": op.user_id, "kind": op.kind, "delta": delta, "bal": updated.credits, "reason": op.reason,
+                 "actor": op.actor, "key": op.key, "now": now}).one())
+        if op.key is not None:
+            conn.execute(
+                text("INSERT INTO idempotency_keys (scope, key, request_hash, status_code, refused_balance, created_at)"
+                     " VALUES (:actor, :key, :hash, :status, :refused, :now)"
+                     ).bindparams(bindparam("now", type_=UTCDateTime)),
+                {"actor": op.actor, "key": op.key, "hash": op.request_hash, "now": now,
+                 "status": 200 if outcome else 409, "refused": None if outcome else current})
+    return outcome or refusal(op, current)
