@@ -3,6 +3,7 @@ before/after comparisons are not drowned by the noise of a shared 2-core machine
 
     .venv/bin/python bench/profile_hot_path.py [--requests 3000] [--profile read|add|deduct]
     .venv/bin/python bench/profile_hot_path.py --against REV   # this tree vs a git revision
+    .venv/bin/python bench/profile_hot_path.py --against A --against B   # several, interleaved
 
 Starts a durable throwaway PostgreSQL and Redis, loads 10,000 users, builds the app exactly
 as wsgi.py does (production settings, rate limiter on in Redis, request log and metrics on)
@@ -10,7 +11,7 @@ and calls the WSGI app directly from one thread with a prepared environ, as guni
 GET balance, POST add, POST deduct. Prints CPU microseconds per request (process time:
 Python and driver, not the database's). With --against, each measured batch runs once per
 tree in alternation, each tree in its own process on the same database, so a neighbour's
-load burst hits both alike. `--profile KIND` adds a cProfile of that kind."""
+load burst hits all alike. `--profile KIND` adds a cProfile of that kind."""
 import argparse
 import io
 import json
@@ -95,7 +96,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=10)
-    parser.add_argument("--against", metavar="REV", help="also measure this git revision, interleaved")
+    parser.add_argument("--against", metavar="REV", action="append", default=[],
+                        help="also measure this git revision, interleaved (repeatable)")
     parser.add_argument("--profile", choices=KINDS)
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra environment for the app, e.g. PROMETHEUS_MULTIPROC_DIR=/tmp/m")
@@ -104,13 +106,15 @@ def main():
     from http_bench import flask, flask_env, load_users
     from tests.services import Postgres, Redis
     pg, redis = Postgres(durable=True).start(), Redis().start()
-    trees, children, tmp = {"this tree": ROOT}, {}, None
+    trees, children, worktrees = {}, {}, []
     try:
-        if args.against:
+        for rev in args.against:
             tmp = tempfile.mkdtemp(prefix="credits-rev-")
-            subprocess.run(["git", "worktree", "add", "--detach", tmp, args.against], cwd=ROOT, check=True,
+            subprocess.run(["git", "worktree", "add", "--detach", tmp, rev], cwd=ROOT, check=True,
                            capture_output=True)
-            trees = {args.against: tmp, **trees}
+            worktrees.append(tmp)
+            trees[rev if rev not in trees else f"{rev}#{len(trees) + 1}"] = tmp
+        trees["this tree"] = ROOT
         url = pg.createdb("credits")
         env = flask_env(url, redis.url, dict(e.split("=", 1) for e in args.env))
         flask(env, "db", "upgrade").check_returncode()
@@ -135,15 +139,17 @@ def main():
             for _ in range(args.rounds):
                 for name in trees:
                     samples[name].append(float(ask(name, f"{kind} {batch}")))
-            print(f"  {kind:>6}: " + "  ".join(f"{name} {statistics.median(v):5.0f}" for name, v in samples.items()),
-                  flush=True)
+            medians = {name: statistics.median(v) for name, v in samples.items()}
+            first = next(iter(medians.values()))
+            print(f"  {kind:>6}: " + "  ".join(f"{name} {m:5.0f} ({(m / first - 1) * 100:+.1f}%)"
+                                             for name, m in medians.items()), flush=True)
         if args.profile:
             ask("this tree", f"profile {args.profile}")
     finally:
         for child in children.values():
             child.stdin.close()
             child.wait(30)
-        if tmp:
+        for tmp in worktrees:
             subprocess.run(["git", "worktree", "remove", "--force", tmp], cwd=ROOT, capture_output=True)
         redis.destroy()
         pg.destroy()
