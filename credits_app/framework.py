@@ -3,11 +3,9 @@ that create_app() builds the app from. Each differs from the stock class where t
 one answered in HTML, or cost measurable time on every request (docs/benchmarks.md)."""
 import inspect
 import io
-import json
 from types import FunctionType  # not `import types`: credits_app.types would shadow it
 
 from flask import Flask, Request
-from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.routing import Map
 from werkzeug.utils import cached_property
@@ -55,26 +53,6 @@ class CreditsRequest(Request):
         return io.BytesIO(body)
 
 
-class JSONProvider(DefaultJSONProvider):
-    """Flask's JSON, the same bytes, with the compact encoder built once: Flask's response()
-    calls json.dumps(obj, **options), which builds a new encoder for every answer. Options
-    changed on app.json later are honoured (a new encoder)."""
-
-    _encoder = (None, None)  # (the options it was built with, the encoder)
-
-    def response(self, *args, **kwargs):
-        if self.compact is False or (self.compact is None and self._app.debug):
-            return super().response(*args, **kwargs)  # indented: as Flask does it
-        options = (self.default, self.ensure_ascii, self.sort_keys)
-        built_with, encoder = self._encoder
-        if built_with != options:
-            encoder = json.JSONEncoder(default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=self.sort_keys,
-                                       separators=(",", ":"))
-            self._encoder = (options, encoder)
-        obj = self._prepare_response_obj(args, kwargs)
-        return self._app.response_class(encoder.encode(obj) + "\n", mimetype=self.mimetype)
-
-
 class CreditsFlask(Flask):
     """Flask asks `inspect` whether each hook and view is a coroutine function before every
     call: many times a request, for functions defined once. Remember the plain ones (bound
@@ -82,7 +60,6 @@ class CreditsFlask(Flask):
 
     url_map_class = NoSlashMergingMap
     request_class = CreditsRequest
-    json_provider_class = JSONProvider
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

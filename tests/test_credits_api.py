@@ -1,18 +1,15 @@
 """Credits API on both backends: balances, changes, refusals, ledger history."""
-import functools
 import json
 from datetime import timezone
 
-from flask.json.provider import DefaultJSONProvider
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
 from credits_app.api.schemas import AmountIn, BalanceOut, ChangeOut, balance_json, change_json
 from credits_app.extensions import db
-from credits_app.framework import JSONProvider
 from credits_app.ledger import Balance, Change, Entry
-from tests.conftest import make_app, new_user
+from tests.conftest import new_user
 
 
 def test_new_user_has_zero_balance(client):
@@ -199,32 +196,3 @@ def test_quick_load_takes_the_common_bodies():
     assert AmountIn.quick_load({"amount": 5}) == {"amount": 5}
     assert AmountIn.quick_load({"amount": 5, "reason": "publish"}) == {"amount": 5, "reason": "publish"}
     assert AmountIn.quick_load({"amount": 5, "reason": None}) == {"amount": 5, "reason": None}
-
-
-_any_json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.dates() | _aware
-    | st.decimals(allow_nan=False, allow_infinity=False),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=8)
-
-
-@functools.cache
-def _json_app():
-    return make_app("sqlite:///:memory:")
-
-
-@settings(max_examples=300, deadline=None)
-@given(_any_json)
-def test_json_answers_are_flasks_bytes(value):
-    """The app's JSON provider builds its encoder once; its answers must be byte for byte
-    what Flask's own provider gives: compact, indented in debug, and after an option changes."""
-    app = _json_app()
-    assert isinstance(app.json, JSONProvider)
-    ours, flasks = JSONProvider(app), DefaultJSONProvider(app)
-    with app.app_context():
-        try:
-            for debug, sort_keys in ((False, True), (True, True), (False, False)):
-                app.debug, ours.sort_keys, flasks.sort_keys = debug, sort_keys, sort_keys
-                mine, theirs = ours.response(value), flasks.response(value)
-                assert (mine.get_data(), mine.headers) == (theirs.get_data(), theirs.headers)
-        finally:
-            app.debug = False
