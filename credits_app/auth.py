@@ -67,17 +67,15 @@ def current_claims():
 
 def authenticate():
     """before_request for /api: 401 for any token problem, 403 for a role that may not."""
-    req = request._get_current_object()  # one context lookup, not one per attribute
-    if not req.path.startswith("/api/") or req.method == "OPTIONS":
+    if not request.path.startswith("/api/") or request.method == "OPTIONS":
         return  # Flask's automatic OPTIONS answer carries only `Allow` (and CORS preflights no token)
-    app = current_app._get_current_object()
-    view = app.view_functions.get(req.endpoint) if req.endpoint else None
-    if view is None or req.routing_exception is not None:
+    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
+    if view is None or request.routing_exception is not None:
         return  # 404/405 answer by themselves
     permission = getattr(view, "permission", None)
     if permission is None:
         raise Forbidden("this endpoint declares no permission")
-    claims = _verified_claims(req, app)
+    claims = _verified_claims()
     role = claims["role"]
     if role not in ROLES:
         raise Forbidden(f"unknown role {role!r}", role=role)
@@ -86,19 +84,20 @@ def authenticate():
     g.actor = claims["sub"]
     g.claims = claims
     # RULES first (the common case, no set built); roles_for adds what configuration grants.
-    if role not in RULES[permission] and role not in roles_for(permission, app.config["AUTH_SERVICE_CAN_RESET"]):
+    service_can_reset = current_app.config["AUTH_SERVICE_CAN_RESET"]
+    if role not in RULES[permission] and role not in roles_for(permission, service_can_reset):
         raise Forbidden(f"role {role!r} may not {permission}", role=role, permission=permission)
-    view_args = req.view_args or {}
+    view_args = request.view_args or {}
     if role == "user" and "user_id" in view_args and view_args["user_id"] != claims["user_id"]:
         raise Forbidden("a user token may only read its own user", role=role)
 
 
-def _verified_claims(req, app):
+def _verified_claims():
     # request.headers.get(name), read from the environ: the headers view translates the name
     # on every call, at a cost this lookup does not have.
-    key = "HTTP_" + app.config["JWT_HEADER_NAME"].upper().replace("-", "_")
-    authorization = req.environ.get(key)
-    scheme = app.config["JWT_HEADER_TYPE"]
+    key = "HTTP_" + current_app.config["JWT_HEADER_NAME"].upper().replace("-", "_")
+    authorization = request.environ.get(key)
+    scheme = current_app.config["JWT_HEADER_TYPE"]
     if authorization and scheme and not authorization.startswith(scheme + " "):
         canonical = canonical_authorization(authorization, scheme)
         if canonical != authorization:
@@ -106,7 +105,7 @@ def _verified_claims(req, app):
             # setting for it, so a header that only spells it differently is rewritten in the
             # WSGI environ (which its request.headers reads) before it parses the header. The
             # verified-token cache is then keyed by that one spelling too.
-            req.environ[key] = authorization = canonical
+            request.environ[key] = authorization = canonical
     claims = tokens.recall(authorization)
     if claims is not None:  # verified before by the path below; only the clock and revocation can differ
         if tokens.is_revoked(claims["jti"]):

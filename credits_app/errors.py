@@ -101,10 +101,9 @@ def _no_route():
     has the shape of a route that takes this method but a parameter is of the wrong form,
     what that parameter must be. It tells what the route table (public in the OpenAPI
     document) tells, the same to every caller, and nothing about what exists."""
-    req = request._get_current_object()
-    message = f"no such endpoint: {_clip(req.method, 20)} {_clip(req.path, 100)}"
+    message = f"no such endpoint: {_clip(request.method, 20)} {_clip(request.path, 100)}"
     for methods, shape, converters in _route_shapes(current_app):
-        match = shape.fullmatch(req.path) if req.method in methods else None
+        match = shape.fullmatch(request.path) if request.method in methods else None
         if match is None:
             continue
         for name, converter in converters.items():

@@ -60,12 +60,11 @@ def _after(response):
     started = g.pop("started", None)
     if started is None:
         return response
-    req = request._get_current_object()  # one context lookup, not one per attribute
-    route = req.url_rule.rule if req.url_rule else "unmatched"
-    method = req.method if req.method in _METHODS else "other"  # a label per invented verb would grow forever
+    route = request.url_rule.rule if request.url_rule else "unmatched"
+    method = request.method if request.method in _METHODS else "other"  # a label per invented verb would grow forever
     _child(REQUESTS, method, route, str(response.status_code)).inc()
     _child(LATENCY, method, route).observe(time.perf_counter() - started)
-    kind = _CREDIT_KINDS.get(req.endpoint)
+    kind = _CREDIT_KINDS.get(request.endpoint)
     if kind:
         outcome = _outcome(response)
         _child(OPERATIONS, kind, outcome).inc()

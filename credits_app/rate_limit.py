@@ -144,21 +144,19 @@ class Limiter:
 
 def _check():
     """before_request (after authentication, so the subject is known)."""
-    req = request._get_current_object()  # the proxies are read once: each read is a context lookup
-    if not req.path.startswith("/api/"):
+    if not request.path.startswith("/api/"):
         return
     limiter = current_app.extensions["credits.rate_limit"]
-    ctx = g._get_current_object()
-    claims = ctx.get("claims")
+    claims = g.get("claims")
     if claims is None:
-        kind, subject = ANONYMOUS, req.remote_addr or "unknown"
+        kind, subject = ANONYMOUS, request.remote_addr or "unknown"
     else:
         kind, subject = claims["role"], claims["sub"]
     now = time.time()
     results = limiter.hit(kind, subject, now)
     # Report the limit closest to being exceeded, as X-RateLimit-* headers on the response.
     amount, window, count, reset_at = min(results, key=lambda r: (r[0] - r[2], r[3]))
-    headers = ctx.rate_limit_headers = {"X-RateLimit-Limit": str(amount),
+    headers = g.rate_limit_headers = {"X-RateLimit-Limit": str(amount),
                                         "X-RateLimit-Remaining": str(max(0, amount - count)),
                                         "X-RateLimit-Reset": str(reset_at)}
     if count > amount:
