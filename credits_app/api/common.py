@@ -48,11 +48,6 @@ class StrictParser(FlaskParser):
             return loaded
         return super()._process_location_data(location_data, schema, req, location, unknown, validators)
 
-    def get_default_request(self):
-        # The request itself, not Flask's proxy: parsing reads a dozen of its attributes and
-        # through the proxy each read is a context lookup.
-        return request._get_current_object()
-
     def _raw_load_json(self, req):
         raw = req.get_data(cache=True)  # within MAX_CONTENT_LENGTH (framework.CreditsRequest)
         if not raw:
