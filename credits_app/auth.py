@@ -93,10 +93,8 @@ def authenticate():
 
 
 def _verified_claims():
-    # request.headers.get(name), read from the environ: the headers view translates the name
-    # on every call, at a cost this lookup does not have.
-    key = "HTTP_" + current_app.config["JWT_HEADER_NAME"].upper().replace("-", "_")
-    authorization = request.environ.get(key)
+    name = current_app.config["JWT_HEADER_NAME"]
+    authorization = request.headers.get(name)
     scheme = current_app.config["JWT_HEADER_TYPE"]
     if authorization and scheme and not authorization.startswith(scheme + " "):
         canonical = canonical_authorization(authorization, scheme)
@@ -105,7 +103,7 @@ def _verified_claims():
             # setting for it, so a header that only spells it differently is rewritten in the
             # WSGI environ (which its request.headers reads) before it parses the header. The
             # verified-token cache is then keyed by that one spelling too.
-            request.environ[key] = authorization = canonical
+            request.environ["HTTP_" + name.upper().replace("-", "_")] = authorization = canonical
     claims = tokens.recall(authorization)
     if claims is not None:  # verified before by the path below; only the clock and revocation can differ
         if tokens.is_revoked(claims["jti"]):

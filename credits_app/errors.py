@@ -287,9 +287,7 @@ class UnsupportedMediaType(DomainError):
 def init_app(app):
     @app.before_request
     def _request_id():
-        # From the environ: request.headers.get() translates the name and goes through the
-        # proxy on every request; this lookup does neither.
-        incoming = request.environ.get("HTTP_X_REQUEST_ID", "")
+        incoming = request.headers.get("X-Request-ID", "")
         g.request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
 
     @app.after_request

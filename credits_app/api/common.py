@@ -168,7 +168,7 @@ class InvalidCursor(DomainError):
 
 
 def idempotency_key():
-    key = request.environ.get("HTTP_IDEMPOTENCY_KEY")  # request.headers.get("Idempotency-Key"), without its cost
+    key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
     if not _KEY.match(key):
