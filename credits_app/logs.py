@@ -141,11 +141,9 @@ def write_in_background():
 
 def configure(level="INFO"):
     """Route the app's loggers to stderr as JSON (idempotent)."""
-    # No line shows the thread, process or source position, so don't collect them for every
-    # record: the source position alone means a search of the caller's frames (the switches
-    # the logging HOWTO lists under "Optimization").
+    # No line shows the thread or process, so don't collect them for every record (the
+    # logging module's public switches).
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    logging._srcfile = None
     logger = logging.getLogger("credits")
     if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
         handler = logging.StreamHandler(sys.stderr)
