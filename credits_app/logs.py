@@ -3,7 +3,6 @@ token subject; gunicorn's own access log stays off) and one per job (worker/).""
 import collections
 import json
 import logging
-import math
 import sys
 import threading
 import time
@@ -16,29 +15,13 @@ _ENCODER = json.JSONEncoder(default=str)  # json.dumps(default=...) would build 
 
 
 class JsonFormatter(logging.Formatter):
-    _second = (None, "")  # (unix second, its ISO text): one strftime a second, not one a line
-
     def format(self, record):
-        line = {"ts": self._timestamp(record.created), "level": record.levelname.lower(), "logger": record.name,
-                "msg": record.getMessage()}
+        line = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                "level": record.levelname.lower(), "logger": record.name, "msg": record.getMessage()}
         line.update(getattr(record, "fields", {}))
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return _ENCODER.encode(line)
-
-    def _timestamp(self, created):
-        # As datetime.fromtimestamp(created).isoformat(timespec="milliseconds"): the fraction
-        # rounded to microseconds (carrying into the second), then cut to milliseconds.
-        fraction, whole = math.modf(created)
-        micro = round(fraction * 1e6)
-        if micro >= 1_000_000:
-            whole, micro = whole + 1, micro - 1_000_000
-        second, text = self._second
-        if second != whole:
-            second = whole
-            text = datetime.fromtimestamp(second, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-            self._second = (second, text)  # one tuple, so threads never see half an update
-        return f"{text}.{micro // 1000:03d}+00:00"
 
 
 class BackgroundStreamHandler(logging.StreamHandler):
