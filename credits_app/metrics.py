@@ -44,16 +44,6 @@ def _before():
 
 
 _METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-_children = {}
-
-
-def _child(metric, *labels):
-    """metric.labels(...), remembered: the label sets (routes, methods, statuses) are few."""
-    key = (metric, labels)
-    child = _children.get(key)
-    if child is None:
-        child = _children[key] = metric.labels(*labels)
-    return child
 
 
 def _after(response):
@@ -62,12 +52,12 @@ def _after(response):
         return response
     route = request.url_rule.rule if request.url_rule else "unmatched"
     method = request.method if request.method in _METHODS else "other"  # a label per invented verb would grow forever
-    _child(REQUESTS, method, route, str(response.status_code)).inc()
-    _child(LATENCY, method, route).observe(time.perf_counter() - started)
+    REQUESTS.labels(method, route, str(response.status_code)).inc()
+    LATENCY.labels(method, route).observe(time.perf_counter() - started)
     kind = _CREDIT_KINDS.get(request.endpoint)
     if kind:
         outcome = _outcome(response)
-        _child(OPERATIONS, kind, outcome).inc()
+        OPERATIONS.labels(kind, outcome).inc()
         if kind == "deduct" and outcome == "refused" and b"insufficient_credits" in response.get_data()[:200]:
             INSUFFICIENT.inc()
     return response
