@@ -2,9 +2,8 @@
 {"error": {"code", "message", "details"}, plus an X-Request-ID header}."""
 import json
 import logging
-import os
 import re
-import threading
+import uuid
 
 from flask import current_app, g, jsonify, request
 from psycopg2 import errorcodes
@@ -24,36 +23,6 @@ HTTP_CODES = {
     503: "service_unavailable",
 }
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-
-
-class _RequestIds:
-    """Fresh request ids: 32 hex digits of os.urandom each, as uuid4().hex, drawn for 256 ids
-    at a time. getrandom() is a system call, and CPython lets go of the GIL around it: drawn
-    per request, under load the request thread would then wait for the GIL behind a
-    sibling's slice of Python. Not a seeded generator: its ids could be predicted from the
-    ones it echoed. A forked child (a gunicorn worker) starts with an empty batch and a new
-    lock, so no two processes hand out the same ids."""
-
-    BATCH = 256
-
-    def __init__(self):
-        self._reset()
-        os.register_at_fork(after_in_child=self._reset)
-
-    def _reset(self):
-        self._lock = threading.Lock()
-        self._hex, self._next = "", 0
-
-    def __call__(self):
-        with self._lock:
-            if self._next >= len(self._hex):
-                self._hex, self._next = os.urandom(16 * self.BATCH).hex(), 0
-            start = self._next
-            self._next += 32
-            return self._hex[start:self._next]
-
-
-new_request_id = _RequestIds()
 
 
 def error_body(code, message, details=None):
@@ -288,7 +257,7 @@ def init_app(app):
     @app.before_request
     def _request_id():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
 
     @app.after_request
     def _echo_request_id(response):
