@@ -121,14 +121,6 @@ class Blueprint(SmorestBlueprint):
             return parse_then_call
         return decorator
 
-    def alt_response(self, status_code, **kwargs):
-        document = super().alt_response(status_code, **kwargs)
-
-        def decorator(view):
-            view._apidoc = document(view)._apidoc
-            return view
-        return decorator
-
     def response(self, status_code, schema=None, *, dump=None, **kwargs):
         """As flask-smorest's; `dump`, if given, renders the result instead of schema.dump()
         (the schema still documents it)."""
