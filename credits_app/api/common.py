@@ -91,35 +91,11 @@ class AsciiIntegerConverter(IntegerConverter):
 
 
 class Blueprint(SmorestBlueprint):
-    """flask-smorest's blueprint: the same decorators and the same OpenAPI document, with a
-    shorter path through them at request time. `arguments` parses with the same parser and
-    calls the view (no flask-smorest layer, no webargs use_args layer); `alt_response` only
-    documents (flask-smorest wraps the view in a layer that just calls it); `response` dumps
-    with the schema (or the `dump` function given) and answers with the app's JSON provider
-    (what flask-smorest's jsonify does) without its ETag bookkeeping, which this API does not
-    use."""
+    """flask-smorest's blueprint, parsing with StrictParser. `response` dumps with the schema
+    (or the `dump` function given) and answers with the app's JSON provider (what
+    flask-smorest's jsonify does) without its ETag bookkeeping, which this API does not use."""
 
     ARGUMENTS_PARSER = StrictParser()
-    _PARSE_OPTIONS = ("unknown", "validate", "error_status_code", "error_headers")
-    _DOC_OPTIONS = ("required", "description", "example", "examples", "content_type")
-
-    def arguments(self, schema, *, location="json", **kwargs):
-        # flask-smorest wraps the view in its own layer and webargs' use_args around it;
-        # parsing needs neither: parse with the same parser and options, then call.
-        unsupported = set(kwargs) - set(self._PARSE_OPTIONS) - set(self._DOC_OPTIONS)
-        if unsupported:
-            raise TypeError(f"arguments() options not supported here: {sorted(unsupported)}")
-        document = super().arguments(schema, location=location, **kwargs)
-        options = {name: kwargs[name] for name in self._PARSE_OPTIONS if name in kwargs}
-
-        def decorator(view):
-            @functools.wraps(view)
-            def parse_then_call(*args, **view_kwargs):
-                parsed = self.ARGUMENTS_PARSER.parse(schema, location=location, **options)
-                return view(*args, parsed, **view_kwargs)
-            parse_then_call._apidoc = document(view)._apidoc
-            return parse_then_call
-        return decorator
 
     def response(self, status_code, schema=None, *, dump=None, **kwargs):
         """As flask-smorest's; `dump`, if given, renders the result instead of schema.dump()
