@@ -1,16 +1,13 @@
 """Plumbing shared by the resource blueprints: strict body parsing, the Idempotency-Key
 header, opaque cursors."""
 import base64
-import functools
 import re
 
-from flask import current_app, request
+from flask import request
 from flask_smorest import Blueprint as SmorestBlueprint
-from flask_smorest.utils import resolve_schema_instance, set_status_and_headers_in_response, unpack_tuple_response
 from webargs import core
 from webargs.flaskparser import FlaskParser
 from werkzeug.routing import IntegerConverter
-from werkzeug.wrappers import Response
 
 from ..errors import UnsupportedMediaType, parse_json_body
 from ..exceptions import DomainError, InvalidRequest
@@ -91,33 +88,10 @@ class AsciiIntegerConverter(IntegerConverter):
 
 
 class Blueprint(SmorestBlueprint):
-    """flask-smorest's blueprint, parsing with StrictParser. `response` dumps with the schema
-    (or the `dump` function given) and answers with the app's JSON provider (what
-    flask-smorest's jsonify does) without its ETag bookkeeping, which this API does not use."""
+    """flask-smorest's blueprint, parsing with StrictParser and reading `<int:...>` as
+    AsciiIntegerConverter."""
 
     ARGUMENTS_PARSER = StrictParser()
-
-    def response(self, status_code, schema=None, *, dump=None, **kwargs):
-        """As flask-smorest's; `dump`, if given, renders the result instead of schema.dump()
-        (the schema still documents it)."""
-        document = super().response(status_code, schema, **kwargs)
-        schema = resolve_schema_instance(schema)
-        if dump is None and schema is not None:
-            dump = schema.dump
-
-        def decorator(view):
-            @functools.wraps(view)
-            def respond(*args, **view_kwargs):
-                result, status, headers = unpack_tuple_response(view(*args, **view_kwargs))
-                if not isinstance(result, Response):
-                    result = current_app.json.response(result if dump is None else dump(result))
-                    if status is None:
-                        status = status_code
-                set_status_and_headers_in_response(result, status, headers)
-                return result
-            respond._apidoc = document(view)._apidoc
-            return respond
-        return decorator
 
     def register(self, app, options):
         app.url_map.converters["int"] = AsciiIntegerConverter  # before this blueprint's rules bind

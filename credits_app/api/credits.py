@@ -3,8 +3,7 @@ from .. import ledger
 from ..auth import current_actor, require
 from ..exceptions import Conflict
 from .common import Blueprint, decode_cursor, idempotency_key, page
-from .schemas import (AmountIn, BalanceOut, ChangeOut, EntryPage, ErrorOut, PageArgs, ResetIn, balance_json,
-                      change_json)
+from .schemas import AmountIn, BalanceOut, ChangeOut, EntryPage, ErrorOut, PageArgs, ResetIn
 
 blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Credit balances and changes")
 
@@ -26,7 +25,7 @@ def _change_endpoint(refusal=None):
     Idempotency-Key, its errors and its 409 `refusal`, if it has one."""
     decorators = [
         blp.doc(parameters=[IDEMPOTENCY_KEY]),
-        blp.response(200, ChangeOut, dump=change_json, headers=REPLAYED_HEADER),
+        blp.response(200, ChangeOut, headers=REPLAYED_HEADER),
         blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json"),
         blp.alt_response(404, schema=ErrorOut, description="user_not_found"),
         *([blp.alt_response(409, schema=ErrorOut, description=refusal, headers=REPLAYED_HEADER)] if refusal else []),
@@ -55,7 +54,7 @@ def _change(apply, user_id, *args, reason=None):
 
 @blp.route("/<int:user_id>", methods=["GET"])
 @require("credits:read")
-@blp.response(200, BalanceOut, dump=balance_json)
+@blp.response(200, BalanceOut)
 @blp.alt_response(404, schema=ErrorOut)
 def get_balance(user_id):
     """Current balance of a user (0 for a user who never had a change)."""
