@@ -22,20 +22,6 @@ class StrictParser(FlaskParser):
     in the body or the query may hold a NUL (422): PostgreSQL text cannot store one, so
     refusing it here covers every field, present and future, before it reaches the driver."""
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._schemas = {}
-
-    def _get_schema(self, argmap, req):
-        # webargs builds a new instance of a schema class for every request; a marshmallow
-        # schema holds no per-load state, so one will do.
-        if isinstance(argmap, type):
-            schema = self._schemas.get(argmap)
-            if schema is None:
-                schema = self._schemas[argmap] = super()._get_schema(argmap, req)
-            return schema
-        return super()._get_schema(argmap, req)
-
     def _process_location_data(self, location_data, schema, req, location, unknown, validators):
         # A body schema may offer quick_load(data): load()'s result for the plain valid case,
         # None for anything else, which the schema then loads (and explains) as always.
