@@ -22,15 +22,6 @@ class StrictParser(FlaskParser):
     in the body or the query may hold a NUL (422): PostgreSQL text cannot store one, so
     refusing it here covers every field, present and future, before it reaches the driver."""
 
-    def _process_location_data(self, location_data, schema, req, location, unknown, validators):
-        # A body schema may offer quick_load(data): load()'s result for the plain valid case,
-        # None for anything else, which the schema then loads (and explains) as always.
-        quick = getattr(schema, "quick_load", None) if location == "json" and not validators else None
-        loaded = quick(location_data) if quick is not None else None
-        if loaded is not None:
-            return loaded
-        return super()._process_location_data(location_data, schema, req, location, unknown, validators)
-
     def _raw_load_json(self, req):
         raw = req.get_data(cache=True)  # within MAX_CONTENT_LENGTH (framework.CreditsRequest)
         if not raw:
