@@ -96,6 +96,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--processes", type=int, default=1, help="processes per tree (default 1)")
     parser.add_argument("--against", metavar="REV", action="append", default=[],
                         help="also measure this git revision, interleaved (repeatable)")
     parser.add_argument("--profile", choices=KINDS)
@@ -119,34 +120,43 @@ def main():
         env = flask_env(url, redis.url, dict(e.split("=", 1) for e in args.env))
         flask(env, "db", "upgrade").check_returncode()
         load_users(pg, "credits", 10_000)
+        child_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
         for name, root in trees.items():
-            child_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
-            children[name] = subprocess.Popen(
+            # Several processes per tree: two processes of the same code can differ by several
+            # percent (memory layout, hash seeds), a difference no interleaving removes.
+            children[name] = [subprocess.Popen(
                 [sys.executable, __file__, "--serve", root, json.dumps(child_env)], stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE, text=True, cwd=root)
+                stdout=subprocess.PIPE, text=True, cwd=root) for _ in range(args.processes)]
 
-        def ask(name, line):
-            children[name].stdin.write(line + "\n")
-            children[name].stdin.flush()
-            return children[name].stdout.readline().strip()
+        def ask(child, line):
+            child.stdin.write(line + "\n")
+            child.stdin.flush()
+            return child.stdout.readline().strip()
 
         batch = max(50, args.requests // args.rounds)
-        print(f"CPU microseconds per request (median of {args.rounds} interleaved batches of {batch}):")
+        print(f"CPU microseconds per request: median of {args.rounds} interleaved rounds of a batch of {batch} "
+              f"in each of {args.processes} processes per tree; in brackets, the difference from the first tree")
+        results = {name: {} for name in trees}
         for kind in KINDS:
             samples = {name: [] for name in trees}
             for name in trees:
-                ask(name, f"{kind} 200")  # warm: pools, plans, caches
+                for child in children[name]:
+                    ask(child, f"{kind} 200")  # warm: pools, plans, caches
             for _ in range(args.rounds):
                 for name in trees:
-                    samples[name].append(float(ask(name, f"{kind} {batch}")))
-            medians = {name: statistics.median(v) for name, v in samples.items()}
-            first = next(iter(medians.values()))
-            print(f"  {kind:>6}: " + "  ".join(f"{name} {m:5.0f} ({(m / first - 1) * 100:+.1f}%)"
-                                             for name, m in medians.items()), flush=True)
+                    for child in children[name]:
+                        samples[name].append(float(ask(child, f"{kind} {batch}")))
+            for name, values in samples.items():
+                results[name][kind] = statistics.median(values)
+        first = next(iter(results.values()))
+        print(f"  {'tree':<12}" + "".join(f"{kind:>18}" for kind in KINDS))
+        for name, medians in results.items():
+            print(f"  {name[:12]:<12}" + "".join(f"{medians[k]:>9.0f} ({(medians[k] / first[k] - 1) * 100:+5.1f}%)"
+                                                 for k in KINDS), flush=True)
         if args.profile:
-            ask("this tree", f"profile {args.profile}")
+            ask(children["this tree"][0], f"profile {args.profile}")
     finally:
-        for child in children.values():
+        for child in (c for group in children.values() for c in group):
             child.stdin.close()
             child.wait(30)
         for tmp in worktrees:

@@ -22,7 +22,7 @@ class StrictParser(FlaskParser):
     in the body or the query may hold a NUL (422): PostgreSQL text cannot store one, so
     refusing it here covers every field, present and future, before it reaches the driver."""
 
-    def _raw_load_json(self, req):
+    def load_json(self, req, schema):
         raw = req.get_data(cache=True)  # within MAX_CONTENT_LENGTH (framework.CreditsRequest)
         if not raw:
             return core.missing
