@@ -1,6 +1,7 @@
-"""Flask and werkzeug as this service uses them: the app, URL map, request and JSON classes
-that create_app() builds the app from. Each differs from the stock class where the stock
-one answered in HTML, or cost measurable time on every request (docs/benchmarks.md)."""
+"""Flask and werkzeug as this service uses them: the app, URL map and request classes that
+create_app() builds the app from. Each differs from the stock class where the stock one
+answered in HTML, handed the app an incomplete body, or cost a measurable share of every
+request's CPU (docs/stock.md)."""
 import inspect
 import io
 from types import FunctionType  # not `import types`: credits_app.types would shadow it
