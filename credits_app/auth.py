@@ -67,15 +67,17 @@ def current_claims():
 
 def authenticate():
     """before_request for /api: 401 for any token problem, 403 for a role that may not."""
-    if not request.path.startswith("/api/") or request.method == "OPTIONS":
+    # The objects behind the proxies, looked up once: each read through a proxy is a lookup.
+    req, app = request._get_current_object(), current_app._get_current_object()
+    if not req.path.startswith("/api/") or req.method == "OPTIONS":
         return  # Flask's automatic OPTIONS answer carries only `Allow` (and CORS preflights no token)
-    view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
-    if view is None or request.routing_exception is not None:
+    view = app.view_functions.get(req.endpoint) if req.endpoint else None
+    if view is None or req.routing_exception is not None:
         return  # 404/405 answer by themselves
     permission = getattr(view, "permission", None)
     if permission is None:
         raise Forbidden("this endpoint declares no permission")
-    claims = _verified_claims()
+    claims = _verified_claims(req, app)
     role = claims["role"]
     if role not in ROLES:
         raise Forbidden(f"unknown role {role!r}", role=role)
@@ -84,18 +86,17 @@ def authenticate():
     g.actor = claims["sub"]
     g.claims = claims
     # RULES first (the common case, no set built); roles_for adds what configuration grants.
-    service_can_reset = current_app.config["AUTH_SERVICE_CAN_RESET"]
-    if role not in RULES[permission] and role not in roles_for(permission, service_can_reset):
+    if role not in RULES[permission] and role not in roles_for(permission, app.config["AUTH_SERVICE_CAN_RESET"]):
         raise Forbidden(f"role {role!r} may not {permission}", role=role, permission=permission)
-    view_args = request.view_args or {}
+    view_args = req.view_args or {}
     if role == "user" and "user_id" in view_args and view_args["user_id"] != claims["user_id"]:
         raise Forbidden("a user token may only read its own user", role=role)
 
 
-def _verified_claims():
-    name = current_app.config["JWT_HEADER_NAME"]
-    authorization = request.headers.get(name)
-    scheme = current_app.config["JWT_HEADER_TYPE"]
+def _verified_claims(req, app):
+    name = app.config["JWT_HEADER_NAME"]
+    authorization = req.headers.get(name)
+    scheme = app.config["JWT_HEADER_TYPE"]
     if authorization and scheme and not authorization.startswith(scheme + " "):
         canonical = canonical_authorization(authorization, scheme)
         if canonical != authorization:
@@ -103,7 +104,7 @@ def _verified_claims():
             # setting for it, so a header that only spells it differently is rewritten in the
             # WSGI environ (which its request.headers reads) before it parses the header. The
             # verified-token cache is then keyed by that one spelling too.
-            request.environ["HTTP_" + name.upper().replace("-", "_")] = authorization = canonical
+            req.environ["HTTP_" + name.upper().replace("-", "_")] = authorization = canonical
     claims = tokens.recall(authorization)
     if claims is not None:  # verified before by the path below; only the clock and revocation can differ
         if tokens.is_revoked(claims["jti"]):

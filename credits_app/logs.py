@@ -155,13 +155,14 @@ def _start():
 
 
 def _log(response):
-    started = g.pop("log_started", None)
+    req, ctx = request._get_current_object(), g._get_current_object()  # the object behind the proxy, looked up once
+    started = ctx.pop("log_started", None)
     if started is not None:
         request_log.info("request", extra={"fields": {
-            "request_id": g.get("request_id"), "method": request.method,
-            "route": request.url_rule.rule if request.url_rule else None, "path": request.path[:MAX_PATH],
+            "request_id": ctx.get("request_id"), "method": req.method,
+            "route": req.url_rule.rule if req.url_rule else None, "path": req.path[:MAX_PATH],
             "status": response.status_code, "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-            "subject": g.get("actor"),
+            "subject": ctx.get("actor"),
         }})
     return response
 

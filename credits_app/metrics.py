@@ -50,11 +50,12 @@ def _after(response):
     started = g.pop("started", None)
     if started is None:
         return response
-    route = request.url_rule.rule if request.url_rule else "unmatched"
-    method = request.method if request.method in _METHODS else "other"  # a label per invented verb would grow forever
+    req = request._get_current_object()  # the object behind the proxy, looked up once
+    route = req.url_rule.rule if req.url_rule else "unmatched"
+    method = req.method if req.method in _METHODS else "other"  # a label per invented verb would grow forever
     REQUESTS.labels(method, route, str(response.status_code)).inc()
     LATENCY.labels(method, route).observe(time.perf_counter() - started)
-    kind = _CREDIT_KINDS.get(request.endpoint)
+    kind = _CREDIT_KINDS.get(req.endpoint)
     if kind:
         outcome = _outcome(response)
         OPERATIONS.labels(kind, outcome).inc()

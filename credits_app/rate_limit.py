@@ -144,19 +144,20 @@ class Limiter:
 
 def _check():
     """before_request (after authentication, so the subject is known)."""
-    if not request.path.startswith("/api/"):
+    req, ctx = request._get_current_object(), g._get_current_object()  # the object behind the proxy, looked up once
+    if not req.path.startswith("/api/"):
         return
     limiter = current_app.extensions["credits.rate_limit"]
-    claims = g.get("claims")
+    claims = ctx.get("claims")
     if claims is None:
-        kind, subject = ANONYMOUS, request.remote_addr or "unknown"
+        kind, subject = ANONYMOUS, req.remote_addr or "unknown"
     else:
         kind, subject = claims["role"], claims["sub"]
     now = time.time()
     results = limiter.hit(kind, subject, now)
     # Report the limit closest to being exceeded, as X-RateLimit-* headers on the response.
     amount, window, count, reset_at = min(results, key=lambda r: (r[0] - r[2], r[3]))
-    headers = g.rate_limit_headers = {"X-RateLimit-Limit": str(amount),
+    headers = ctx.rate_limit_headers = {"X-RateLimit-Limit": str(amount),
                                         "X-RateLimit-Remaining": str(max(0, amount - count)),
                                         "X-RateLimit-Reset": str(reset_at)}
     if count > amount:

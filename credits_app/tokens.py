@@ -48,11 +48,12 @@ def recall(authorization):
     accept its token now; None otherwise (and for a header never seen)."""
     if not authorization:
         return None
-    entry = current_app.extensions["credits.verified_tokens"].get(authorization)
+    app = current_app._get_current_object()  # the object behind the proxy, looked up once
+    entry = app.extensions["credits.verified_tokens"].get(authorization)
     if entry is None:
         return None
     settings, claims = entry
-    config = current_app.config
+    config = app.config
     if settings != _settings(config) or not _still_valid(claims, config.get("JWT_DECODE_LEEWAY") or 0):
         return None
     return dict(claims)  # a copy: the request may not alter the cached claims
@@ -172,11 +173,12 @@ def is_revoked(jti):
     would fail."""
     if jti_problem(jti):
         return False
-    ttl = current_app.config["REVOCATION_CACHE_SECONDS"]
+    app = current_app._get_current_object()  # the object behind the proxy, looked up once
+    ttl = app.config["REVOCATION_CACHE_SECONDS"]
     if ttl == 0:
         with db.engine.connect() as conn:
             return conn.execute(text("SELECT 1 FROM revoked_tokens WHERE jti = :jti"), {"jti": jti}).first() is not None
-    return jti in current_app.extensions["credits.revocations"].current(ttl)
+    return jti in app.extensions["credits.revocations"].current(ttl)
 
 
 _REREAD_EVERY = 3600  # seconds between two full reads, which drop from the set what was purged

@@ -23,9 +23,10 @@ class TokenInBody(DomainError):
 def _seed_token_in_body():
     """Seed-era clients put their token in the body. Answer them before authentication does,
     or they would only ever see a 401 for a missing header and not learn why."""
-    if request.method == "POST" and request.path == "/api/schema/apply" and request.is_json:
+    req = request._get_current_object()  # the object behind the proxy, looked up once
+    if req.method == "POST" and req.path == "/api/schema/apply" and req.is_json:
         try:
-            body = parse_json_body(request.get_data(cache=True))  # the strict parser: never a 500, whatever the body
+            body = parse_json_body(req.get_data(cache=True))  # the strict parser: never a 500, whatever the body
         except MalformedJSON:
             return  # not this hook's to answer: authentication, then the body's parser, will
         if isinstance(body, dict) and "token" in body:
