@@ -1,7 +1,14 @@
 """Credits API on both backends: balances, changes, refusals, ledger history."""
+import json
+from datetime import timezone
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import text
 
+from credits_app.api.schemas import BalanceOut, ChangeOut, balance_json, change_json
 from credits_app.extensions import db
+from credits_app.ledger import Balance, Change, Entry
 from tests.conftest import new_user
 
 
@@ -135,3 +142,24 @@ def test_transactions_bad_cursor_and_limit(client):
 def test_empty_history_of_existing_user(client):
     uid = new_user(client)
     assert client.get(f"/api/credits/{uid}/transactions").get_json() == {"items": [], "next_cursor": None}
+
+
+_aware = st.datetimes(timezones=st.just(timezone.utc))
+_maybe_text = st.none() | st.text(max_size=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.builds(Entry, id=st.integers(1, 2**63 - 1), user_id=st.integers(1, 2**63 - 1),
+                 kind=st.sampled_from(["add", "deduct", "reset", "daily_grant"]),
+                 amount=st.integers(-10**15, 10**15), balance_after=st.integers(0, 10**15), reason=_maybe_text,
+                 actor=st.text(max_size=20), idempotency_key=_maybe_text, grant_date=st.none() | st.dates(),
+                 created_at=_aware),
+       st.integers(1, 2**63 - 1), st.integers(0, 10**15), st.none() | _aware)
+def test_hot_path_answers_are_what_their_documented_schemas_dump(entry, user_id, credits, last_updated):
+    # The balance and change endpoints render with balance_json/change_json (faster than
+    # marshmallow); BalanceOut and ChangeOut document them, so both must give the same JSON.
+    balance = Balance(user_id, credits, last_updated)
+    assert balance_json(balance) == BalanceOut().dump(balance)
+    change = Change(entry)
+    assert change_json(change) == ChangeOut().dump(change)
+    assert json.dumps(change_json(change), sort_keys=True) == json.dumps(ChangeOut().dump(change), sort_keys=True)

@@ -1,9 +1,16 @@
-"""/api/credits: balances and their changes. Thin: parse, call ledger, render."""
+"""/api/credits: balances and their changes. Thin: parse, call ledger, render.
+
+The balance and change views answer a Response rendered by balance_json/change_json, which
+flask-smorest sends as it is (its documented way: the decorator's schema then only documents
+the answer)."""
+from flask import jsonify
+
 from .. import ledger
 from ..auth import current_actor, require
 from ..exceptions import Conflict
 from .common import Blueprint, decode_cursor, idempotency_key, page
-from .schemas import AmountIn, BalanceOut, ChangeOut, EntryPage, ErrorOut, PageArgs, ResetIn
+from .schemas import (AmountIn, BalanceOut, ChangeOut, EntryPage, ErrorOut, PageArgs, ResetIn, balance_json,
+                      change_json)
 
 blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Credit balances and changes")
 
@@ -49,7 +56,8 @@ def _change(apply, user_id, *args, reason=None):
         if refusal.replayed:
             refusal.headers = {**refusal.headers, **REPLAYED}
         raise
-    return (change, 200, REPLAYED) if change.replayed else change
+    answer = jsonify(change_json(change))
+    return (answer, 200, REPLAYED) if change.replayed else answer
 
 
 @blp.route("/<int:user_id>", methods=["GET"])
@@ -58,7 +66,7 @@ def _change(apply, user_id, *args, reason=None):
 @blp.alt_response(404, schema=ErrorOut)
 def get_balance(user_id):
     """Current balance of a user (0 for a user who never had a change)."""
-    return ledger.balance(user_id)
+    return jsonify(balance_json(ledger.balance(user_id)))
 
 
 @blp.route("/<int:user_id>/add", methods=["POST"])
