@@ -60,7 +60,7 @@ def whoami():
 
 @blp.route("/tokens", methods=["POST"])
 @require("tokens:issue")
-@blp.arguments(IssueIn)
+@blp.arguments(IssueIn())
 @blp.response(201, IssueOut)
 @blp.alt_response(422, schema=ErrorOut)
 def issue(body):
@@ -73,7 +73,7 @@ def issue(body):
 
 @blp.route("/revoke", methods=["POST"])
 @require("tokens:revoke")
-@blp.arguments(RevokeIn)
+@blp.arguments(RevokeIn())
 @blp.response(200, RevokeOut)
 def revoke(body):
     """Revoke a token by its jti; it is refused from then on (see REVOCATION_CACHE_SECONDS)."""

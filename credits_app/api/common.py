@@ -66,7 +66,9 @@ class AsciiIntegerConverter(IntegerConverter):
 
 class Blueprint(SmorestBlueprint):
     """flask-smorest's blueprint, parsing with StrictParser and reading `<int:...>` as
-    AsciiIntegerConverter."""
+    AsciiIntegerConverter. Views pass `arguments` a schema instance, not its class: webargs
+    builds a new instance of a class for every request, and a marshmallow schema keeps no
+    state between loads, so one instance serves them all."""
 
     ARGUMENTS_PARSER = StrictParser()
 

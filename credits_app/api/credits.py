@@ -71,7 +71,7 @@ def get_balance(user_id):
 
 @blp.route("/<int:user_id>/add", methods=["POST"])
 @require("credits:add")
-@blp.arguments(AmountIn)
+@blp.arguments(AmountIn())
 @_change_endpoint("balance_limit_exceeded")
 def add(body, user_id):
     """Add credits. Send an Idempotency-Key header to make retries safe."""
@@ -80,7 +80,7 @@ def add(body, user_id):
 
 @blp.route("/<int:user_id>/deduct", methods=["POST"])
 @require("credits:deduct")
-@blp.arguments(AmountIn)
+@blp.arguments(AmountIn())
 @_change_endpoint("insufficient_credits")
 def deduct(body, user_id):
     """Deduct credits; refused with 409 insufficient_credits rather than go negative."""
@@ -89,7 +89,7 @@ def deduct(body, user_id):
 
 @blp.route("/<int:user_id>/reset", methods=["PATCH"])
 @require("credits:reset")
-@blp.arguments(ResetIn, required=False)
+@blp.arguments(ResetIn(), required=False)
 @_change_endpoint()
 def reset(body, user_id):
     """Set the balance to zero; the ledger records minus the old balance."""
@@ -98,7 +98,7 @@ def reset(body, user_id):
 
 @blp.route("/<int:user_id>/transactions", methods=["GET"])
 @require("credits:read")
-@blp.arguments(PageArgs, location="query")
+@blp.arguments(PageArgs(), location="query")
 @blp.response(200, EntryPage)
 @blp.alt_response(400, schema=ErrorOut, description="invalid_cursor")
 @blp.alt_response(404, schema=ErrorOut, description="user_not_found")

@@ -50,7 +50,7 @@ class EnqueuedOut(Schema):
 
 @blp.route("/daily", methods=["GET"])
 @require("grants:read")
-@blp.arguments(RunsArgs, location="query")
+@blp.arguments(RunsArgs(), location="query")
 @blp.response(200, RunList)
 def runs(args):
     """Recent daily-grant runs, newest date first."""
@@ -59,7 +59,7 @@ def runs(args):
 
 @blp.route("/daily/run", methods=["POST"])
 @require("grants:run")
-@blp.arguments(RunIn, required=False)
+@blp.arguments(RunIn(), required=False)
 @blp.response(202, EnqueuedOut)
 @blp.alt_response(200, schema=EnqueuedOut, description="already_done: nothing to run")
 @blp.alt_response(422, schema=ErrorOut, description="a date in the future or before the catch-up window")

@@ -44,7 +44,7 @@ blp.record_once(_run_before_authentication)
 
 @blp.route("/apply", methods=["POST"])
 @require("schema:apply")
-@blp.arguments(SchemaApplyIn)
+@blp.arguments(SchemaApplyIn())
 @blp.response(200, SchemaApplyOut)
 @blp.alt_response(400, schema=ErrorOut, description="token_in_body")
 @blp.alt_response(409, schema=ErrorOut, description="schema_change_name_conflict, schema_lock_timeout, "
@@ -67,7 +67,7 @@ def live_schema():
 
 @blp.route("/changes", methods=["GET"])
 @require("schema:read")
-@blp.arguments(PageArgs, location="query")
+@blp.arguments(PageArgs(), location="query")
 @blp.response(200, SchemaChangePage)
 def changes(args):
     """Recorded updates (applied and failed), oldest first."""

@@ -9,7 +9,7 @@ blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users a
 
 @blp.route("", methods=["POST"])
 @require("users:create")
-@blp.arguments(UserIn)
+@blp.arguments(UserIn())
 @blp.response(201, UserOut)
 @blp.alt_response(409, schema=ErrorOut, description="email_taken; constraint_violation (another unique rule)")
 def create(body):
@@ -19,7 +19,7 @@ def create(body):
 
 @blp.route("", methods=["GET"])
 @require("users:read")
-@blp.arguments(UserListArgs, location="query")
+@blp.arguments(UserListArgs(), location="query")
 @blp.response(200, UserPage)
 def list_users(args):
     """Users by ascending id; `email` filters case-insensitively."""
@@ -37,7 +37,7 @@ def get(user_id):
 
 @blp.route("/<int:user_id>", methods=["PATCH"])
 @require("users:update")
-@blp.arguments(UserPatch, required=False)
+@blp.arguments(UserPatch(), required=False)
 @blp.response(200, UserOut)
 @blp.alt_response(409, schema=ErrorOut, description="email_taken; constraint_violation (another unique rule)")
 def update(body, user_id):
