@@ -8,13 +8,26 @@ from types import FunctionType  # not `import types`: credits_app.types would sh
 
 from flask import Flask, Request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
-from werkzeug.routing import Map
+from werkzeug.routing import IntegerConverter, Map
 from werkzeug.utils import cached_property
+
+
+class AsciiIntegerConverter(IntegerConverter):
+    """`<int:...>` with ASCII digits only and no leading zero. Python's \\d also matches
+    fullwidth '１' and Arabic-Indic '١', and int() reads '01' as 1, so /api/credits/１/add and
+    /api/credits/01/add would reach user 1 by paths that no proxy rule, rate limit or log
+    search written for /api/credits/1 recognises."""
+
+    regex = r"0|[1-9][0-9]*"
+    description = "a positive integer in ASCII digits, without a sign or leading zero"  # a 404 says so
 
 
 class NoSlashMergingMap(Map):
     """werkzeug answers /api/credits//1 with a 308 redirect to /api/credits/1 and an HTML
-    body, a response Flask sends without any error handler seeing it: a 404 JSON instead."""
+    body, a response Flask sends without any error handler seeing it: a 404 JSON instead.
+    `<int:...>` is AsciiIntegerConverter."""
+
+    default_converters = {**Map.default_converters, "int": AsciiIntegerConverter}
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("merge_slashes", False)

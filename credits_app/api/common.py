@@ -7,7 +7,6 @@ from flask import request
 from flask_smorest import Blueprint as SmorestBlueprint
 from webargs import core
 from webargs.flaskparser import FlaskParser
-from werkzeug.routing import IntegerConverter
 
 from ..errors import UnsupportedMediaType, parse_json_body
 from ..exceptions import DomainError, InvalidRequest
@@ -54,27 +53,12 @@ def _refuse_nul(value, where):
             stack.extend((where, v) for v in value)
 
 
-class AsciiIntegerConverter(IntegerConverter):
-    """`<int:...>` with ASCII digits only and no leading zero. Python's \\d also matches
-    fullwidth '１' and Arabic-Indic '١', and int() reads '01' as 1, so /api/credits/１/add and
-    /api/credits/01/add would reach user 1 by paths that no proxy rule, rate limit or log
-    search written for /api/credits/1 recognises."""
-
-    regex = r"0|[1-9][0-9]*"
-    description = "a positive integer in ASCII digits, without a sign or leading zero"  # a 404 says so
-
-
 class Blueprint(SmorestBlueprint):
-    """flask-smorest's blueprint, parsing with StrictParser and reading `<int:...>` as
-    AsciiIntegerConverter. Views pass `arguments` a schema instance, not its class: webargs
-    builds a new instance of a class for every request, and a marshmallow schema keeps no
-    state between loads, so one instance serves them all."""
+    """flask-smorest's blueprint, parsing with StrictParser. Views pass `arguments` a schema
+    instance, not its class: webargs builds a new instance of a class for every request, and
+    a marshmallow schema keeps no state between loads, so one instance serves them all."""
 
     ARGUMENTS_PARSER = StrictParser()
-
-    def register(self, app, options):
-        app.url_map.converters["int"] = AsciiIntegerConverter  # before this blueprint's rules bind
-        super().register(app, options)
 
 
 class BadHeader(DomainError):
