@@ -11,7 +11,6 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, NotFound
 
 from .exceptions import DomainError
-from .extensions import db
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +145,6 @@ def _first_problem(problems):
 
 
 def _database_down(e):
-    db.session.rollback()
     log.warning("database unavailable: %s", e)
     return error_response(503, "database_unavailable", "the database is unavailable; retry later")
 
@@ -170,7 +168,6 @@ def _database_error(e):
                                                                           sa_exc.InterfaceError)))
     if lost or (code or "").startswith(_UNREACHABLE):
         return _database_down(e)
-    db.session.rollback()
     details = {"sqlstate": code, "condition": _condition(code)}
     log.warning("database error %s on %s %s: %s", code, request.method, request.path, _primary(e))
     if code in _TIMEOUT:
@@ -199,7 +196,6 @@ def _primary(e):
 
 
 def _unexpected(e):
-    db.session.rollback()
     log.exception("unhandled error on %s %s", request.method, request.path)
     return error_response(500, "internal_error", "an unexpected error occurred; it has been logged")
 

@@ -344,9 +344,9 @@ def recorded(conn):
 
 def history(*, after_id=None, limit=50):
     """Recorded changes (applied and failed) by ascending id."""
-    rows = db.session.execute(text(
-        f"SELECT {_COLUMNS} FROM schema_changes WHERE id > :after ORDER BY id LIMIT :limit"),
-        {"after": after_id or 0, "limit": limit}).mappings().all()
+    with db.engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT {_COLUMNS} FROM schema_changes WHERE id > :after ORDER BY id LIMIT :limit"),
+                            {"after": after_id or 0, "limit": limit}).mappings().all()
     return [_change(r) for r in rows]
 
 
