@@ -19,7 +19,7 @@ behind code choices", has the measurements):
 - not gevent: psycopg2 blocks the hub without psycogreen, and gevent would not help a
   CPU-bound process; not sync: one request per process stalls on every round trip.
 Each process's connection pool is DB_POOL_SIZE (default 10). Each thread keeps one pooled
-connection for the hot path, up to half the pool (credits_app/thread_connections.py;
+connection for the hot path, up to half the pool (credits_app/ledger/thread_connections.py;
 threads beyond that check out per request), so raise DB_POOL_SIZE to 2 x WEB_THREADS."""
 import gc
 import json
@@ -46,7 +46,7 @@ limit_request_line = 8190
 max_requests = 0
 control_socket_disable = True  # several gunicorns on one machine (tests, bench) must not collide
 raw_env = ["TZ=UTC"]
-accesslog = None  # the app writes one JSON line per request itself (credits_app/logs.py)
+accesslog = None  # the app writes one JSON line per request itself (credits_app/web/logs.py)
 errorlog = "-"
 
 
@@ -65,7 +65,7 @@ logger_class = NoAccessLog
 # app's one error shape instead. gunicorn calls util.write_error from its worker at the time
 # of the error, so replacing it here (in the master, before the workers fork) covers them.
 def _json_wire_error(sock, status_int, reason, mesg):
-    from credits_app.errors import HTTP_CODES, error_body
+    from credits_app.web.errors import HTTP_CODES, error_body
     body = json.dumps(error_body(HTTP_CODES.get(status_int, "bad_request"), f"the HTTP request was refused: {reason}",
                                  {"reason": str(mesg)[:200]} if mesg else None)).encode()
     head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
@@ -77,7 +77,7 @@ util.write_error = _json_wire_error
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "credits_app.logs.JsonFormatter"}},
+    "formatters": {"json": {"()": "credits_app.web.logs.JsonFormatter"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     # gunicorn merges this over its defaults shallowly: name every logger its defaults name.
     "root": {"handlers": ["stderr"], "level": "INFO"},
@@ -108,15 +108,15 @@ def post_worker_init(worker):
     # generation. Otherwise every full collection walks all of it, pausing every thread in
     # the worker: a latency spike for whatever is in flight.
     gc.freeze()
-    # The request log is written by a thread of its own (credits_app/logs.py says why).
-    from credits_app import logs
+    # The request log is written by a thread of its own (credits_app/web/logs.py says why).
+    from credits_app.web import logs
     logs.write_in_background()
 
 
 def worker_exit(server, worker):
     import logging
 
-    from credits_app import logs
+    from credits_app.web import logs
     for handler in logging.getLogger("credits").handlers:
         if isinstance(handler, logs.BackgroundStreamHandler):
             # What the writer thread has not written yet; not forever: a stalled stderr must

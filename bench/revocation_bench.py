@@ -17,7 +17,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from credits_app import create_app, tokens  # noqa: E402
+from credits_app import create_app  # noqa: E402
+from credits_app.auth import tokens  # noqa: E402
 from credits_app.extensions import db  # noqa: E402
 from tests.services import Postgres  # noqa: E402
 

@@ -1,9 +1,12 @@
 """credits: a credit-management service. `create_app()` is the only way to build the app."""
 import os
 
-from . import auth, config, errors, health, logs, metrics, rate_limit, thread_connections, tokens
+from . import config
+from .auth import access, tokens
 from .extensions import configure_sqlite, db, migrate, openapi, ping_idle_connections
-from .framework import CreditsFlask
+from .ledger import thread_connections
+from .web import errors, health, logs, metrics, rate_limit
+from .web.framework import CreditsFlask
 
 
 def create_app(env=None):
@@ -27,7 +30,7 @@ def create_app(env=None):
     metrics.init_app(app)  # before auth, so refused requests are counted and timed too
     health.init_app(app)
     tokens.init_app(app)
-    auth.init_app(app)  # before the limiter: limits are counted per authenticated subject
+    access.init_app(app)  # before the limiter: limits are counted per authenticated subject
     rate_limit.init_app(app)
 
     from .api import document_limits, register

@@ -2,8 +2,8 @@
 and by `wsgi.py`). Invalid values fail fast with a message naming the variable."""
 import os
 
-from . import rate_limit
-from .roles import ROLES
+from .auth.roles import ROLES
+from .web import rate_limit
 
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "your_jwt_secret", "dev"}
 
@@ -196,11 +196,11 @@ def _auth(env):
         "JWT_DECODE_AUDIENCE": audience,
         "JWT_ENCODE_AUDIENCE": audience,
         "JWT_TOKEN_LOCATION": ["headers"],
-        "JWT_EXEMPT_METHODS": [],  # auth.py decides what is open; the library never skips a check
+        "JWT_EXEMPT_METHODS": [],  # auth/access.py decides what is open; the library never skips a check
         "JWT_DEFAULT_TTL_SECONDS": _int(env, "JWT_DEFAULT_TTL_SECONDS", 3600, minimum=60),
         "AUTH_SERVICE_CAN_RESET": _bool(env, "AUTH_SERVICE_CAN_RESET", False),
         "REVOCATION_CACHE_SECONDS": _int(env, "REVOCATION_CACHE_SECONDS", 5, minimum=0, maximum=300),
-        # Per role and token subject (rate_limit.py), in the `limits` grammar: "100/second;5000/hour".
+        # Per role and token subject (web/rate_limit.py), in the `limits` grammar: "100/second;5000/hour".
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),
         "RATELIMITS": _rate_limits(env),
         "RATELIMIT_STORAGE_URI": _rate_limit_storage(env),

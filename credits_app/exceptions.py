@@ -1,4 +1,4 @@
-"""Domain errors, raised by the core and turned into the JSON error shape by errors.py."""
+"""Domain errors, raised by the core and turned into the JSON error shape by web/errors.py."""
 
 
 class DomainError(Exception):

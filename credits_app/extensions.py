@@ -20,7 +20,7 @@ migrate = Migrate()
 
 
 class CreditsApi(Api):
-    """flask-smorest, documenting the error body errors.py really sends (its own default
+    """flask-smorest, documenting the error body web/errors.py really sends (its own default
     describes a different shape)."""
 
     @property

@@ -12,7 +12,8 @@ from flask.testing import FlaskClient
 from flask_migrate import upgrade
 from werkzeug.serving import make_server
 
-from credits_app import create_app, tokens
+from credits_app import create_app
+from credits_app.auth import tokens
 from credits_app.extensions import db
 from tests import services
 from tests.services import Postgres

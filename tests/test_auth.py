@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from credits_app.auth import ROLES, roles_for
+from credits_app.auth.access import ROLES, roles_for
 from credits_app.extensions import db
 from tests.conftest import TEST_SECRET, client_as, make_app, new_user, token_for
 

@@ -8,7 +8,8 @@ import jwt as pyjwt
 import pytest
 from sqlalchemy import text
 
-from credits_app import claims, ledger
+from credits_app.auth import claims
+from credits_app import ledger
 from credits_app.cli import auth as auth_cli, credits as credits_cli, schema as schema_cli
 from credits_app.extensions import db
 from tests.conftest import TEST_SECRET, _fresh_url, client_as, make_app, new_user, token_for

@@ -1,4 +1,4 @@
-"""Database errors are told apart by their SQLSTATE at the edge (errors.py): only a database
+"""Database errors are told apart by their SQLSTATE at the edge (web/errors.py): only a database
 that cannot be reached, or is going away, is a 503 `database_unavailable`; a statement the
 database refuses is a 409 `database_refused` naming the SQLSTATE, a statement or lock
 timeout a 503 `database_timeout`. Real PostgreSQL, through the API."""

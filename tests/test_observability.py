@@ -13,7 +13,7 @@ import threading
 from flask_migrate import upgrade
 
 from credits_app.extensions import db
-from credits_app.logs import BackgroundStreamHandler, JsonFormatter
+from credits_app.web.logs import BackgroundStreamHandler, JsonFormatter
 from tests.conftest import _fresh_url, make_app, new_user
 from tests.redis_fixtures import wait_for
 from tests.services import free_port

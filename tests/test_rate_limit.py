@@ -1,4 +1,4 @@
-"""Rate limits (credits_app/rate_limit.py): clock-aligned windows counted in Redis in one
+"""Rate limits (credits_app/web/rate_limit.py): clock-aligned windows counted in Redis in one
 round trip, X-RateLimit-* headers, the in-memory fallback while Redis is down and the way
 back. Window arithmetic is tested with an explicit clock (`now`), so no test depends on
 when it runs."""
@@ -15,8 +15,8 @@ from sqlalchemy import text
 
 from credits_app.config import RATE_LIMIT_DEFAULTS, ConfigError
 from credits_app.extensions import db
-from credits_app.rate_limit import Limiter, parse
-from credits_app.roles import ROLES
+from credits_app.web.rate_limit import Limiter, parse
+from credits_app.auth.roles import ROLES
 from tests.conftest import LiveServer, _fresh_url, client_as, make_app, new_user, token_for
 from tests.services import Redis
 

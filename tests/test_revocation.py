@@ -12,7 +12,7 @@ import jwt as pyjwt
 from freezegun import freeze_time
 from sqlalchemy import bindparam, event, text
 
-from credits_app import tokens
+from credits_app.auth import tokens
 from credits_app.extensions import db
 from credits_app.types import UTCDateTime, utcnow
 from tests.conftest import _fresh_url, client_as, make_app, token_for

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from credits_app.schema_guard import CORE_TABLES, INDEXABLE_CORE_TABLES, Refused, check
-from credits_app.schema_guard_users import BTREE_MAX_ENTRY_BYTES, btree_entry_bytes
+from credits_app.schema_updates.guard import CORE_TABLES, INDEXABLE_CORE_TABLES, Refused, check
+from credits_app.schema_updates.guard_users import BTREE_MAX_ENTRY_BYTES, btree_entry_bytes
 
 ALLOWED = [
     "CREATE TABLE notes (id bigserial PRIMARY KEY, user_id bigint NOT NULL REFERENCES users (user_id), "
@@ -298,7 +298,7 @@ def test_deep_expressions_are_checked_without_recursion():
 def test_a_statement_deep_enough_to_crash_the_parser_is_refused_before_parsing():
     # 25,000 nested '+' (50 KB, inside the API's 64 KiB body limit) overflowed the C parser's
     # stack and killed the process; run in a child so a regression fails this test, not the run.
-    script = ("from credits_app.schema_guard import Refused, check\n"
+    script = ("from credits_app.schema_updates.guard import Refused, check\n"
               "try:\n    check('CREATE VIEW v AS SELECT ' + '+'.join(['1'] * 25000))\n"
               "except Refused as e:\n    print(e.reason)\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,

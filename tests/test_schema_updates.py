@@ -10,7 +10,7 @@ import pytest
 from flask_migrate import upgrade
 from sqlalchemy import text
 
-from credits_app import schema_guard
+from credits_app.schema_updates import guard as schema_guard
 from credits_app.extensions import db
 from credits_app.schema_updates import SCHEMA_LOCK_KEY
 from tests.conftest import client_as, make_app, new_user

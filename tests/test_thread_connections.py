@@ -1,4 +1,4 @@
-"""Each thread keeps its hot-path PostgreSQL connection (credits_app/thread_connections.py):
+"""Each thread keeps its hot-path PostgreSQL connection (credits_app/ledger/thread_connections.py):
 reused by the thread, at most half the pool, closed after dispose(), replaced when the
 server dropped it, never touched by a forked child; its prepared statements survive a
 migration (ledger.fast_path.fetch_one). Against the real PostgreSQL."""
@@ -8,7 +8,7 @@ import threading
 import psycopg2
 import pytest
 
-from credits_app import thread_connections
+from credits_app.ledger import thread_connections
 from credits_app.extensions import db
 from tests.conftest import client_as, make_app, new_user
 

@@ -11,7 +11,8 @@ import time
 
 from rq import get_current_job
 
-from credits_app import create_app, grants, ledger, tokens
+from credits_app import create_app, grants, ledger
+from credits_app.auth import tokens
 from credits_app.extensions import db
 
 log = logging.getLogger("credits.job")

@@ -82,7 +82,7 @@ def _scheduler_class():
 
 def main():
     _force_utc()
-    from credits_app import logs
+    from credits_app.web import logs
     logs.configure()
     from redis import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError

@@ -1,9 +1,9 @@
 """/api/auth: who am I, and token revocation."""
 from marshmallow import Schema, fields, validate
 
-from .. import tokens
-from ..auth import ROLES, current_actor, current_claims, require
-from ..claims import JTI_MAX, SUBJECT_MAX
+from ..auth import tokens
+from ..auth.access import ROLES, current_actor, current_claims, require
+from ..auth.claims import JTI_MAX, SUBJECT_MAX
 from .common import Blueprint
 from .schemas import NO_NUL, ErrorOut, StrictInteger
 

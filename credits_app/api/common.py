@@ -8,7 +8,7 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from webargs import core
 from webargs.flaskparser import FlaskParser
 
-from ..errors import UnsupportedMediaType, parse_json_body
+from ..web.json_body import UnsupportedMediaType, parse_json_body
 from ..exceptions import DomainError, InvalidRequest
 
 # Visible ASCII (no space, CR/LF or NUL) except the comma: servers join repeated header fields

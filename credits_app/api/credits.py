@@ -6,7 +6,7 @@ the answer)."""
 from flask import jsonify
 
 from .. import ledger
-from ..auth import current_actor, require
+from ..auth.access import current_actor, require
 from ..exceptions import Conflict
 from .common import Blueprint, decode_cursor, idempotency_key, page
 from .schemas import (AmountIn, BalanceOut, ChangeOut, EntryPage, ErrorOut, PageArgs, ResetIn, balance_json,

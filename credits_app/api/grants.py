@@ -3,7 +3,7 @@ from marshmallow import Schema, fields, validate
 from redis.exceptions import RedisError
 
 from .. import grants
-from ..auth import require
+from ..auth.access import require
 from .common import Blueprint
 from .schemas import ErrorOut
 

@@ -2,8 +2,8 @@
 from flask import request
 
 from .. import schema_updates
-from ..auth import authenticate, current_actor, require
-from ..errors import MalformedJSON, parse_json_body
+from ..auth.access import authenticate, current_actor, require
+from ..web.json_body import MalformedJSON, parse_json_body
 from ..exceptions import DomainError
 from .common import Blueprint, decode_cursor, page
 from .schemas import ErrorOut, LiveSchemaOut, PageArgs, SchemaApplyIn, SchemaApplyOut, SchemaChangePage

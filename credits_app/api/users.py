@@ -1,6 +1,6 @@
 """/api/users: create, read, list, update. No hard delete: the ledger must survive."""
 from .. import users
-from ..auth import require
+from ..auth.access import require
 from .common import Blueprint, decode_cursor, page
 from .schemas import ErrorOut, UserIn, UserListArgs, UserOut, UserPage, UserPatch
 

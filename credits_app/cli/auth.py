@@ -5,10 +5,10 @@ import re
 import click
 from flask.cli import AppGroup
 
-from ..claims import CLI_ACTOR
+from ..auth.claims import CLI_ACTOR
 from ..exceptions import InvalidRequest
-from ..roles import ROLES
-from ..tokens import MAX_EXPIRES_AT, issue, purge_revocations, revoke
+from ..auth.roles import ROLES
+from ..auth.tokens import MAX_EXPIRES_AT, issue, purge_revocations, revoke
 from . import fail
 
 group = AppGroup("auth", help="Issue and revoke API tokens.")

@@ -4,7 +4,7 @@ import click
 from flask.cli import AppGroup
 
 from .. import ledger
-from ..claims import CLI_ACTOR
+from ..auth.claims import CLI_ACTOR
 from ..exceptions import DomainError
 from . import fail
 

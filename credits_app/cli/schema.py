@@ -7,7 +7,7 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import create_engine
 
-from ..claims import CLI_ACTOR
+from ..auth.claims import CLI_ACTOR
 from ..config import database_url
 from ..exceptions import DomainError
 from ..schema_updates import apply, history, recorded

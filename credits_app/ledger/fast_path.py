@@ -9,7 +9,7 @@ from collections import namedtuple
 from flask import current_app
 from sqlalchemy import exc
 
-from .. import thread_connections
+from . import thread_connections
 
 
 class Prepared:
@@ -42,7 +42,7 @@ def fetch_one(engine, stmt, params):
     metadata, built on every call): the statement is compiled once to the driver's SQL and
     prepared on each connection (Prepared), and the connection is in autocommit, so there
     is no BEGIN/COMMIT round trip. What SQLAlchemy would do on an error is kept: the
-    driver's error is raised as SQLAlchemy's (IntegrityError, OperationalError: errors.py
+    driver's error is raised as SQLAlchemy's (IntegrityError, OperationalError: web/errors.py
     and _change() handle those), and a lost connection is invalidated and the pool
     replaced, so connections to a restarted server are not tried one by one."""
     prepared = _PREPARED.get(stmt)

@@ -4,7 +4,7 @@ from datetime import date, datetime
 from flask import current_app
 from sqlalchemy import bindparam, text
 
-from ..claims import SYSTEM_PREFIX
+from ..auth.claims import SYSTEM_PREFIX
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
 from .rules import check_amount

@@ -7,8 +7,8 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 from sqlalchemy import text
 
-from .extensions import db, openapi
-from .redis_client import redis_client
+from ..extensions import db, openapi
+from ..redis_client import redis_client
 
 blp = Blueprint("health", __name__, description="Liveness and readiness probes (no token needed)")
 

@@ -9,8 +9,8 @@ from pglast import ast
 from pglast.enums import AlterTableType
 from sqlalchemy import exc, text
 
-from .schema_guard import is_core
-from .schema_guard_users import BTREE_MAX_ENTRY_BYTES, EXTENSIBLE_TABLE, btree_entry_bytes
+from .guard import is_core
+from .guard_users import BTREE_MAX_ENTRY_BYTES, EXTENSIBLE_TABLE, btree_entry_bytes
 
 _PUBLIC_INDEXES = """SELECT i.indexrelid::int8 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
                       WHERE c.relnamespace = 'public'::regnamespace"""

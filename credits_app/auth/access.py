@@ -14,7 +14,7 @@ from flask_jwt_extended.exceptions import JWTExtendedException, NoAuthorizationE
 from jwt import ExpiredSignatureError, PyJWTError
 
 from . import claims as claim_rules, tokens
-from .exceptions import Forbidden, Unauthorized
+from ..exceptions import Forbidden, Unauthorized
 from .roles import ROLES
 
 # permission -> roles that hold it. `user` tokens only ever read their own user id.

@@ -15,9 +15,9 @@ from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, 
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import text
 
-from .extensions import db, openapi
-from .redis_client import redis_client
-from .types import UTCDateTime
+from ..extensions import db, openapi
+from ..redis_client import redis_client
+from ..types import UTCDateTime
 
 REQUESTS = Counter("credits_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("credits_http_request_duration_seconds", "HTTP request latency", ["method", "route"],

@@ -1,11 +1,10 @@
-"""External schema updates: guard, apply, record, describe (the `flask schema` commands
-are in cli/schema.py).
+"""Applying an external schema update, and its record.
 
 An update is applied on PostgreSQL only (SQLite answers 501: it has no transactional DDL
 with lock timeouts, no advisory locks, and it is not the production target). One update is
 one transaction: advisory lock (updates serialize), the name check, the statements one by
 one under the time limits of _Budget, the checks only the database can answer
-(schema_probes), the record. Any error rolls all of it back.
+(probes.py), the record. Any error rolls all of it back.
 
 Records (table schema_changes): `applied` rows, one per name; `failed` rows for attempts the
 database refused (lock timeout, statement error), so the audit trail shows them. Refusals
@@ -15,15 +14,14 @@ import hashlib
 import json
 import re
 import time
-import warnings
 
 from flask import current_app
 from pglast import ast
-from sqlalchemy import exc, inspect, text
+from sqlalchemy import exc, text
 
-from . import schema_guard, schema_probes
-from .exceptions import Conflict, DomainError, InvalidRequest
-from .extensions import db
+from . import guard, probes
+from ..exceptions import Conflict, DomainError, InvalidRequest
+from ..extensions import db
 
 SCHEMA_LOCK_KEY = 0x6372656473636865  # "credsche": the advisory lock all updates take
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}$")
@@ -89,7 +87,7 @@ def apply(sql, *, actor, name=None, dry_run=False):
     if engine.dialect.name != "postgresql":
         raise NotSupportedOnSQLite()
     config = current_app.config
-    statements = _refusing(schema_guard.check, sql, config["SCHEMA_MAX_STATEMENTS"])
+    statements = _refusing(guard.check, sql, config["SCHEMA_MAX_STATEMENTS"])
     digest, name = checksum(sql), name or derived_name(sql)
     with engine.connect() as conn:
         conn = conn.execution_options(no_parameters=True)  # the SQL goes to the server verbatim ('%' too)
@@ -128,7 +126,7 @@ def _refusing(check, *args):
     """Run `check`, turning the guard's Refused into the API's 422."""
     try:
         return check(*args)
-    except schema_guard.Refused as e:
+    except guard.Refused as e:
         raise SchemaChangeRefused(_refusal_message(e), statement=e.statement, statement_index=e.index,
                                   position=e.position, reason=e.reason) from None
 
@@ -137,16 +135,16 @@ def _run(conn, statements, script, budget):
     """Run the statements, each checked as soon as it ran where the database alone can tell
     (an index's real key size), then the checks of what they made together. Returns the
     error to raise if the database refused a statement or time ran out, else None; raises
-    schema_guard.Refused if what a statement made breaks a rule."""
+    guard.Refused if what a statement made breaks a rule."""
     max_indexes = current_app.config["SCHEMA_MAX_TABLE_INDEXES"]
-    known_indexes = schema_probes.index_oids(conn)
+    known_indexes = probes.index_oids(conn)
     for statement in statements:
         if not budget.start(conn, statement):
             return budget.exhausted(statement)
         try:
             conn.exec_driver_sql(statement.sql)
             if isinstance(statement.node, ast.IndexStmt):
-                schema_probes.check_new_indexes(conn, statement, known_indexes, max_indexes)
+                probes.check_new_indexes(conn, statement, known_indexes, max_indexes)
         except exc.DBAPIError as e:
             return _failure(e, statement, script, budget)
     if not any(s.touches_core for s in statements):
@@ -154,8 +152,8 @@ def _run(conn, statements, script, budget):
     if not budget.start(conn, None):
         return budget.exhausted(None)
     try:
-        schema_probes.check_users_columns(conn, statements)
-        error = schema_probes.users_canary(conn)
+        probes.check_users_columns(conn, statements)
+        error = probes.users_canary(conn)
     except exc.DBAPIError as e:
         error = e
     return None if error is None else _failure(error, None, script, budget)
@@ -348,49 +346,3 @@ def history(*, after_id=None, limit=50):
         rows = conn.execute(text(f"SELECT {_COLUMNS} FROM schema_changes WHERE id > :after ORDER BY id LIMIT :limit"),
                             {"after": after_id or 0, "limit": limit}).mappings().all()
     return [_change(r) for r in rows]
-
-
-def describe():
-    """The live schema: every table and view with its columns, keys, constraints, indexes.
-    Reflected on each call (an admin endpoint; correctness over speed). Works on SQLite too."""
-    with warnings.catch_warnings():
-        # SQLite cannot reflect expression indexes (uq_users_email_lower); they are left out there.
-        warnings.filterwarnings("ignore", "Skipped unsupported reflection", exc.SAWarning)
-        return _describe(inspect(db.engine), db.engine.dialect)
-
-
-def _describe(insp, dialect):
-    tables = [(n, "table") for n in insp.get_table_names()] + [(n, "view") for n in insp.get_view_names()]
-    out = []
-    for name, kind in sorted(tables):
-        entry = {"name": name, "kind": kind, "core": schema_guard.is_core(name),
-                 "columns": [_column(c, dialect) for c in insp.get_columns(name)]}
-        if kind == "table":
-            pk = insp.get_pk_constraint(name)
-            entry.update(
-                primary_key={"name": pk.get("name"), "columns": pk.get("constrained_columns", [])},
-                foreign_keys=[{"name": fk.get("name"), "columns": fk["constrained_columns"],
-                               "references": fk["referred_table"], "referred_columns": fk["referred_columns"]}
-                              for fk in insp.get_foreign_keys(name)],
-                unique_constraints=[{"name": u.get("name"), "columns": u["column_names"]}
-                                    for u in insp.get_unique_constraints(name)],
-                check_constraints=[{"name": c.get("name"), "sqltext": str(c["sqltext"])}
-                                   for c in insp.get_check_constraints(name)],
-                indexes=[{"name": i["name"], "unique": bool(i["unique"]),
-                          "columns": [c for c in i["column_names"] if c],
-                          "expressions": [e for e in i.get("expressions", []) if e] if any(
-                              c is None for c in i["column_names"]) else []}
-                         for i in insp.get_indexes(name)],
-            )
-        out.append(entry)
-    return {"dialect": dialect.name, "tables": out}
-
-
-def _column(c, dialect):
-    try:
-        type_name = c["type"].compile(dialect=dialect)
-    except exc.CompileError:
-        type_name = str(c["type"])
-    default = c.get("default")
-    return {"name": c["name"], "type": type_name, "nullable": bool(c["nullable"]),
-            "default": None if default is None else str(default)}

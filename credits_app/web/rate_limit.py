@@ -26,8 +26,8 @@ from redis.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, RedisError
 
 from .errors import error_response
-from .exceptions import DomainError, Forbidden, Unauthorized
-from .redis_client import TIMEOUTS
+from ..exceptions import DomainError, Forbidden, Unauthorized
+from ..redis_client import TIMEOUTS
 
 log = logging.getLogger(__name__)
 

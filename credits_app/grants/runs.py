@@ -1,4 +1,4 @@
-"""The daily grant: plan a UTC date's run as user-id chunks, run chunks, report runs.
+"""The daily grant's runs: plan a UTC date's run as user-id chunks, run chunks, report runs.
 
 A run is one row of daily_grant_runs per UTC date; its chunks (user-id ranges fixed when
 the run is planned) are rows of daily_grant_chunks. Crediting is ledger.grant_daily_chunk,
@@ -19,11 +19,10 @@ from datetime import date, datetime, timedelta, timezone
 from flask import current_app
 from sqlalchemy import bindparam, text
 
-from . import ledger
-from .exceptions import DomainError, InvalidRequest
-from .extensions import db
-from .redis_client import redis_client
-from .types import UTCDateTime, utcnow
+from .. import ledger
+from ..exceptions import InvalidRequest
+from ..extensions import db
+from ..types import UTCDateTime, utcnow
 
 RUN_COLUMNS = ("grant_date, status, amount, chunk_size, chunks_total, chunks_done, users_credited, "
                "started_at, finished_at, max_user_id, last_error, scheduled")
@@ -237,64 +236,3 @@ def _run(row):
     return Run(parse_date(row.grant_date) if isinstance(row.grant_date, str) else row.grant_date, row.status,
                row.amount, row.chunk_size, row.chunks_total, row.chunks_done, row.users_credited, row.started_at,
                row.finished_at, row.max_user_id, row.last_error, bool(row.scheduled))
-
-
-# --- the queue ------------------------------------------------------------------------------
-
-# The worker's jobs, by import path: this layer enqueues them without importing worker/, which
-# imports this layer. tests/test_daily_grant.py resolves every name, so none can go stale.
-GRANT_DATE_JOB = "worker.jobs.grant_date"
-GRANT_CHUNK_JOB = "worker.jobs.grant_chunk"
-CHUNK_FAILED_CALLBACK = "worker.jobs.chunk_failed"
-CATCH_UP_JOB = "worker.jobs.catch_up"
-DAILY_TICK_JOB = "worker.jobs.daily_grant_tick"
-# The cron entry's one fixed id in rq-scheduler (worker/schedule.py registers it).
-CRON_ENTRY_ID = "credits-daily-grant"
-
-def queue():
-    """The RQ queue the worker serves, on the app's one Redis client (short timeouts: a web
-    request fails fast with 503 rather than hang). Raises RedisUnavailable when REDIS_URL is
-    not set."""
-    from rq import Queue
-
-    client = redis_client()
-    if client is None:
-        raise RedisUnavailable("REDIS_URL is not set")
-    return Queue(current_app.config["RQ_QUEUE"], connection=client)
-
-
-def retry():
-    from rq import Retry
-
-    delays = current_app.config["DAILY_GRANT_RETRY_DELAYS"]
-    return Retry(max=len(delays), interval=delays)
-
-
-JOB_TIMEOUT = 600  # seconds; a chunk takes well under one
-
-
-def enqueue_date(grant_date, q=None):
-    """Enqueue the job that plans `grant_date` and fans its chunks out. Returns the RQ job."""
-    grant_date = parse_date(grant_date)
-    q = q or queue()
-    return q.enqueue(GRANT_DATE_JOB, grant_date.isoformat(), retry=retry(), job_timeout=JOB_TIMEOUT,
-                     description=f"daily grant {grant_date.isoformat()}")
-
-
-def enqueue_chunks(run, chunks, q=None):
-    from rq import Callback
-
-    q = q or queue()
-    day = run.grant_date.isoformat()
-    # RQ calls the callback after every failed attempt; it marks the run only after the last.
-    failed = Callback(CHUNK_FAILED_CALLBACK)
-    return [q.enqueue(GRANT_CHUNK_JOB, day, run.amount, c.lo, c.hi, retry=retry(), on_failure=failed,
-                      job_timeout=JOB_TIMEOUT, description=f"daily grant {day} users [{c.lo}, {c.hi})")
-            for c in chunks]
-
-
-class RedisUnavailable(DomainError):
-    status, code = 503, "queue_unavailable"
-
-    def __init__(self, why):
-        super().__init__(f"the job queue is unavailable: {why}")

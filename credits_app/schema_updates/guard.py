@@ -34,7 +34,7 @@ from pglast import ast, parse_sql
 from pglast.enums import AlterTableType, ObjectType
 from pglast.parser import ParseError, scan
 
-from .schema_guard_users import EXTENSIBLE_TABLE, USERS_CORE_COLUMNS, Deny as _Deny, users_column, users_default
+from .guard_users import EXTENSIBLE_TABLE, USERS_CORE_COLUMNS, Deny as _Deny, users_column, users_default
 
 # The service's own tables: migrations own them. Compared case-insensitively, so a quoted
 # "CREDITS" or a look-alike "Users" table is treated as the real thing.

@@ -14,20 +14,20 @@ from flask import current_app
 from flask_jwt_extended import JWTManager, create_access_token, decode_token
 from sqlalchemy import bindparam, text
 
-from . import users
+from .. import users
 from .claims import jti_problem, subject_problem
-from .config import ASYMMETRIC
-from .exceptions import InvalidRequest
-from .extensions import db
+from ..config import ASYMMETRIC
+from ..exceptions import InvalidRequest
+from ..extensions import db
 from .roles import ROLES
-from .types import UTCDateTime, utcnow
+from ..types import UTCDateTime, utcnow
 
 
 # --- verified-token cache ----------------------------------------------------------------
 # Decoding a JWT (the unverified header for the key loader, the signature, then the header
 # again) costs a request more CPU than anything else it does, and a service presents the
 # same token over and over. So each process remembers the Authorization headers it has fully
-# verified (flask-jwt-extended and auth.py's claim checks, all of which depend only on the
+# verified (flask-jwt-extended and access.py's claim checks, all of which depend only on the
 # token and the configuration) and serves them again while PyJWT would still accept them
 # now: exp, nbf and iat are re-checked with the configured leeway, revocation is checked on
 # every request, and an entry counts only under the keys and settings it was verified with.
