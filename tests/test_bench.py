@@ -63,3 +63,11 @@ def test_grant_plan_bench_plans_from_the_ids_that_exist(tmp_path):
         results = json.load(f)["results"]
     assert [(r["users"], r["max_id"], r["chunks"], r["error"]) for r in results] == [
         (3000, 3000, 3, None), (10, 10**12, 1, None)], out
+
+
+def test_seam_costs_times_every_seam_against_the_stock_way():
+    result = subprocess.run([sys.executable, "bench/seam_costs.py", "--number", "50"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.rstrip().endswith(("kept", "removed"))]
+    assert len(lines) >= 10 and any(line.endswith("kept") for line in lines), result.stdout
