@@ -1,5 +1,6 @@
 """Bad input always gets a JSON error with the right status, and changes nothing."""
 import json
+import os
 import re
 
 import pytest
@@ -121,6 +122,31 @@ def test_request_id_is_echoed_or_generated(client, uid):
     assert r.headers["X-Request-ID"] != "" and "<" not in r.headers["X-Request-ID"]
     fresh = {client.get(f"/api/credits/{uid}").headers["X-Request-ID"] for _ in range(50)}
     assert len(fresh) == 50 and all(re.fullmatch("[0-9a-f]{32}", i) for i in fresh), fresh
+
+
+def test_forked_processes_draw_different_request_ids():
+    """Ids are drawn from os.urandom a batch at a time (no system call per request): a forked
+    child, as a gunicorn worker is, must not hand out the rest of its parent's batch, nor a
+    sibling's; across batch boundaries ids stay whole and distinct."""
+    from credits_app.web.request_ids import new_request_id
+    many = [new_request_id() for _ in range(600)]  # more than two batches
+    assert len(set(many)) == 600 and all(re.fullmatch("[0-9a-f]{32}", i) for i in many)
+    drawn = []
+    for _ in range(2):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its next ids, then out, whatever happens, without pytest's exit
+            try:
+                os.write(write, " ".join(new_request_id() for _ in range(3)).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            drawn.append(f.read().split())
+        os.waitpid(pid, 0)
+    drawn.append([new_request_id() for _ in range(3)])  # the parent's own next ids
+    ids = [i for batch in drawn for i in batch]
+    assert len(set(ids)) == 9 and all(re.fullmatch("[0-9a-f]{32}", i) for i in ids), drawn
 
 
 def test_a_405_names_the_allowed_methods(client, anon, uid):

@@ -2,7 +2,6 @@
 {"error": {"code", "message", "details"}, plus an X-Request-ID header}."""
 import logging
 import re
-import uuid
 
 from flask import current_app, g, jsonify, request
 from psycopg2 import errorcodes
@@ -10,6 +9,7 @@ from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException, NotFound
 
 from ..exceptions import DomainError
+from .request_ids import new_request_id
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def init_app(app):
     @app.before_request
     def _request_id():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else new_request_id()
 
     @app.after_request
     def _echo_request_id(response):
