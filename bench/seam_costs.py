@@ -18,7 +18,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from flask import Flask, request  # noqa: E402
-from marshmallow import Schema  # noqa: E402
 from prometheus_client import CollectorRegistry, Counter  # noqa: E402
 
 from credits_app import create_app  # noqa: E402
@@ -28,6 +27,15 @@ from credits_app.ledger import Change, Entry  # noqa: E402
 
 # How often one credit change does each thing (counted in the code paths of a POST .../add).
 PER_REQUEST = {"ensure_sync": 16, "proxy_reads": 30}
+
+
+def _quick_load(data):
+    """The shortcut AmountIn once had: load()'s answer for a plain valid body."""
+    amount, reason = data.get("amount"), data.get("reason")
+    if type(amount) is int and amount >= 1 and set(data) <= {"amount", "reason"} and (
+            reason is None or (type(reason) is str and len(reason) <= 500 and "\x00" not in reason)):
+        return {"amount": amount, "reason": reason}
+    return None
 
 
 def timed(fn, number):
@@ -51,19 +59,20 @@ def main():
                                   headers={"Authorization": "Bearer abc"}):
         def hook():
             return None
-        row(f"ensure_sync x{PER_REQUEST['ensure_sync']}", lambda: Flask.ensure_sync(app, hook),
-            lambda: app.ensure_sync(hook), PER_REQUEST["ensure_sync"])
+        remembered = {hook}
+        row(f"ensure_sync x{PER_REQUEST['ensure_sync']}: asked vs remembered", lambda: Flask.ensure_sync(app, hook),
+            lambda: hook if hook in remembered else None, PER_REQUEST["ensure_sync"], kept=False)
         req = request._get_current_object()
         row(f"attribute reads x{PER_REQUEST['proxy_reads']}", lambda: request.path,
             lambda: req.path, PER_REQUEST["proxy_reads"])
         row("argument schema: class per request vs instance", lambda: AmountIn(), lambda: None)
         schema = AmountIn()
-        row("AmountIn: marshmallow load vs quick_load", lambda: Schema.load(schema, body),
-            lambda: schema.load(body))
+        row("AmountIn: marshmallow load vs a hand-written check", lambda: schema.load(body),
+            lambda: _quick_load(body), kept=False)
         dumper = ChangeOut()
         row("change answer: ChangeOut.dump vs change_json", lambda: dumper.dump(change),
             lambda: change_json(change))
-        # Removed seams, for the record: what the stock way costs more.
+        # Seams judged and removed, for the record: what the stock way costs more.
         encoder = json.JSONEncoder(separators=(",", ":"))
         payload = change_json(change)
         row("JSON answer: json.dumps per answer vs one encoder",
@@ -77,8 +86,8 @@ def main():
         row("parser: request proxy vs object", lambda: strict.parse(schema, location="json"),
             lambda: strict.parse(schema, req=req, location="json"), kept=False)
         batch = os.urandom(16 * 256).hex()  # drawn once per 256 ids: its share is left out
-        row("request id: uuid4().hex vs a slice of a batch", lambda: uuid.uuid4().hex, lambda: batch[64:96],
-            kept=False)
+        row("request id: uuid4().hex vs a slice of a batch (kept for the GIL)", lambda: uuid.uuid4().hex,
+            lambda: batch[64:96])
         registry = CollectorRegistry()
         counter = Counter("c", "c", ["a", "b", "c"], registry=registry)
         child = counter.labels("GET", "/api/credits/<int:user_id>", "200")

@@ -8,8 +8,8 @@ from flask_smorest import Blueprint as SmorestBlueprint
 from webargs import core
 from webargs.flaskparser import FlaskParser
 
-from ..web.json_body import UnsupportedMediaType, parse_json_body
 from ..exceptions import DomainError, InvalidRequest
+from ..web.json_body import UnsupportedMediaType, parse_json_body
 
 # Visible ASCII (no space, CR/LF or NUL) except the comma: servers join repeated header fields
 # with commas, so "a,b" may be two keys, and which one the caller meant cannot be known.
@@ -22,7 +22,7 @@ class StrictParser(FlaskParser):
     refusing it here covers every field, present and future, before it reaches the driver."""
 
     def load_json(self, req, schema):
-        raw = req.get_data(cache=True)  # within MAX_CONTENT_LENGTH (framework.CreditsRequest)
+        raw = req.get_data(cache=True)  # within MAX_CONTENT_LENGTH (web/framework.CreditsRequest)
         if not raw:
             return core.missing
         if not req.is_json:

@@ -3,8 +3,8 @@ from flask import request
 
 from .. import schema_updates
 from ..auth.access import authenticate, current_actor, require
-from ..web.json_body import MalformedJSON, parse_json_body
 from ..exceptions import DomainError
+from ..web.json_body import MalformedJSON, parse_json_body
 from .common import Blueprint, decode_cursor, page
 from .schemas import ErrorOut, LiveSchemaOut, PageArgs, SchemaApplyIn, SchemaApplyOut, SchemaChangePage
 

@@ -15,12 +15,12 @@ from flask_jwt_extended import JWTManager, create_access_token, decode_token
 from sqlalchemy import bindparam, text
 
 from .. import users
-from .claims import jti_problem, subject_problem
 from ..config import ASYMMETRIC
 from ..exceptions import InvalidRequest
 from ..extensions import db
-from .roles import ROLES
 from ..types import UTCDateTime, utcnow
+from .claims import jti_problem, subject_problem
+from .roles import ROLES
 
 
 # --- verified-token cache ----------------------------------------------------------------

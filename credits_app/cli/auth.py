@@ -5,11 +5,11 @@ import re
 import click
 from flask.cli import AppGroup
 
+from . import fail
 from ..auth.claims import CLI_ACTOR
-from ..exceptions import InvalidRequest
 from ..auth.roles import ROLES
 from ..auth.tokens import MAX_EXPIRES_AT, issue, purge_revocations, revoke
-from . import fail
+from ..exceptions import InvalidRequest
 
 group = AppGroup("auth", help="Issue and revoke API tokens.")
 _TTL = re.compile(r"^(\d+)([smhd]?)$")

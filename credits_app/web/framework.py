@@ -1,10 +1,7 @@
 """Flask and werkzeug as this service uses them: the app, URL map and request classes that
 create_app() builds the app from. Each differs from the stock class where the stock one
-answered in HTML, handed the app an incomplete body, or cost a measurable share of every
-request's CPU (docs/stock.md)."""
-import inspect
+answered in HTML or handed the app an incomplete body (docs/stock.md)."""
 import io
-from types import FunctionType  # not `import types`: credits_app.types would shadow it
 
 from flask import Flask, Request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -68,16 +65,10 @@ class CreditsRequest(Request):
 
 
 class CreditsFlask(Flask):
-    """Flask asks `inspect` whether each hook and view is a coroutine function before every
-    call: many times a request, for functions defined once. Remember the plain ones (bound
-    methods, partials and the like are still asked every time)."""
+    """Flask with the URL map and request class above, and OPTIONS answered without a body."""
 
     url_map_class = NoSlashMergingMap
     request_class = CreditsRequest
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._sync_functions = set()
 
     def make_default_options_response(self):
         # Flask's answer is a 200 with an empty text/html body; there is nothing to send but
@@ -86,11 +77,3 @@ class CreditsFlask(Flask):
         response.status_code = 204
         response.headers.remove("Content-Type")
         return response
-
-    def ensure_sync(self, func):
-        if func in self._sync_functions:
-            return func
-        if type(func) is FunctionType and not inspect.iscoroutinefunction(func):
-            self._sync_functions.add(func)
-            return func
-        return super().ensure_sync(func)

@@ -25,9 +25,9 @@ from limits import parse_many
 from redis.connection import ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError, NoScriptError, RedisError
 
-from .errors import error_response
 from ..exceptions import DomainError, Forbidden, Unauthorized
 from ..redis_client import TIMEOUTS
+from .errors import error_response
 
 log = logging.getLogger(__name__)
 
