@@ -3,8 +3,7 @@ uuid4().hex gives, drawn for 256 ids at a time.
 
 Why a batch: getrandom() is a system call, and CPython lets go of the GIL around it. Drawn
 per request, under load the request thread then waits for the GIL behind a sibling thread's
-slice of Python, a wait the in-process CPU measure cannot see (docs/stock.md says how it was
-measured end to end). Not a seeded generator: its ids could be predicted from the ones it
+slice of Python, a wait the in-process CPU measure cannot see. Not a seeded generator: its ids could be predicted from the ones it
 echoed. A forked child (a gunicorn worker) starts with an empty batch and a new lock, so no
 two processes hand out the same ids."""
 import os
