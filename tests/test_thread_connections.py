@@ -11,6 +11,7 @@ import pytest
 from credits_app.ledger import thread_connections
 from credits_app.extensions import db
 from tests.conftest import client_as, make_app, new_user
+from tests.redis_fixtures import wait_for
 
 
 @pytest.fixture
@@ -30,6 +31,12 @@ def _backends(app):
         pids = {row[0] for row in cur.fetchall()}
     conn.close()
     return pids
+
+
+def _closed(app, *pids):
+    """True once the server lists none of `pids`: a backend ends a moment after its client
+    closes the connection, so this waits for the server to catch up."""
+    return wait_for(lambda: not _backends(app) & set(pids), f"backends {pids} to end", timeout=30)
 
 
 def _pid_of_a_read(app, client, uid):
@@ -93,7 +100,7 @@ def test_dispose_closes_kept_connections_of_this_thread_and_of_ended_threads(pg_
     with pg_app.app_context():
         db.session.remove()
         db.engine.dispose()
-    assert not _backends(pg_app) & {mine, ended}  # the server saw them close
+    assert _closed(pg_app, mine, ended)  # the server saw them close
     with pg_app.app_context():
         assert thread_connections.kept_by_this_thread(db.engine) is None
     # and the next read gets a connection of the new pool
@@ -123,7 +130,7 @@ def test_a_live_thread_leaves_a_disposed_pool_at_its_next_read(pg_app):
     go.set()
     thread.join(30)
     assert seen[1] != seen[0]
-    assert seen[0] not in _backends(pg_app) and seen[1] in _backends(pg_app)
+    assert _closed(pg_app, seen[0]) and seen[1] in _backends(pg_app)
 
 
 def test_a_kept_connection_the_server_dropped_is_replaced(pg_app, pg_server):
@@ -199,7 +206,7 @@ def test_two_apps_in_one_thread_keep_a_connection_each(pg_app):
         assert _pid_of_a_read(pg_app, client, uid) == mine and _pid_of_a_read(other, other_client, uid) == theirs
     with other.app_context():
         db.engine.dispose()
-    assert mine in _backends(pg_app) and theirs not in _backends(pg_app)
+    assert _closed(pg_app, theirs) and mine in _backends(pg_app)
 
 
 def test_a_migration_under_the_prepared_statements_does_not_break_changes(pg_app):
