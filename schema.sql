@@ -177,5 +177,19 @@ UPDATE daily_grant_runs SET scheduled = true;
 
 UPDATE alembic_version SET version_num='0006' WHERE alembic_version.version_num = '0005';
 
+-- Running upgrade 0006 -> 0007
+
+COMMIT;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_ledger_user_time ON ledger_entries (user_id, created_at, id);
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_ledger_time ON ledger_entries (created_at, id);
+
+DROP INDEX CONCURRENTLY IF EXISTS ix_ledger_user_id_id;
+
+BEGIN;
+
+UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
+
 COMMIT;
 

@@ -35,7 +35,9 @@ openapi = CreditsApi()  # validation + the OpenAPI document
 def configure_sqlite(engine):
     """SQLite is the embedded default: enforce foreign keys, allow readers beside a writer
     (WAL), and take the write lock at BEGIN so two writers queue instead of deadlocking
-    on a lock upgrade."""
+    on a lock upgrade. A connection with the execution option `read_only=True` begins a
+    deferred transaction instead: a snapshot that lets writers on, for reads that run long
+    (an export) or must see one state across statements (a history)."""
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):
@@ -48,7 +50,7 @@ def configure_sqlite(engine):
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("read_only") else "BEGIN IMMEDIATE")
 
 
 

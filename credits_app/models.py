@@ -58,7 +58,9 @@ class LedgerEntry(db.Model):
         Index("uq_ledger_user_grant_date", "user_id", "grant_date", unique=True),
         # Belt and braces: an idempotency key yields at most one entry, ever.
         Index("uq_ledger_actor_idempotency_key", "actor", "idempotency_key", unique=True),
-        Index("ix_ledger_user_id_id", "user_id", "id"),
+        # Reads by time: per user (as-of, history, entries, export), and all users (export).
+        Index("ix_ledger_user_time", "user_id", "created_at", "id"),
+        Index("ix_ledger_time", "created_at", "id"),
     )
 
 

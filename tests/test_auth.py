@@ -55,7 +55,7 @@ def test_role_matrix_follows_the_rule_table(app):
         for role in ROLES:
             r = _call(client, method, path, tokens[role])
             assert r.status_code < 500 or r.status_code == 503, (method, path, role, r.get_json())
-            assert r.is_json
+            assert r.is_json or (path == "/api/ledger/export" and r.status_code == 200), (method, path, role)
             if role in roles_for(permission):
                 assert r.status_code not in (401, 403), (method, path, role, r.get_json())
             else:

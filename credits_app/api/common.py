@@ -2,12 +2,14 @@
 header, opaque cursors."""
 import base64
 import re
+from datetime import datetime, timedelta, timezone
 
 from flask import request
 from flask_smorest import Blueprint as SmorestBlueprint
 from webargs import core
 from webargs.flaskparser import FlaskParser
 
+from .. import ledger
 from ..exceptions import DomainError, InvalidRequest
 from ..web.json_body import UnsupportedMediaType, parse_json_body
 
@@ -100,8 +102,41 @@ def decode_cursor(cursor):
     return number
 
 
-def page(items, limit, id_of):
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def encode_entry_cursor(entry):
+    """A ledger page's position: the last entry's time (microseconds since the epoch) and id."""
+    at = (entry.created_at - _EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"v2:{at}:{entry.id}".encode()).decode().rstrip("=")
+
+
+def decode_entry_cursor(cursor):
+    """(created_at, id) after which a ledger page continues, or None. Also takes an entry id
+    cursor (v1), as pages were cut before they were cut by time."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidCursor() from None
+    if raw.startswith("v1:"):
+        position = ledger.position(decode_cursor(cursor))
+        if position is None:
+            raise InvalidCursor()
+        return position
+    try:
+        prefix, at, entry_id = raw.split(":")
+        at, entry_id = _EPOCH + timedelta(microseconds=int(at)), int(entry_id)
+    except (ValueError, OverflowError):
+        raise InvalidCursor() from None
+    if prefix != "v2" or not 0 < entry_id < 2**63:
+        raise InvalidCursor()
+    return at, entry_id
+
+
+def page(items, limit, id_of, encode=encode_cursor):
     """Split one over-fetched row off to know whether another page exists."""
     more = len(items) > limit
     items = items[:limit]
-    return {"items": items, "next_cursor": encode_cursor(id_of(items[-1])) if more else None}
+    return {"items": items, "next_cursor": encode(id_of(items[-1])) if more else None}

@@ -3,14 +3,15 @@
 The balance and change views answer a Response rendered by balance_json/change_json, which
 flask-smorest sends as it is (its documented way: the decorator's schema then only documents
 the answer)."""
-from flask import jsonify
+from flask import jsonify, request
 
 from .. import ledger
 from ..auth.access import current_actor, require
 from ..exceptions import Conflict
-from .common import Blueprint, decode_cursor, idempotency_key, page
-from .schemas import (AmountIn, BalanceOut, ChangeOut, EntryPage, ErrorOut, PageArgs, ResetIn, balance_json,
-                      change_json)
+from ..ledger import Balance
+from .common import Blueprint, decode_entry_cursor, encode_entry_cursor, idempotency_key, page
+from .schemas import (AmountIn, AsOfArgs, BalanceAsOfOut, ChangeOut, EntryPage, EntryPageArgs, ErrorOut, HistoryArgs,
+                      HistoryOut, ResetIn, balance_json, change_json)
 
 blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Credit balances and changes")
 
@@ -60,12 +61,27 @@ def _change(apply, user_id, *args, reason=None):
     return (answer, 200, REPLAYED) if change.replayed else answer
 
 
+AS_OF = AsOfArgs()
+AS_OF_PARAMETER = {"in": "query", "name": "as_of", "required": False, "schema": {"type": "string", "format": "date-time"},
+                   "description": "RFC 3339 instant: the balance then (after the last entry at or before it, 0 before "
+                                  "the first), echoed as `as_of`"}
+
+
 @blp.route("/<int:user_id>", methods=["GET"])
 @require("credits:read")
-@blp.response(200, BalanceOut)
-@blp.alt_response(404, schema=ErrorOut)
+@blp.doc(parameters=[AS_OF_PARAMETER])
+@blp.response(200, BalanceAsOfOut, description="The balance; `as_of` is present when the request gave it")
+@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
+@blp.alt_response(422, schema=ErrorOut, description="validation_error (as_of)")
 def get_balance(user_id):
-    """Current balance of a user (0 for a user who never had a change)."""
+    """Current balance of a user (0 for a user who never had a change), or its balance at a
+    past instant with `as_of`."""
+    # The query is parsed only when there is one: the plain read is the hottest request.
+    if request.query_string:
+        at = blp.ARGUMENTS_PARSER.parse(AS_OF, location="query").get("as_of")
+        if at is not None:
+            credits, last_updated = ledger.as_of(user_id, at)
+            return jsonify(balance_json(Balance(user_id, credits, last_updated)) | {"as_of": at.isoformat()})
     return jsonify(balance_json(ledger.balance(user_id)))
 
 
@@ -98,11 +114,27 @@ def reset(body, user_id):
 
 @blp.route("/<int:user_id>/transactions", methods=["GET"])
 @require("credits:read")
-@blp.arguments(PageArgs(), location="query")
+@blp.arguments(EntryPageArgs(), location="query")
 @blp.response(200, EntryPage)
 @blp.alt_response(400, schema=ErrorOut, description="invalid_cursor")
 @blp.alt_response(404, schema=ErrorOut, description="user_not_found")
 def transactions(args, user_id):
-    """Ledger history, newest first. Pass `next_cursor` back as `cursor` for the next page."""
-    rows = ledger.entries(user_id, limit=args["limit"] + 1, before_id=decode_cursor(args["cursor"]))
-    return page(rows, args["limit"], lambda e: e.id)
+    """Ledger entries, newest first, optionally within (since, until]. Pass `next_cursor`
+    back as `cursor` (with the same since and until) for the next page."""
+    rows = ledger.entries(user_id, limit=args["limit"] + 1, before=decode_entry_cursor(args["cursor"]),
+                          since=args["since"], until=args["until"])
+    return page(rows, args["limit"], lambda e: e, encode=encode_entry_cursor)
+
+
+@blp.route("/<int:user_id>/history", methods=["GET"])
+@require("credits:read")
+@blp.arguments(HistoryArgs(), location="query")
+@blp.response(200, HistoryOut)
+@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
+@blp.alt_response(422, schema=ErrorOut, description="validation_error")
+def history(args, user_id):
+    """The balance over time for a chart: at most `points` points, each the balance at the
+    end of one equal span of since..until, worked out in the database."""
+    since, until, points = ledger.history(user_id, since=args["since"], until=args["until"], points=args["points"])
+    return {"user_id": user_id, "since": since, "until": until,
+            "points": [{"at": at, "credits": credits} for at, credits in points]}

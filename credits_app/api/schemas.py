@@ -1,5 +1,9 @@
 """Request and response schemas (marshmallow): they validate input and document the API."""
+from datetime import datetime, timezone
+
 from marshmallow import Schema, fields, validate
+
+from ..config import BIGINT_MAX
 
 NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
 # local@domain.tld in ASCII (RFC 5322 dot-atom local part; LDH domain labels): deliberately simple, and
@@ -80,6 +84,80 @@ def change_json(change):
 class PageArgs(Schema):
     limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
     cursor = fields.String(load_default=None, validate=validate.Length(max=100))
+
+
+class Instant(fields.AwareDateTime):
+    """An RFC 3339 instant with its offset (Z or +hh:mm), returned in UTC. Between 1970 and
+    the end of 9999: a time outside cannot be on the ledger, and the range keeps every
+    instant a valid UTC datetime in Python and both databases."""
+
+    EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    LATEST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    default_error_messages = {
+        "invalid": "not an RFC 3339 instant such as 2026-11-30T12:00:00Z (in a URL, write + as %2B)",
+        "invalid_awareness": "give the offset: Z for UTC, or +hh:mm / -hh:mm",
+        "range": "must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999999Z",
+    }
+
+    def __init__(self, **kwargs):
+        super().__init__(format="iso", **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        instant = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            instant = instant.astimezone(timezone.utc)
+        except OverflowError:
+            raise self.make_error("range") from None
+        if not self.EARLIEST <= instant <= self.LATEST:
+            raise self.make_error("range")
+        return instant
+
+
+class WindowArgs(Schema):
+    since = Instant(load_default=None, metadata={"description": "only entries after this instant (exclusive)"})
+    until = Instant(load_default=None, metadata={"description": "only entries at or before this instant (inclusive)"})
+
+
+class AsOfArgs(Schema):
+    as_of = Instant(metadata={"description": "the balance at this instant: after the last entry at or before it "
+                                             "(0 before the first)"})
+
+
+class BalanceAsOfOut(BalanceOut):
+    as_of = fields.DateTime(metadata={"description": "the instant asked for, in UTC"})
+
+
+class EntryPageArgs(PageArgs, WindowArgs):
+    pass
+
+
+class HistoryArgs(Schema):
+    since = Instant(load_default=None, metadata={"description": "start of the chart (default: when the user was "
+                                                                "created)"})
+    until = Instant(load_default=None, metadata={"description": "end of the chart (default: now; the last point is "
+                                                                "then the current balance)"})
+    points = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000),
+                            metadata={"description": "at most this many points (fewer only when since..until is "
+                                                     "shorter than that many microseconds)"})
+
+
+class PointOut(Schema):
+    at = fields.DateTime(metadata={"description": "the end of the point's span"})
+    credits = fields.Integer(metadata={"description": "the balance as of `at`"})
+
+
+class HistoryOut(Schema):
+    user_id = fields.Integer()
+    since = fields.DateTime()
+    until = fields.DateTime()
+    points = fields.List(fields.Nested(PointOut), metadata={"description": "oldest first; each the balance at the "
+                                                                           "end of one equal span of since..until"})
+
+
+class ExportArgs(WindowArgs):
+    user_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=BIGINT_MAX),
+                             metadata={"description": "one user's entries only"})
+    format = fields.String(load_default="csv", validate=validate.OneOf(["csv", "ndjson"]))
 
 
 class EntryPage(Schema):

@@ -26,6 +26,7 @@ RULES = {
     "credits:add": {"admin", "service"},
     "credits:deduct": {"admin", "service"},
     "credits:reset": {"admin"},  # + service when AUTH_SERVICE_CAN_RESET=true
+    "ledger:export": {"admin"},
     "grants:read": {"admin"},
     "grants:run": {"admin"},
     "schema:read": {"admin"},

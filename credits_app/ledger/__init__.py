@@ -29,14 +29,22 @@ INSERT, key claim), so the success path costs one round trip, run straight on th
 driver connection (fast_path.py). SQLite runs the same steps as separate statements
 inside one BEGIN IMMEDIATE transaction, which serialises writers.
 
-Modules: changes (add, deduct, reset, replays), rules (what a change may do, the refusals),
-postgres and sqlite (each dialect's statement), fast_path (the PostgreSQL seam), reads,
-records, grant (the daily grant's SQL).
+Every entry's time follows the time rule (rules.PG_ENTRY_TIME): taken under the row lock and
+after the user's previous entry, so a user's entries in time order are in entry order. The
+reads by time (history.py: as of an instant, a chart's points; export.py) rest on it.
+
+Modules: changes (add, deduct, reset, replays), rules (what a change may do, the refusals,
+the time rule), postgres and sqlite (each dialect's statement), fast_path (the PostgreSQL
+seam), reads (balance, entries, verify), history (as-of, points), export, records, grant
+(the daily grant's SQL).
 """
 from .changes import add, deduct, reset
+from .export import export
 from .grant import GRANT_ACTOR, grant_daily_chunk
-from .reads import balance, entries, purge_idempotency_keys, verify
+from .history import as_of, history
+from .reads import balance, entries, position, purge_idempotency_keys, verify
 from .records import ENTRY_COLUMNS, Balance, Change, Entry
 
-__all__ = ["add", "deduct", "reset", "balance", "entries", "purge_idempotency_keys", "verify",
-           "grant_daily_chunk", "GRANT_ACTOR", "ENTRY_COLUMNS", "Balance", "Change", "Entry"]
+__all__ = ["add", "deduct", "reset", "balance", "entries", "position", "purge_idempotency_keys", "verify",
+           "as_of", "history", "export", "grant_daily_chunk", "GRANT_ACTOR", "ENTRY_COLUMNS", "Balance", "Change",
+           "Entry"]

@@ -7,7 +7,7 @@ from sqlalchemy import bindparam, text
 from ..auth.claims import SYSTEM_PREFIX
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
-from .rules import check_amount
+from .rules import PG_ENTRY_TIME, check_amount, entry_time
 
 
 GRANT_ACTOR = SYSTEM_PREFIX + "daily-grant"  # reserved: no token may carry it
@@ -28,18 +28,23 @@ ON CONFLICT (user_id) DO NOTHING"""
 # taken before today's grant estimate 1 row for today's date, and without the range the
 # planner loops over every row granted so far per user, which on a large table runs past
 # the statement timeout.
+# Each entry's time follows the time rule (rules.PG_ENTRY_TIME) on the row the UPDATE locked.
 _PG_GRANT = """
 WITH upd AS (
-    UPDATE credits AS c SET credits = c.credits + :amount, last_updated = :now
+    UPDATE credits AS c SET credits = c.credits + :amount, last_updated = %s
     WHERE c.user_id >= :lo AND c.user_id < :hi AND c.credits <= :max_balance - :amount
       AND NOT EXISTS (SELECT 1 FROM ledger_entries l WHERE l.user_id = c.user_id AND l.grant_date = :gd
                       AND l.user_id >= :lo AND l.user_id < :hi)
-    RETURNING c.user_id, c.credits
+    RETURNING c.user_id, c.credits, c.last_updated
 )
 INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, grant_date, created_at)
-SELECT user_id, 'daily_grant', :amount, credits, :reason, :actor, :gd, :now FROM upd"""
+SELECT user_id, 'daily_grant', :amount, credits, :reason, :actor, :gd, last_updated FROM upd""" % (
+    PG_ENTRY_TIME.format(previous="c.last_updated"))
 # SQLite: BEGIN IMMEDIATE holds the only write lock, so the ledger rows can be written
-# first from the balances read in this transaction and the same users updated after.
+# first from the balances read in this transaction and the same users updated after. One
+# time for the chunk, after the newest last_updated in it (the time rule).
+_SQLITE_CHUNK_LAST_UPDATED = text("SELECT MAX(last_updated) AS last_updated FROM credits "
+                                  "WHERE user_id >= :lo AND user_id < :hi").columns(last_updated=UTCDateTime)
 _SQLITE_GRANT_LEDGER = """
 INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, grant_date, created_at)
 SELECT c.user_id, 'daily_grant', :amount, c.credits + :amount, :reason, :actor, :gd, :now FROM credits c
@@ -72,10 +77,11 @@ def grant_daily_chunk(grant_date, amount, lo, hi, *, bookkeeping=None):
         if conn.dialect.name == "postgresql":
             conn.execute(text(_PG_GRANT_LOCK), params)
             conn.execute(text(_GRANT_ENSURE_CREDITS).bindparams(now_type), params)
-            credited = conn.execute(text(_PG_GRANT).bindparams(now_type), params).rowcount
+            credited = conn.execute(text(_PG_GRANT), params).rowcount
         else:
             conn.execute(text(_GRANT_ENSURE_CREDITS).bindparams(now_type), params)
             params["after_id"] = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
+            params["now"] = entry_time(conn.execute(_SQLITE_CHUNK_LAST_UPDATED, params).scalar())
             credited = conn.execute(text(_SQLITE_GRANT_LEDGER).bindparams(now_type), params).rowcount
             conn.execute(text(_SQLITE_GRANT_CREDITS).bindparams(now_type), params)
         if bookkeeping is not None:

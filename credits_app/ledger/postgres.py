@@ -7,7 +7,7 @@ from sqlalchemy import bindparam, text
 from ..types import UTCDateTime, utcnow
 from .fast_path import fetch_one
 from .records import ENTRY_COLUMNS, entry_from_row
-from .rules import ALLOWED, refusal
+from .rules import ALLOWED, PG_ENTRY_TIME, refusal
 
 
 # `cur` locks the row and, under READ COMMITTED, returns its newest committed version, even
@@ -15,11 +15,12 @@ from .rules import ALLOWED, refusal
 # the new balance are computed from `cur.credits`, never from `c`: the UPDATE reads `c` as of
 # the statement's snapshot, drops a row whose old version fails its WHERE without a look at
 # the newest one, and checks the CHECK constraint on a value computed from the old version.
+# The entry's time follows the time rule (rules.PG_ENTRY_TIME), under the same lock.
 _PG_CHANGE = """
 WITH cur AS (
-    SELECT user_id, credits FROM credits WHERE user_id = :uid FOR UPDATE
+    SELECT user_id, credits, last_updated FROM credits WHERE user_id = :uid FOR UPDATE
 ), upd AS (
-    UPDATE credits AS c SET credits = cur.credits + {delta}, last_updated = :now
+    UPDATE credits AS c SET credits = cur.credits + {delta}, last_updated = {entry_time}
     FROM cur
     WHERE c.user_id = cur.user_id {allowed} {unclaimed}
     RETURNING c.user_id, c.credits, c.last_updated, {delta} AS amount
@@ -51,15 +52,19 @@ def statement(kind, keyed):
         allowed=ALLOWED[kind],
         unclaimed=unclaimed,
         entry_columns=ENTRY_COLUMNS,
+        entry_time=PG_ENTRY_TIME.format(previous="cur.last_updated"),
         claim=_PG_CLAIM.format(unclaimed="WHERE TRUE " + unclaimed) if keyed else "",
         seen="(SELECT count(*) FROM idempotency_keys WHERE scope = :actor AND key = :key)" if keyed else "0",
     )
-    return text(sql).bindparams(bindparam("now", type_=UTCDateTime)).columns(created_at=UTCDateTime)
+    stmt = text(sql).bindparams(bindparam("now", type_=UTCDateTime)) if keyed else text(sql)  # the claim's time
+    return stmt.columns(created_at=UTCDateTime)
 
 
 def apply(engine, op):
-    params = {"uid": op.user_id, "delta": op.delta, "now": utcnow(), "max_balance": op.max_balance,
-              "kind": op.kind, "reason": op.reason, "actor": op.actor, "key": op.key, "hash": op.request_hash}
+    params = {"uid": op.user_id, "delta": op.delta, "max_balance": op.max_balance, "kind": op.kind,
+              "reason": op.reason, "actor": op.actor, "key": op.key, "hash": op.request_hash}
+    if op.key is not None:
+        params["now"] = utcnow()
     row = fetch_one(engine, statement(op.kind, op.key is not None), params)
     if row.seen:
         return "replay"

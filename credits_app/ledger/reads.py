@@ -1,6 +1,6 @@
 """Reading the ledger: a balance (through the fast path on PostgreSQL), a user's entries,
 the books' check, and the purge of expired key claims."""
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from sqlalchemy import bindparam, text
@@ -33,16 +33,37 @@ def balance(user_id):
     return Balance(row.user_id, row.credits, UTC.process_result_value(row.last_updated, None))
 
 
-def entries(user_id, *, limit, before_id=None):
-    """Ledger entries of a user, newest first, with id < before_id. Raises UserNotFound."""
+# A user's entries newest first, in time order (entry order, by the time rule), one page after
+# a position (created_at, id), within (since, until]: one range of ix_ledger_user_time.
+_ENTRIES = text(f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE user_id = :uid "
+                "AND created_at > :since AND created_at <= :until AND (created_at, id) < (:at, :id) "
+                "ORDER BY created_at DESC, id DESC LIMIT :limit").bindparams(
+    *(bindparam(name, type_=UTCDateTime) for name in ("since", "until", "at"))).columns(created_at=UTCDateTime)
+EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
+LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
+
+
+def entries(user_id, *, limit, before=None, since=None, until=None):
+    """Ledger entries of a user, newest first: those with since < created_at <= until, after
+    the position `before` ((created_at, id) of the previous page's last entry). Raises
+    UserNotFound."""
     check_user_id(user_id)
-    stmt = text(f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE user_id = :uid AND id < :before "
-                "ORDER BY id DESC LIMIT :limit").columns(created_at=UTCDateTime)
+    at, entry_id = before or (LATEST, BIGINT_MAX)
+    params = {"uid": user_id, "since": since or EARLIEST, "until": until or LATEST, "at": at, "id": entry_id,
+              "limit": limit}
     with db.engine.connect() as conn:
-        rows = conn.execute(stmt, {"uid": user_id, "before": before_id or BIGINT_MAX, "limit": limit}).all()
+        rows = conn.execute(_ENTRIES, params).all()
         if not rows and conn.execute(text("SELECT 1 FROM users WHERE user_id = :uid"), {"uid": user_id}).first() is None:
             raise UserNotFound(user_id)
     return [entry_from_row(r) for r in rows]
+
+
+def position(entry_id):
+    """(created_at, id) of an entry, or None: where a page that ended on it continues."""
+    with db.engine.connect() as conn:
+        at = conn.execute(text("SELECT created_at FROM ledger_entries WHERE id = :id").columns(created_at=UTCDateTime),
+                          {"id": entry_id}).scalar()
+    return None if at is None else (at, entry_id)
 
 
 def purge_idempotency_keys(now=None):

@@ -2,11 +2,13 @@
 the rules), and what the caller hears when it may not."""
 import hashlib
 from dataclasses import dataclass
+from datetime import timedelta
 
 from flask import current_app
 
 from ..config import BIGINT_MAX
 from ..exceptions import BalanceLimitExceeded, InsufficientCredits, InvalidRequest, UserNotFound
+from ..types import utcnow
 
 
 def check_user_id(user_id):
@@ -63,3 +65,19 @@ def refusal(op, current_balance):
     if op.kind == "deduct":
         return InsufficientCredits(current_balance, op.amount)
     return BalanceLimitExceeded(current_balance, op.amount, op.max_balance)
+
+
+# The time rule: an entry's time is the clock when its balance row is written, under the
+# row's lock, and at least a microsecond after the user's previous change (the balance row's
+# last_updated). So within a user, entry order and time order agree and no two entries share
+# a time, which is what makes "the balance as of T" (the last entry at or before T) exact.
+# PostgreSQL reads its own clock, one clock for every web and worker host; SQLite is
+# in-process and BEGIN IMMEDIATE holds the lock, so the process's clock serves.
+PG_ENTRY_TIME = "GREATEST(clock_timestamp(), {previous} + interval '1 microsecond')"
+TICK = timedelta(microseconds=1)
+
+
+def entry_time(previous):
+    """PG_ENTRY_TIME for SQLite: now, or a microsecond after `previous` if the clock is not past it."""
+    now = utcnow()
+    return now if previous is None or now > previous else previous + TICK

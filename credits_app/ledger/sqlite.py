@@ -2,21 +2,24 @@
 transaction, which holds the only write lock, so the balance read in it is the newest."""
 from sqlalchemy import bindparam, text
 
-from ..types import UTCDateTime, utcnow
+from ..types import UTCDateTime
 from .records import ENTRY_COLUMNS, entry_from_row
-from .rules import allowed, refusal
+from .rules import allowed, entry_time, refusal
+
+
+_BALANCE_ROW = text("SELECT credits, last_updated FROM credits WHERE user_id = :uid").columns(last_updated=UTCDateTime)
 
 
 def apply(engine, op):
-    now = utcnow()
     with engine.begin() as conn:  # BEGIN IMMEDIATE: we hold the write lock from here
         if op.key is not None and conn.execute(
                 text("SELECT 1 FROM idempotency_keys WHERE scope = :actor AND key = :key"),
                 {"actor": op.actor, "key": op.key}).first():
             return "replay"
-        current = conn.execute(text("SELECT credits FROM credits WHERE user_id = :uid"), {"uid": op.user_id}).scalar()
-        if current is None:
+        row = conn.execute(_BALANCE_ROW, {"uid": op.user_id}).first()
+        if row is None:
             return "no_credits_row"
+        current, now = row.credits, entry_time(row.last_updated)
         delta = -current if op.kind == "reset" else op.delta
         outcome = None
         if allowed(op.kind, current, delta, op.max_balance):
