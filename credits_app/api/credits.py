@@ -122,7 +122,7 @@ def transactions(args, user_id):
     """Ledger entries, newest first, optionally within (since, until]. Pass `next_cursor`
     back as `cursor` (with the same since and until) for the next page."""
     rows = ledger.entries(user_id, limit=args["limit"] + 1, before=decode_entry_cursor(args["cursor"]),
-                          since=args["since"], until=args["until"])
+                          since=args.get("since"), until=args.get("until"))
     return page(rows, args["limit"], lambda e: e, encode=encode_entry_cursor)
 
 
@@ -135,6 +135,7 @@ def transactions(args, user_id):
 def history(args, user_id):
     """The balance over time for a chart: at most `points` points, each the balance at the
     end of one equal span of since..until, worked out in the database."""
-    since, until, points = ledger.history(user_id, since=args["since"], until=args["until"], points=args["points"])
+    since, until, points = ledger.history(user_id, since=args.get("since"), until=args.get("until"),
+                                          points=args["points"])
     return {"user_id": user_id, "since": since, "until": until,
             "points": [{"at": at, "credits": credits} for at, credits in points]}

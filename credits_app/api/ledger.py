@@ -30,8 +30,8 @@ EXPORT_RESPONSE = {
 @blp.alt_response(422, schema=ErrorOut, description="validation_error")
 def export(args):
     """Ledger entries as CSV or NDJSON, streamed in constant memory."""
-    fmt = args["format"]
-    chunks = ledger.export(fmt, since=args["since"], until=args["until"], user_id=args["user_id"])
-    name = "ledger" + (f"-user-{args['user_id']}" if args["user_id"] else "") + f".{fmt}"
+    fmt, user_id = args["format"], args.get("user_id")
+    chunks = ledger.export(fmt, since=args.get("since"), until=args.get("until"), user_id=user_id)
+    name = "ledger" + (f"-user-{user_id}" if user_id else "") + f".{fmt}"
     return Response(chunks, content_type=FORMATS[fmt],
                     headers={"Content-Disposition": f'attachment; filename="{name}"', "X-Accel-Buffering": "no"})

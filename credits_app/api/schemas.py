@@ -114,8 +114,8 @@ class Instant(fields.AwareDateTime):
 
 
 class WindowArgs(Schema):
-    since = Instant(load_default=None, metadata={"description": "only entries after this instant (exclusive)"})
-    until = Instant(load_default=None, metadata={"description": "only entries at or before this instant (inclusive)"})
+    since = Instant(metadata={"description": "only entries after this instant (exclusive)"})
+    until = Instant(metadata={"description": "only entries at or before this instant (inclusive)"})
 
 
 class AsOfArgs(Schema):
@@ -132,9 +132,9 @@ class EntryPageArgs(PageArgs, WindowArgs):
 
 
 class HistoryArgs(Schema):
-    since = Instant(load_default=None, metadata={"description": "start of the chart (default: when the user was "
+    since = Instant(metadata={"description": "start of the chart (default: when the user was "
                                                                 "created)"})
-    until = Instant(load_default=None, metadata={"description": "end of the chart (default: now; the last point is "
+    until = Instant(metadata={"description": "end of the chart (default: now; the last point is "
                                                                 "then the current balance)"})
     points = fields.Integer(load_default=100, validate=validate.Range(min=1, max=1000),
                             metadata={"description": "at most this many points (fewer only when since..until is "
@@ -155,7 +155,7 @@ class HistoryOut(Schema):
 
 
 class ExportArgs(WindowArgs):
-    user_id = fields.Integer(load_default=None, validate=validate.Range(min=1, max=BIGINT_MAX),
+    user_id = fields.Integer(validate=validate.Range(min=1, max=BIGINT_MAX),
                              metadata={"description": "one user's entries only"})
     format = fields.String(load_default="csv", validate=validate.OneOf(["csv", "ndjson"]))
 
