@@ -23,6 +23,20 @@ class UserNotFound(NotFound):
         super().__init__(f"user {user_id} does not exist", user_id=user_id)
 
 
+class MalformedJSON(DomainError):
+    status, code = 400, "malformed_json"
+
+    def __init__(self, reason):
+        super().__init__("the request body is not valid JSON", reason=reason)
+
+
+class UnsupportedMediaType(DomainError):
+    status, code = 415, "unsupported_media_type"
+
+    def __init__(self, content_type):
+        super().__init__("send the body as application/json", content_type=content_type)
+
+
 class Unauthorized(DomainError):
     """No usable token (401); `code` says why: missing_token, invalid_token, token_expired..."""
 

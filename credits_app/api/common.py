@@ -10,8 +10,8 @@ from webargs import core
 from webargs.flaskparser import FlaskParser
 
 from .. import ledger
-from ..exceptions import DomainError, InvalidRequest
-from ..web.json_body import UnsupportedMediaType, parse_json_body
+from ..exceptions import DomainError, InvalidRequest, UnsupportedMediaType
+from ..web.json_body import parse_json_body
 
 # Visible ASCII (no space, CR/LF or NUL) except the comma: servers join repeated header fields
 # with commas, so "a,b" may be two keys, and which one the caller meant cannot be known.

@@ -3,8 +3,8 @@ from flask import request
 
 from .. import schema_updates
 from ..auth.access import authenticate, current_actor, require
-from ..exceptions import DomainError
-from ..web.json_body import MalformedJSON, parse_json_body
+from ..exceptions import DomainError, MalformedJSON
+from ..web.json_body import parse_json_body
 from .common import Blueprint, decode_cursor, page
 from .schemas import ErrorOut, LiveSchemaOut, PageArgs, SchemaApplyIn, SchemaApplyOut, SchemaChangePage
 
@@ -23,7 +23,7 @@ class TokenInBody(DomainError):
 def _seed_token_in_body():
     """Seed-era clients put their token in the body. Answer them before authentication does,
     or they would only ever see a 401 for a missing header and not learn why."""
-    req = request._get_current_object()  # the object behind the proxy, looked up once
+    req = request._get_current_object()  # behind the proxy, once (docs/stock.md, 5)
     if req.method == "POST" and req.path == "/api/schema/apply" and req.is_json:
         try:
             body = parse_json_body(req.get_data(cache=True))  # the strict parser: never a 500, whatever the body

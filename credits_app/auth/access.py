@@ -68,7 +68,7 @@ def current_claims():
 
 def authenticate():
     """before_request for /api: 401 for any token problem, 403 for a role that may not."""
-    # The objects behind the proxies, looked up once: each read through a proxy is a lookup.
+    # The objects behind the proxies, looked up once (docs/stock.md, 5).
     req, app = request._get_current_object(), current_app._get_current_object()
     if not req.path.startswith("/api/") or req.method == "OPTIONS":
         return  # Flask's automatic OPTIONS answer carries only `Allow` (and CORS preflights no token)

@@ -48,7 +48,7 @@ def recall(authorization):
     accept its token now; None otherwise (and for a header never seen)."""
     if not authorization:
         return None
-    app = current_app._get_current_object()  # the object behind the proxy, looked up once
+    app = current_app._get_current_object()  # behind the proxy, once (docs/stock.md, 5)
     entry = app.extensions["credits.verified_tokens"].get(authorization)
     if entry is None:
         return None
@@ -173,7 +173,7 @@ def is_revoked(jti):
     would fail."""
     if jti_problem(jti):
         return False
-    app = current_app._get_current_object()  # the object behind the proxy, looked up once
+    app = current_app._get_current_object()  # behind the proxy, once (docs/stock.md, 5)
     ttl = app.config["REVOCATION_CACHE_SECONDS"]
     if ttl == 0:
         with db.engine.connect() as conn:

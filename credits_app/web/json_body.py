@@ -3,7 +3,7 @@ schema API's hooks): one answer for what JSON parsers disagree on, and a 400, ne
 import json
 import re
 
-from ..exceptions import DomainError
+from ..exceptions import MalformedJSON
 
 
 # "\ud800" is valid JSON syntax but names half a character: no UTF-8 text (nor the database
@@ -40,16 +40,3 @@ def parse_json_body(raw):
     except (ValueError, RecursionError, UnicodeError) as e:
         raise MalformedJSON(str(e)[:200]) from None
 
-
-class MalformedJSON(DomainError):
-    status, code = 400, "malformed_json"
-
-    def __init__(self, reason):
-        super().__init__("the request body is not valid JSON", reason=reason)
-
-
-class UnsupportedMediaType(DomainError):
-    status, code = 415, "unsupported_media_type"
-
-    def __init__(self, content_type):
-        super().__init__("send the body as application/json", content_type=content_type)

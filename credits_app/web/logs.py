@@ -155,7 +155,7 @@ def _start():
 
 
 def _log(response):
-    req, ctx = request._get_current_object(), g._get_current_object()  # the object behind the proxy, looked up once
+    req, ctx = request._get_current_object(), g._get_current_object()  # behind the proxy, once (docs/stock.md, 5)
     started = ctx.pop("log_started", None)
     if started is not None:
         request_log.info("request", extra={"fields": {

@@ -50,7 +50,7 @@ def _after(response):
     started = g.pop("started", None)
     if started is None:
         return response
-    req = request._get_current_object()  # the object behind the proxy, looked up once
+    req = request._get_current_object()  # behind the proxy, once (docs/stock.md, 5)
     route = req.url_rule.rule if req.url_rule else "unmatched"
     method = req.method if req.method in _METHODS else "other"  # a label per invented verb would grow forever
     REQUESTS.labels(method, route, str(response.status_code)).inc()

@@ -144,7 +144,7 @@ class Limiter:
 
 def _check():
     """before_request (after authentication, so the subject is known)."""
-    req, ctx = request._get_current_object(), g._get_current_object()  # the object behind the proxy, looked up once
+    req, ctx = request._get_current_object(), g._get_current_object()  # behind the proxy, once (docs/stock.md, 5)
     if not req.path.startswith("/api/"):
         return
     limiter = current_app.extensions["credits.rate_limit"]
