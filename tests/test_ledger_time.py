@@ -298,3 +298,25 @@ def test_as_of_is_exact_after_a_storm_of_racing_changes(pg_app):
     for uid in users:
         assert sum(x["amount"] for x in everyone if x["user_id"] == uid) == \
             client.get(f"/api/credits/{uid}").get_json()["credits"]
+
+
+def test_cli_show_as_of(app, runner):
+    client = client_as(app)
+    uid, entries = _user_with_entries(client, (4, 6))
+    r = runner.invoke(args=["credits", "show", str(uid), "--as-of", entries[0]["created_at"]])
+    assert r.exit_code == 0 and f"user {uid}: 4 credits as of" in r.output, r.output
+    r = runner.invoke(args=["credits", "show", str(uid), "--as-of", "1969-12-31T23:59:59Z"])
+    assert r.exit_code == 2 and "between" in r.output
+
+
+def test_a_user_token_reads_only_its_own_past(app):
+    admin = client_as(app)
+    me, other = new_user(admin, "me@example.com"), new_user(admin, "other@example.com")
+    user = client_as(app, "user", user_id=me)
+    at = {"as_of": "2030-01-01T00:00:00Z"}
+    assert user.get(f"/api/credits/{me}", query_string=at).status_code == 200
+    assert user.get(f"/api/credits/{me}/history").status_code == 200
+    for path, query in ((f"/api/credits/{other}", at), (f"/api/credits/{other}/history", {}),
+                        ("/api/ledger/export", {"user_id": me})):
+        r = user.get(path, query_string=query)
+        assert r.status_code == 403 and r.get_json()["error"]["code"] == "forbidden", path

@@ -16,11 +16,31 @@ def _show_change(change):
     click.echo(f"user {change.user_id}: {change.credits} credits (entry {e.id}: {e.kind} {e.amount:+d})")
 
 
+class InstantParam(click.ParamType):
+    """An RFC 3339 instant, read as the API reads one (api.schemas.Instant)."""
+
+    name = "instant"
+
+    def convert(self, value, param, ctx):
+        from marshmallow import ValidationError
+
+        from ..api.schemas import Instant
+        try:
+            return Instant().deserialize(value)
+        except ValidationError as e:
+            self.fail(f"{value!r}: {' '.join(e.messages)}", param, ctx)
+
+
 @group.command("show")
 @click.argument("user_id", type=int)
-def show(user_id):
-    """USER_ID's balance."""
+@click.option("--as-of", "at", type=InstantParam(), help="the balance at this RFC 3339 instant instead of now")
+def show(user_id, at):
+    """USER_ID's balance, now or at an instant."""
     try:
+        if at is not None:
+            credits, last_updated = ledger.as_of(user_id, at)
+            click.echo(f"user {user_id}: {credits} credits as of {at.isoformat()} (last entry {last_updated})")
+            return
         b = ledger.balance(user_id)
     except DomainError as e:
         fail(e)
@@ -74,21 +94,6 @@ def verify():
     if drift:
         fail(f"{len(drift)} user(s) drift from the ledger")
     click.echo("ledger verified: every balance equals the sum of its entries")
-
-
-class InstantParam(click.ParamType):
-    """An RFC 3339 instant, read as the API reads one (api.schemas.Instant)."""
-
-    name = "instant"
-
-    def convert(self, value, param, ctx):
-        from marshmallow import ValidationError
-
-        from ..api.schemas import Instant
-        try:
-            return Instant().deserialize(value)
-        except ValidationError as e:
-            self.fail(f"{value!r}: {' '.join(e.messages)}", param, ctx)
 
 
 @group.command("export")
