@@ -197,7 +197,9 @@ def _auth(env):
         "JWT_ENCODE_AUDIENCE": audience,
         "JWT_TOKEN_LOCATION": ["headers"],
         "JWT_EXEMPT_METHODS": [],  # auth/access.py decides what is open; the library never skips a check
-        "JWT_DEFAULT_TTL_SECONDS": _int(env, "JWT_DEFAULT_TTL_SECONDS", 3600, minimum=60),
+        # At most what a token may be asked for (auth.tokens.MAX_TTL, 90 days): a revocation
+        # of a token of unknown expiry is kept that long.
+        "JWT_DEFAULT_TTL_SECONDS": _int(env, "JWT_DEFAULT_TTL_SECONDS", 3600, minimum=60, maximum=90 * 86400),
         "AUTH_SERVICE_CAN_RESET": _bool(env, "AUTH_SERVICE_CAN_RESET", False),
         "REVOCATION_CACHE_SECONDS": _int(env, "REVOCATION_CACHE_SECONDS", 5, minimum=0, maximum=300),
         # Per role and token subject (web/rate_limit.py), in the `limits` grammar: "100/second;5000/hour".

@@ -21,6 +21,9 @@ def test_bad_values_name_the_variable():
         config.load({"MAX_AMOUNT": "100", "MAX_BALANCE": "10"}, "/i")
     with pytest.raises(ConfigError, match="DATABASE_URL"):
         config.load({"DATABASE_URL": "mysql://x"}, "/i")
+    # No default token lifetime past what a token may be asked for (90 days).
+    with pytest.raises(ConfigError, match="JWT_DEFAULT_TTL_SECONDS must be <= 7776000"):
+        config.load({"JWT_DEFAULT_TTL_SECONDS": "7776001", "JWT_SECRET_KEY": "k" * 40}, "/i")
 
 
 def test_an_identity_providers_key_needs_an_audience():

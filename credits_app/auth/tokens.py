@@ -137,12 +137,6 @@ _REVOKE = text(
 ).bindparams(bindparam("now", type_=UTCDateTime), bindparam("expires_at", type_=UTCDateTime))
 
 
-def _kept_seconds(config):
-    """How long after its revocation a token of unknown expiry may still be valid: the
-    longest lifetime this service issues."""
-    return max(MAX_TTL, config["JWT_DEFAULT_TTL_SECONDS"])
-
-
 def _leeway_seconds(config):
     leeway = config.get("JWT_DECODE_LEEWAY") or 0
     return int(leeway.total_seconds() if isinstance(leeway, timedelta) else leeway)
@@ -157,7 +151,7 @@ def purge_revocations(now=None):
     expired_before = now - timedelta(seconds=_leeway_seconds(config))
     with db.engine.begin() as conn:
         return conn.execute(_PURGE, {"expired_before": expired_before,
-                                     "revoked_before": expired_before - timedelta(seconds=_kept_seconds(config))}
+                                     "revoked_before": expired_before - timedelta(seconds=MAX_TTL)}
                             ).rowcount
 
 
