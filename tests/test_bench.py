@@ -71,3 +71,26 @@ def test_seam_costs_times_every_seam_against_the_stock_way():
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.rstrip().endswith(("kept", "removed"))]
     assert len(lines) >= 10 and any(line.endswith("kept") for line in lines), result.stdout
+
+
+def test_ledger_time_bench_reads_by_time_and_exports_in_constant_memory(tmp_path):
+    """A small ledger: every timed read answers, its plans are printed, and the exports (API
+    under gunicorn, CLI) hold every entry, in time order, summing to each user's balance."""
+    out = _run(["bench/ledger_time_bench.py", "--entries", "20000", "--others", "50000", "--users", "100",
+                "--runs", "2", "--export-sizes", "2000,20000"], tmp_path)
+    with open(tmp_path / "ledger_time.json") as f:
+        report = json.load(f)
+    assert report["checks"] and all(report["checks"].values()), report["checks"]
+    assert {"export one user: sum of amounts = the final balance",
+            "export whole ledger: every user's sum of amounts = its balance"} <= set(report["checks"]), out
+    assert all(call["error"] is None for call in report["calls_ms"].values()), report["calls_ms"]
+    assert any(name.startswith("history points=1000") for name in report["calls_ms"]), out
+    assert [e["rows"] for e in report["exports"]] == [2000, 20000, 2000, 20000, 70000], report["exports"]
+    assert all(e["worker_rss_peak_mib"] > 0 and e["cli_peak_rss_mib"] > 0 for e in report["exports"])
+    plans = report["plans"]
+    assert "Index Only Scan Backward using ix_ledger_user_time" in plans["as-of (GET /api/credits/<id>?as_of=)"]
+    [user_export] = [plan for name, plan in plans.items() if name.startswith("export, one user")]
+    [all_export] = [plan for name, plan in plans.items() if name.startswith("export, all users")]
+    assert "DECLARE" in user_export and "ix_ledger_user_time" in user_export, user_export
+    assert "DECLARE" in all_export and "ix_ledger_time" in all_export and "Sort" not in all_export, all_export
+    assert "Checks:" in out and "FAIL" not in out.split("Checks:", 1)[1].split("###", 1)[0], out
