@@ -21,7 +21,7 @@ MAX_POINTS = 1000
 _AS_OF = text("""
     SELECT u.user_id, COALESCE(l.balance_after, 0) AS credits, l.created_at AS last_updated
     FROM users u
-    LEFT JOIN ledger_entries l ON l.id = (
+    LEFT JOIN ledger_entries l ON l.id = (  -- the id alone, as _POINT says why
         SELECT id FROM ledger_entries WHERE user_id = :uid AND created_at <= :at
         ORDER BY created_at DESC, id DESC LIMIT 1)
     WHERE u.user_id = :uid""").bindparams(bindparam("at", type_=UTCDateTime)).columns(last_updated=UTCDateTime)
@@ -33,10 +33,13 @@ _USER = text("""
     FROM users u LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid""").columns(
     created_at=UTCDateTime, first_entry=UTCDateTime)
 
-# The balance as of each instant: one index descent per point. PostgreSQL takes the instants
-# as an array, SQLite as a JSON array of its stored text form.
-_POINT = ("(SELECT l.balance_after FROM ledger_entries l WHERE l.user_id = :uid AND l.created_at <= {at} "
-          "ORDER BY l.created_at DESC, l.id DESC LIMIT 1)")
+# The balance as of each instant: the entry's id from ix_ledger_user_time alone (an index-only
+# descent), then its row by primary key. Asking the descent for balance_after too lets the
+# planner walk ix_ledger_time instead, filtering on the user: for an instant before a heavy
+# user's first entry that reads the whole ledger before it. PostgreSQL takes the instants as
+# an array, SQLite as a JSON array of its stored text form.
+_POINT = ("(SELECT l.balance_after FROM ledger_entries l WHERE l.id = (SELECT i.id FROM ledger_entries i "
+          "WHERE i.user_id = :uid AND i.created_at <= {at} ORDER BY i.created_at DESC, i.id DESC LIMIT 1))")
 _PG_POINTS = text(f"SELECT t.n, COALESCE({_POINT.format(at='t.at')}, 0) AS credits "
                   "FROM unnest(CAST(:ats AS timestamptz[])) WITH ORDINALITY AS t(at, n) ORDER BY t.n")
 _SQLITE_POINTS = text(f"SELECT t.key AS n, COALESCE({_POINT.format(at='t.value')}, 0) AS credits "

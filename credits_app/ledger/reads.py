@@ -33,12 +33,17 @@ def balance(user_id):
     return Balance(row.user_id, row.credits, UTC.process_result_value(row.last_updated, None))
 
 
-# A user's entries newest first, in time order (entry order, by the time rule), one page after
-# a position (created_at, id), within (since, until]: one range of ix_ledger_user_time.
-_ENTRIES = text(f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE user_id = :uid "
-                "AND created_at > :since AND created_at <= :until AND (created_at, id) < (:at, :id) "
-                "ORDER BY created_at DESC, id DESC LIMIT :limit").bindparams(
-    *(bindparam(name, type_=UTCDateTime) for name in ("since", "until", "at"))).columns(created_at=UTCDateTime)
+# A user's entries newest first, in time order (entry order, by the time rule): one page
+# before a position (created_at, id) and after `since`. The page's ids come from
+# ix_ledger_user_time alone (an index-only range), then the rows by primary key: asked for
+# whole rows, the planner may walk ix_ledger_time instead, filtering on the user, which for
+# a window before a heavy user's first entry reads the whole ledger before it.
+_ENTRIES = text(f"""
+    SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE id IN (
+        SELECT id FROM ledger_entries WHERE user_id = :uid AND created_at > :since AND (created_at, id) < (:at, :id)
+        ORDER BY created_at DESC, id DESC LIMIT :limit)
+    ORDER BY created_at DESC, id DESC""").bindparams(
+    *(bindparam(name, type_=UTCDateTime) for name in ("since", "at"))).columns(created_at=UTCDateTime)
 EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
 LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
 
@@ -48,9 +53,10 @@ def entries(user_id, *, limit, before=None, since=None, until=None):
     the position `before` ((created_at, id) of the previous page's last entry). Raises
     UserNotFound."""
     check_user_id(user_id)
-    at, entry_id = before or (LATEST, BIGINT_MAX)
-    params = {"uid": user_id, "since": since or EARLIEST, "until": until or LATEST, "at": at, "id": entry_id,
-              "limit": limit}
+    # `until` (inclusive) is a position too: the page starts at the earlier of the two, so
+    # the index range starts where the page does.
+    at, entry_id = min(before or (LATEST, BIGINT_MAX), (until or LATEST, BIGINT_MAX))
+    params = {"uid": user_id, "since": since or EARLIEST, "at": at, "id": entry_id, "limit": limit}
     with db.engine.connect() as conn:
         rows = conn.execute(_ENTRIES, params).all()
         if not rows and conn.execute(text("SELECT 1 FROM users WHERE user_id = :uid"), {"uid": user_id}).first() is None:
