@@ -94,3 +94,18 @@ def test_ledger_time_bench_reads_by_time_and_exports_in_constant_memory(tmp_path
     assert "DECLARE" in user_export and "ix_ledger_user_time" in user_export, user_export
     assert "DECLARE" in all_export and "ix_ledger_time" in all_export and "Sort" not in all_export, all_export
     assert "Checks:" in out and "FAIL" not in out.split("Checks:", 1)[1].split("###", 1)[0], out
+
+
+def test_statement_cost_runs_each_trees_statements_on_its_own_schema():
+    """Against HEAD: both sides run the same statements, every phase prints a row."""
+    result = subprocess.run([sys.executable, "bench/statement_cost.py", "--against", "HEAD", "--users", "500",
+                             "--rounds", "1", "--duration", "1", "--concurrency", "2"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["read"], ["add"], ["deduct"],
+                                                                                         ["hot"], ["mixed"])]
+    assert [row[0] for row in rows] == ["read", "add", "deduct", "hot", "mixed"], result.stdout
+    assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows), result.stdout
+    subprocess.run(["git", "worktree", "prune"], cwd=ROOT)
+    listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "credits-statement-cost-" not in listed, listed
