@@ -233,7 +233,7 @@ def in_process(url, entries, layout, runs):
             plans["history, 100 points since the user's creation (GET /api/credits/<id>/history)"] = explain(
                 conn, history_module._PG_POINTS, {"uid": UID, "ats": ends})
             plans["entries page (GET /api/credits/<id>/transactions?since&until)"] = explain(
-                conn, reads._ENTRIES, {"uid": UID, "since": window[0], "until": window[1], "at": reads.LATEST,
+                conn, reads._ENTRIES, {"uid": UID, "since": window[0], "at": window[1],  # a first page: until
                                        "id": 2**63 - 1, "limit": 51})
         # The all-users window: a tenth of the year from its middle (a month of everyone's entries).
         all_window = (T0 + timedelta(microseconds=SPAN_US // 2), T0 + timedelta(microseconds=SPAN_US // 2 + SPAN_US // 10))
