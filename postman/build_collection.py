@@ -5,7 +5,8 @@
                                                              #   from a `newman --reporters json` run
 
 The flow is the one a person follows: issue a token, create a user, add, deduct, be
-refused, replay idempotently, reset, page the ledger, dry-run and apply a schema change,
+refused, replay idempotently, reset, page the ledger, read the balance as of an entry's time
+and its history, export the ledger (CSV and NDJSON), dry-run and apply a schema change,
 trigger the daily grant and see it in the ledger. Every request carries pm.test assertions."""
 import argparse
 import json
@@ -15,6 +16,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 JSON_HEADERS = [{"key": "Content-Type", "value": "application/json"}]
 ADMIN_AUTH = {"type": "bearer", "bearer": [{"key": "token", "value": "{{adminToken}}", "type": "string"}]}
 NO_AUTH = {"type": "noauth"}
+# The export's columns, in its documented order (credits_app/ledger/export.py: COLUMNS).
+EXPORT_COLUMNS = "id,user_id,kind,amount,balance_after,reason,actor,idempotency_key,grant_date,created_at"
 
 ERROR_SHAPE = """
 pm.test("error has the one JSON shape", function () {
@@ -94,7 +97,8 @@ pm.test("the user is created", function () {
     pm.expect(user.email).to.eql(pm.collectionVariables.get("email"));
     pm.expect(user.user_id).to.be.a("number");
 });
-pm.collectionVariables.set("userId", user.user_id);"""),
+pm.collectionVariables.set("userId", user.user_id);
+pm.collectionVariables.set("userCreatedAt", user.created_at);"""),
         request("Balance starts at zero", "GET", u, tests=status(200) + """
 pm.test("zero credits", function () { pm.expect(pm.response.json().credits).to.eql(0); });"""),
         request("Add credits", "POST", u + "/add", body={"amount": 10, "reason": "publishing"},
@@ -105,14 +109,21 @@ pm.test("balance is 10 and the ledger entry says add", function () {
     pm.expect(b.entry.kind).to.eql("add");
     pm.expect(b.entry.amount).to.eql(10);
     pm.expect(b.entry.actor).to.eql("postman-service");
-});"""),
+});
+// The as-of read below asks for the balance at this entry's time.
+pm.collectionVariables.set("addEntryAt", b.entry.created_at);
+pm.collectionVariables.set("addEntryAtQuery", encodeURIComponent(b.entry.created_at));
+pm.collectionVariables.set("addBalanceAfter", b.entry.balance_after);"""),
         request("Deduct credits (with an Idempotency-Key)", "POST", u + "/deduct",
                 body={"amount": 3, "reason": "comment boost"},
                 headers=[{"key": "Idempotency-Key", "value": "postman-{{runId}}"}],
                 tests=status(200) + """
 const b = pm.response.json();
 pm.test("balance is 7", function () { pm.expect(b.credits).to.eql(7); });
-pm.collectionVariables.set("deductEntryId", b.entry.id);"""),
+pm.collectionVariables.set("deductEntryId", b.entry.id);
+// The history below ends at this entry's time.
+pm.collectionVariables.set("deductEntryAt", b.entry.created_at);
+pm.collectionVariables.set("deductEntryAtQuery", encodeURIComponent(b.entry.created_at));"""),
         request("Replay the deduct: same key, same body", "POST", u + "/deduct",
                 body={"amount": 3, "reason": "comment boost"},
                 headers=[{"key": "Idempotency-Key", "value": "postman-{{runId}}"}],
@@ -167,6 +178,78 @@ pm.test("the add, and no further page", function () {
     pm.expect(p.items.map(e => e.kind)).to.eql(["add"]);
     pm.expect(p.next_cursor).to.eql(null);
 });"""),
+        request("Balance as of the add", "GET", u + "?as_of={{addEntryAtQuery}}",
+                description="`as_of` (an RFC 3339 instant; in a URL write + as %2B) gives the balance then: "
+                            "after the last entry at or before it. At the add's own time that is the add's "
+                            "balance_after, though the balance has moved on since.",
+                tests=status(200) + """
+const b = pm.response.json();
+pm.test("balance, last_updated and as_of", function () {
+    pm.expect(b).to.have.all.keys("user_id", "credits", "last_updated", "as_of");
+    pm.expect(b.user_id).to.eql(Number(pm.collectionVariables.get("userId")));
+});
+pm.test("the add's balance_after, as of the add's time", function () {
+    pm.expect(b.credits).to.eql(Number(pm.collectionVariables.get("addBalanceAfter")));
+    pm.expect(b.last_updated).to.eql(pm.collectionVariables.get("addEntryAt"));
+    pm.expect(new Date(b.as_of).getTime()).to.eql(new Date(pm.collectionVariables.get("addEntryAt")).getTime());
+});"""),
+        request("Balance history up to the deduct", "GET", u + "/history?until={{deductEntryAtQuery}}&points=4",
+                description="The balance over time for a chart: `points` equal spans of since..until, each point "
+                            "the balance at its span's end. `since` defaults to the user's creation.",
+                tests=status(200) + """
+const h = pm.response.json();
+pm.test("user_id, since, until and points", function () {
+    pm.expect(h).to.have.all.keys("user_id", "since", "until", "points");
+    pm.expect(h.user_id).to.eql(Number(pm.collectionVariables.get("userId")));
+    pm.expect(h.since).to.eql(pm.collectionVariables.get("userCreatedAt"));
+    pm.expect(h.until).to.eql(pm.collectionVariables.get("deductEntryAt"));
+});
+pm.test("4 points, oldest first, each {at, credits}", function () {
+    pm.expect(h.points).to.have.lengthOf(4);
+    h.points.forEach(function (p) {
+        pm.expect(p).to.have.all.keys("at", "credits");
+        pm.expect([0, 10, 7]).to.include(p.credits);
+    });
+    const times = h.points.map(p => new Date(p.at).getTime());
+    pm.expect(times).to.eql(times.slice().sort((a, b) => a - b));
+});
+pm.test("the last point is the balance after the deduct, at its time", function () {
+    pm.expect(h.points[3]).to.eql({at: pm.collectionVariables.get("deductEntryAt"), credits: 7});
+});"""),
+        request("Export the user's ledger as CSV (admin)", "GET", "/api/ledger/export?user_id={{userId}}&format=csv",
+                auth=ADMIN_AUTH,
+                description="The ledger for accounting, streamed: entries in time order with a header row "
+                            "(`since` and `until` bound the window; without `user_id`, every user's).",
+                tests=status(200) + f"""
+pm.test("text/csv, as an attachment", function () {{
+    pm.expect(pm.response.headers.get("Content-Type")).to.include("text/csv");
+    pm.expect(pm.response.headers.get("Content-Disposition"))
+        .to.include('filename="ledger-user-' + pm.collectionVariables.get("userId") + '.csv"');
+}});
+const lines = pm.response.text().split("\\n");
+pm.test("the header row, then the add, deduct and reset", function () {{
+    pm.expect(lines[0]).to.eql("{EXPORT_COLUMNS}");
+    pm.expect(lines[lines.length - 1]).to.eql("");  // every row ends with a newline
+    const rows = lines.slice(1, -1).map(l => l.split(","));
+    pm.expect(rows.map(r => r[2])).to.eql(["add", "deduct", "reset"]);
+    pm.expect(rows.map(r => Number(r[4]))).to.eql([10, 7, 0]);
+    pm.expect(rows[0][9]).to.eql(pm.collectionVariables.get("addEntryAt"));
+}});"""),
+        request("Export the user's ledger as NDJSON (admin)", "GET",
+                "/api/ledger/export?user_id={{userId}}&format=ndjson", auth=ADMIN_AUTH,
+                description="The same entries, one exact JSON object a line.",
+                tests=status(200) + f"""
+pm.test("application/x-ndjson", function () {{
+    pm.expect(pm.response.headers.get("Content-Type")).to.include("application/x-ndjson");
+}});
+const entries = pm.response.text().split("\\n").filter(l => l !== "").map(l => JSON.parse(l));
+pm.test("three entries, each with the export's columns; the amounts sum to the balance", function () {{
+    pm.expect(entries).to.have.lengthOf(3);
+    entries.forEach(function (e) {{ pm.expect(Object.keys(e)).to.eql("{EXPORT_COLUMNS}".split(",")); }});
+    pm.expect(entries.map(e => e.kind)).to.eql(["add", "deduct", "reset"]);
+    pm.expect(entries.reduce((sum, e) => sum + e.amount, 0)).to.eql(0);
+    pm.expect(entries[1].id).to.eql(Number(pm.collectionVariables.get("deductEntryId")));
+}});"""),
         request("Schema update: dry run (admin)", "POST", "/api/schema/apply", auth=ADMIN_AUTH,
                 body={"name": "postman-dry-{{runId}}", "dry_run": True,
                       "sql": "ALTER TABLE users ADD COLUMN IF NOT EXISTS postman_dry_run text"},
@@ -258,8 +341,9 @@ def collection(examples=None):
             raise SystemExit(f"the newman report has no response for: {', '.join(missing)}")
         for item in items:
             item["response"] = [examples[item["name"]]]
-    variables = ["serviceToken", "runId", "email", "userId", "deductEntryId", "cursor", "grantDate", "grantPolls",
-                 "schemaSupported", "todayPlanned"]
+    variables = ["serviceToken", "runId", "email", "userId", "userCreatedAt", "addEntryAt", "addEntryAtQuery",
+                 "addBalanceAfter", "deductEntryId", "deductEntryAt", "deductEntryAtQuery", "cursor", "grantDate",
+                 "grantPolls", "schemaSupported", "todayPlanned"]
     return {
         "info": {"name": "credits", "_postman_id": "6f1b2a8e-credits-0000-0000-000000000001",
                  "description": "The credits service end to end. Set baseUrl and adminToken in the environment "
@@ -287,15 +371,19 @@ def examples_from(report_path):
         if not response:
             continue
         body = bytes(response.get("stream", {}).get("data", [])).decode("utf-8", "replace")
-        try:
-            body = json.dumps(json.loads(body), indent=2)
-        except ValueError:
-            pass
+        headers = response.get("header", [])
+        content_type = next((h["value"] for h in headers if h["key"].lower() == "content-type"), "")
+        json_body = content_type.startswith("application/json")
+        if json_body:
+            try:
+                body = json.dumps(json.loads(body), indent=2)
+            except ValueError:
+                pass
         found[name] = {"name": f"{response['code']} {response['status']}", "code": response["code"],
-                       "status": response["status"], "_postman_previewlanguage": "json",
-                       "header": [h for h in response.get("header", [])
+                       "status": response["status"], "_postman_previewlanguage": "json" if json_body else "text",
+                       "header": [h for h in headers
                                   if h["key"] in ("Content-Type", "X-Request-ID", "Idempotent-Replayed",
-                                                  "WWW-Authenticate")],
+                                                  "WWW-Authenticate", "Content-Disposition")],
                        "body": body,
                        "originalRequest": execution["item"]["request"]}
     return found
