@@ -46,7 +46,8 @@ postman: $(BIN)/.installed postman/node_modules/.installed
 
 ## postman-examples: rebuild the collection with example responses from a real-stack run
 postman-examples: $(BIN)/.installed postman/node_modules/.installed
-	POSTMAN_REPORT=/tmp/credits-newman.json $(BIN)/python -m pytest -q tests/test_postman.py
+	POSTMAN_REPORT=/tmp/credits-newman.json $(BIN)/python -m pytest -q \
+	  tests/test_postman.py::test_postman_collection_passes_against_the_real_stack
 	$(BIN)/python postman/build_collection.py --examples /tmp/credits-newman.json
 
 ## lint: pyflakes over the code, tests and tools (unused imports and names, undefined names)

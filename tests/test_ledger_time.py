@@ -129,6 +129,9 @@ def test_an_entry_id_cursor_still_continues_a_page(app):
     ("0001-01-01T00:00:00Z", "between"),
     ("9999-12-31T23:59:59-23:59", "between"),
     ("2026-13-01T00:00:00Z", "RFC 3339"),
+    # ISO 8601 forms that are not RFC 3339's date-time
+    ("20261130T120000Z", "RFC 3339"), ("2026-11-30T12Z", "RFC 3339"), ("2026-11-30T12:00:00+0000", "RFC 3339"),
+    ("2026-11-30 12:00:00Z", "RFC 3339"), ("2026-W48-1T12:00:00Z", "RFC 3339"),
 ])
 def test_a_bad_instant_is_a_422_naming_the_field(app, value, says):
     client = client_as(app)
@@ -140,6 +143,16 @@ def test_a_bad_instant_is_a_422_naming_the_field(app, value, says):
         error = r.get_json()["error"]
         assert error["code"] == "validation_error" and name in error["details"]["fields"], (path, error)
         assert says in " ".join(error["details"]["fields"][name]), (path, error)
+
+
+def test_rfc_3339_forms_are_read_in_either_case_and_to_the_microsecond(app):
+    client = client_as(app)
+    uid = new_user(client)
+    for value, echoed in (("2026-11-30t12:00:00z", "2026-11-30T12:00:00+00:00"),
+                          ("2026-11-30T12:00:00.1234567Z", "2026-11-30T12:00:00.123456+00:00"),
+                          ("2026-11-30T12:00:00.5-01:30", "2026-11-30T13:30:00.500000+00:00")):
+        r = client.get(f"/api/credits/{uid}", query_string={"as_of": value})
+        assert r.status_code == 200 and r.get_json()["as_of"] == echoed, (value, r.get_json())
 
 
 def test_as_of_for_an_unknown_user_is_a_404_and_an_offset_is_honoured(app):

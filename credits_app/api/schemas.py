@@ -1,4 +1,5 @@
 """Request and response schemas (marshmallow): they validate input and document the API."""
+import re
 from datetime import datetime, timezone
 
 from marshmallow import Schema, fields, validate
@@ -102,8 +103,17 @@ class Instant(fields.AwareDateTime):
     def __init__(self, **kwargs):
         super().__init__(format="iso", **kwargs)
 
+    # RFC 3339's date-time, and only it (the ISO 8601 parser underneath also takes basic,
+    # week-date and hour-only forms); T and Z in either case.
+    _RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)([Zz]|[+-]\d{2}:\d{2})?", re.ASCII)
+
     def _deserialize(self, value, attr, data, **kwargs):
-        instant = super()._deserialize(value, attr, data, **kwargs)
+        form = self._RFC3339.fullmatch(value) if isinstance(value, str) else None
+        if form is None:
+            raise self.make_error("invalid")
+        if form.group(2) is None:
+            raise self.make_error("invalid_awareness")
+        instant = super()._deserialize(value.upper(), attr, data, **kwargs)
         try:
             instant = instant.astimezone(timezone.utc)
         except OverflowError:
