@@ -191,5 +191,39 @@ BEGIN;
 
 UPDATE alembic_version SET version_num='0007' WHERE alembic_version.version_num = '0006';
 
+-- Running upgrade 0007 -> 0008
+
+ALTER TABLE idempotency_keys ADD COLUMN refusal TEXT;
+
+ALTER TABLE ledger_entries ADD COLUMN reverses BIGINT;
+
+ALTER TABLE ledger_entries DROP CONSTRAINT ck_ledger_entries_kind;
+
+ALTER TABLE ledger_entries DROP CONSTRAINT ck_ledger_entries_amount_sign;
+
+ALTER TABLE ledger_entries ADD CONSTRAINT ck_ledger_entries_kind CHECK (kind IN ('add', 'deduct', 'reset', 'daily_grant', 'reversal')) NOT VALID;
+
+ALTER TABLE ledger_entries ADD CONSTRAINT ck_ledger_entries_amount_sign CHECK ((kind IN ('add', 'daily_grant') AND amount > 0) OR (kind = 'deduct' AND amount < 0) OR (kind = 'reset' AND amount <= 0) OR (kind = 'reversal' AND amount <> 0)) NOT VALID;
+
+ALTER TABLE ledger_entries ADD CONSTRAINT ck_ledger_entries_reverses_iff_reversal CHECK ((kind = 'reversal') = (reverses IS NOT NULL)) NOT VALID;
+
+ALTER TABLE ledger_entries ADD CONSTRAINT fk_ledger_entries_reverses_ledger_entries FOREIGN KEY (reverses) REFERENCES ledger_entries (id) ON DELETE RESTRICT NOT VALID;
+
+COMMIT;
+
+ALTER TABLE ledger_entries VALIDATE CONSTRAINT ck_ledger_entries_kind;
+
+ALTER TABLE ledger_entries VALIDATE CONSTRAINT ck_ledger_entries_amount_sign;
+
+ALTER TABLE ledger_entries VALIDATE CONSTRAINT ck_ledger_entries_reverses_iff_reversal;
+
+ALTER TABLE ledger_entries VALIDATE CONSTRAINT fk_ledger_entries_reverses_ledger_entries;
+
+CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_ledger_reverses ON ledger_entries (reverses) WHERE reverses IS NOT NULL;
+
+BEGIN;
+
+UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
+
 COMMIT;
 

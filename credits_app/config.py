@@ -201,6 +201,7 @@ def _auth(env):
         # of a token of unknown expiry is kept that long.
         "JWT_DEFAULT_TTL_SECONDS": _int(env, "JWT_DEFAULT_TTL_SECONDS", 3600, minimum=60, maximum=90 * 86400),
         "AUTH_SERVICE_CAN_RESET": _bool(env, "AUTH_SERVICE_CAN_RESET", False),
+        "AUTH_SERVICE_CAN_REVERSE": _bool(env, "AUTH_SERVICE_CAN_REVERSE", False),
         "REVOCATION_CACHE_SECONDS": _int(env, "REVOCATION_CACHE_SECONDS", 5, minimum=0, maximum=300),
         # Per role and token subject (web/rate_limit.py), in the `limits` grammar: "100/second;5000/hour".
         "RATELIMIT_ENABLED": _bool(env, "RATELIMIT_ENABLED", True),

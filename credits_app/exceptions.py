@@ -37,6 +37,13 @@ class UnsupportedMediaType(DomainError):
         super().__init__("send the body as application/json", content_type=content_type)
 
 
+class EntryNotFound(NotFound):
+    code = "entry_not_found"
+
+    def __init__(self, user_id, entry_id):
+        super().__init__(f"user {user_id} has no ledger entry {entry_id}", user_id=user_id, entry_id=entry_id)
+
+
 class Unauthorized(DomainError):
     """No usable token (401); `code` says why: missing_token, invalid_token, token_expired..."""
 
@@ -82,6 +89,24 @@ class BalanceLimitExceeded(Conflict):
     def __init__(self, balance, requested, max_balance):
         super().__init__(f"adding {requested} to {balance} would exceed the maximum balance {max_balance}",
                          balance=balance, requested=requested, max_balance=max_balance)
+
+
+class ReversalExceedsRemaining(Conflict):
+    code = "reversal_exceeds_remaining"
+
+    def __init__(self, entry_id, remaining, requested):
+        asked = "all that remains" if requested is None else requested
+        super().__init__(f"entry {entry_id} has {remaining} left to reverse, less than the requested {asked}"
+                         if remaining else f"entry {entry_id} has nothing left to reverse",
+                         entry_id=entry_id, remaining=remaining, requested=requested)
+
+
+class NotReversible(DomainError):
+    status, code = 422, "not_reversible"
+
+    def __init__(self, entry_id, kind):
+        super().__init__(f"entry {entry_id} is a {kind}: a reversal is not reversed (add or deduct instead)",
+                         entry_id=entry_id, kind=kind)
 
 
 class EmailTaken(Conflict):

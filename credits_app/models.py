@@ -1,12 +1,12 @@
 """Table definitions mirroring the Alembic migrations (the source of truth): used as Core
 tables by users.py and by `flask db migrate` to diff future migrations."""
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Identity, Index, Integer, String, func
+from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Identity, Index, Integer, String, Text, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .extensions import db
 from .types import BigId, UTCDateTime
 
-LEDGER_KINDS = ("add", "deduct", "reset", "daily_grant")
+LEDGER_KINDS = ("add", "deduct", "reset", "daily_grant", "reversal")
 
 
 class User(db.Model):
@@ -44,14 +44,16 @@ class LedgerEntry(db.Model):
     idempotency_key = mapped_column(String(255))
     grant_date = mapped_column(Date)
     created_at = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
+    reverses = mapped_column(BigId, ForeignKey("ledger_entries.id", ondelete="RESTRICT"))  # a reversal's original
 
     __table_args__ = (
-        CheckConstraint("kind IN ('add', 'deduct', 'reset', 'daily_grant')", name="kind"),
+        CheckConstraint("kind IN ('add', 'deduct', 'reset', 'daily_grant', 'reversal')", name="kind"),
         CheckConstraint(
             "(kind IN ('add', 'daily_grant') AND amount > 0) OR (kind = 'deduct' AND amount < 0)"
-            " OR (kind = 'reset' AND amount <= 0)",
+            " OR (kind = 'reset' AND amount <= 0) OR (kind = 'reversal' AND amount <> 0)",
             name="amount_sign",
         ),
+        CheckConstraint("(kind = 'reversal') = (reverses IS NOT NULL)", name="reverses_iff_reversal"),
         CheckConstraint("balance_after >= 0", name="balance_after_non_negative"),
         CheckConstraint("(kind = 'daily_grant') = (grant_date IS NOT NULL)", name="grant_date_iff_grant"),
         # One daily grant per (user, UTC date). NULL grant dates never collide.
@@ -61,6 +63,8 @@ class LedgerEntry(db.Model):
         # Reads by time: per user (as-of, history, entries, export), and all users (export).
         Index("ix_ledger_user_time", "user_id", "created_at", "id"),
         Index("ix_ledger_time", "created_at", "id"),
+        Index("ix_ledger_reverses", "reverses", postgresql_where=text("reverses IS NOT NULL"),
+              sqlite_where=text("reverses IS NOT NULL")),
     )
 
 
@@ -74,6 +78,7 @@ class IdempotencyKey(db.Model):
     request_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     status_code: Mapped[int] = mapped_column(Integer, nullable=False)
     refused_balance = mapped_column(BigInteger)  # the balance a refused (409) request saw
+    refusal = mapped_column(Text)  # a refusal with other figures (a reversal's), as JSON: code, message, details
     created_at = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
 
     __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)

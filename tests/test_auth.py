@@ -28,7 +28,7 @@ def _api_routes(app):
             continue
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             view = app.view_functions[rule.endpoint]
-            path = rule.rule.replace("<int:user_id>", str(OWN_ID))
+            path = rule.rule.replace("<int:user_id>", str(OWN_ID)).replace("<int:entry_id>", "1")
             yield method, path, getattr(view, "permission", None)
 
 

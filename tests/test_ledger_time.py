@@ -222,7 +222,7 @@ def test_export_csv_and_ndjson_reconcile_with_as_of(app):
     assert r.mimetype == "text/csv" and "attachment" in r.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
     assert list(rows[0]) == ["id", "user_id", "kind", "amount", "balance_after", "reason", "actor",
-                             "idempotency_key", "grant_date", "created_at"]
+                             "idempotency_key", "grant_date", "created_at", "reverses"]
     assert len(rows) == 7 and [r_["created_at"] for r_ in rows] == sorted(r_["created_at"] for r_ in rows)
     by_user = {}
     for row in rows:

@@ -1,5 +1,5 @@
 """Model-based testing: Hypothesis drives random sequences of create user / add / deduct /
-reset / daily grant for random dates / Idempotency-Key replays (same key and body; same key,
+reset / reversal of a random entry / daily grant for random dates / Idempotency-Key replays (same key and body; same key,
 different body) through the HTTP API (Flask test client) against real PostgreSQL, and after
 every step checks every balance and every user's whole ledger against a plain in-memory model.
 
@@ -42,12 +42,14 @@ class LedgerMachine(RuleBasedStateMachine):
         self.dbname = f"model_{os.getpid()}_{next(_dbs)}"
         server.psql("postgres", f"CREATE DATABASE {self.dbname} TEMPLATE template_credits")
         self.app = make_app(server.url(self.dbname), MAX_AMOUNT=str(MAX_AMOUNT), MAX_BALANCE=str(MAX_BALANCE),
-                            DAILY_GRANT_AMOUNT=str(GRANT), DAILY_GRANT_CHUNK_SIZE="2", AUTH_SERVICE_CAN_RESET="true")
+                            DAILY_GRANT_AMOUNT=str(GRANT), DAILY_GRANT_CHUNK_SIZE="2", AUTH_SERVICE_CAN_RESET="true",
+                            AUTH_SERVICE_CAN_REVERSE="true")
         self.client = client_as(self.app, "service", sub="model")
         self.balance = {}  # user -> credits
         self.entries = {}  # user -> [(kind, amount, balance_after)], oldest first
         self.granted_dates = set()
         self.answers = {}  # key -> (request, status, json)
+        self.reversed = {}  # entry id -> credits reversed so far (positive)
         self.emails = itertools.count()
 
     def teardown(self):
@@ -144,6 +146,40 @@ class LedgerMachine(RuleBasedStateMachine):
                 user = data.draw(st.sampled_from(others))
         r = self._send(op, user, amount, reason, key)
         assert r.status_code == 422 and r.get_json()["error"]["code"] == "idempotency_key_reused", r.get_json()
+
+    @rule(user=users, data=st.data())
+    def reverse(self, user, data):
+        """Reverse a random entry of the user, all that remains or a random amount."""
+        if not self.entries[user]:
+            return
+        ids = [e["id"] for e in self.client.get(f"/api/credits/{user}/transactions?limit=200").get_json()["items"]]
+        index = data.draw(st.integers(0, min(len(ids), len(self.entries[user])) - 1))
+        entry_id, (kind, original, _) = ids[index], self.entries[user][::-1][index]
+        amount = data.draw(st.none() | st.integers(1, MAX_AMOUNT))
+        body = {"reason": "model", **({"amount": amount} if amount is not None else {})}
+        r = self.client.post(f"/api/credits/{user}/entries/{entry_id}/reverse", json=body)
+        error = (r.get_json().get("error") or {}).get("code")
+        if kind == "reversal":
+            assert (r.status_code, error) == (422, "not_reversible"), r.get_json()
+            return
+        remaining = abs(original) - self.reversed.get(entry_id, 0)
+        requested = remaining if amount is None else amount
+        delta = requested if original < 0 else -requested
+        bal = self.balance[user]
+        if requested == 0 or requested > remaining:
+            expected = (409, "reversal_exceeds_remaining")
+        elif bal + delta < 0:
+            expected = (409, "insufficient_credits")
+        elif bal + delta > MAX_BALANCE:
+            expected = (409, "balance_limit_exceeded")
+        else:
+            expected = (200, None)
+        assert (r.status_code, error) == expected, (kind, original, remaining, amount, bal, r.get_json())
+        if r.status_code == 200:
+            self.reversed[entry_id] = self.reversed.get(entry_id, 0) + requested
+            self.balance[user] += delta
+            self.entries[user].append(("reversal", delta, self.balance[user]))
+            assert r.get_json()["entry"]["reverses"] == entry_id
 
     @rule(day=st.sampled_from(DATES))
     def daily_grant(self, day):

@@ -11,7 +11,7 @@ from ..exceptions import Conflict
 from ..ledger import Balance
 from .common import Blueprint, decode_entry_cursor, encode_entry_cursor, idempotency_key, page
 from .schemas import (AmountIn, AsOfArgs, BalanceAsOfOut, ChangeOut, EntryPage, EntryPageArgs, ErrorOut, HistoryArgs,
-                      HistoryOut, ResetIn, balance_json, change_json)
+                      HistoryOut, ResetIn, ReverseIn, balance_json, change_json)
 
 blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Credit balances and changes")
 
@@ -28,17 +28,17 @@ REPLAYED_HEADER = {"Idempotent-Replayed": {"description": "`true` when this answ
                                            "schema": {"type": "string", "enum": ["true"]}}}
 
 
-def _change_endpoint(refusal=None):
+def _change_endpoint(refusal=None, not_found="user_not_found", invalid=""):
     """A balance change's answers: ChangeOut (also on a replay), and the OpenAPI of its
     Idempotency-Key, its errors and its 409 `refusal`, if it has one."""
     decorators = [
         blp.doc(parameters=[IDEMPOTENCY_KEY]),
         blp.response(200, ChangeOut, headers=REPLAYED_HEADER),
         blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json"),
-        blp.alt_response(404, schema=ErrorOut, description="user_not_found"),
+        blp.alt_response(404, schema=ErrorOut, description=not_found),
         *([blp.alt_response(409, schema=ErrorOut, description=refusal, headers=REPLAYED_HEADER)] if refusal else []),
         blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
-                                                             "idempotency_key_expired"),
+                                                             "idempotency_key_expired" + invalid),
     ]
 
     def decorate(view):
@@ -110,6 +110,20 @@ def deduct(body, user_id):
 def reset(body, user_id):
     """Set the balance to zero; the ledger records minus the old balance."""
     return _change(ledger.reset, user_id, reason=body.get("reason"))
+
+
+@blp.route("/<int:user_id>/entries/<int:entry_id>/reverse", methods=["POST"])
+@require("credits:reverse")
+@blp.arguments(ReverseIn())
+@_change_endpoint("reversal_exceeds_remaining (the entry has less left to reverse), insufficient_credits "
+                  "(reversing a credit), balance_limit_exceeded (reversing a debit); not replayed: a retry is "
+                  "decided again", not_found="user_not_found, entry_not_found", invalid=", not_reversible")
+def reverse(body, user_id, entry_id):
+    """Reverse one entry, all of it or `amount` of it, with a compensating entry of kind
+    `reversal` naming it; partial reversals until it is fully reversed, never beyond. A
+    reversal is not reversed (422 not_reversible)."""
+    return _change(lambda uid, **kw: ledger.reverse(uid, entry_id, body.get("amount"), **kw), user_id,
+                   reason=body["reason"])
 
 
 @blp.route("/<int:user_id>/transactions", methods=["GET"])

@@ -39,10 +39,17 @@ class ResetIn(Schema):
     reason = text(500)
 
 
+class ReverseIn(Schema):
+    amount = StrictInteger(validate=validate.Range(min=1),
+                           metadata={"description": "how much to reverse (default: all that remains), at most "
+                                                    "MAX_AMOUNT"})
+    reason = text(500, required=True, minimum=1)
+
+
 class EntryOut(Schema):
     id = fields.Integer()
     user_id = fields.Integer()
-    kind = fields.String(metadata={"enum": ["add", "deduct", "reset", "daily_grant"]})
+    kind = fields.String(metadata={"enum": ["add", "deduct", "reset", "daily_grant", "reversal"]})
     amount = fields.Integer(metadata={"description": "signed: positive adds, negative removes"})
     balance_after = fields.Integer()
     reason = fields.String(allow_none=True)
@@ -50,6 +57,7 @@ class EntryOut(Schema):
     idempotency_key = fields.String(allow_none=True)
     grant_date = fields.Date(allow_none=True)
     created_at = fields.DateTime()
+    reverses = fields.Integer(allow_none=True, metadata={"description": "a reversal's original entry"})
 
 
 class BalanceOut(Schema):
@@ -79,7 +87,7 @@ def change_json(change):
             "entry": {"id": e.id, "user_id": e.user_id, "kind": e.kind, "amount": e.amount,
                       "balance_after": e.balance_after, "reason": e.reason, "actor": e.actor,
                       "idempotency_key": e.idempotency_key, "grant_date": _iso(e.grant_date),
-                      "created_at": _iso(e.created_at)}}
+                      "created_at": _iso(e.created_at), "reverses": e.reverses}}
 
 
 class PageArgs(Schema):

@@ -26,6 +26,7 @@ RULES = {
     "credits:add": {"admin", "service"},
     "credits:deduct": {"admin", "service"},
     "credits:reset": {"admin"},  # + service when AUTH_SERVICE_CAN_RESET=true
+    "credits:reverse": {"admin"},  # + service when AUTH_SERVICE_CAN_REVERSE=true
     "ledger:export": {"admin"},
     "grants:read": {"admin"},
     "grants:run": {"admin"},
@@ -38,9 +39,15 @@ RULES = {
 SELF_SCOPED = {"credits:read", "auth:whoami"}  # what a `user` token may do, for its own id only
 
 
-def roles_for(permission, service_can_reset=False):
+# permission -> the setting that grants it to `service` tokens too
+SERVICE_SWITCHES = {"credits:reset": "AUTH_SERVICE_CAN_RESET", "credits:reverse": "AUTH_SERVICE_CAN_REVERSE"}
+
+
+def roles_for(permission, config=None):
+    """The roles that hold `permission` under `config` (the app's; None: the defaults)."""
     roles = set(RULES[permission])
-    if permission == "credits:reset" and service_can_reset:
+    switch = SERVICE_SWITCHES.get(permission)
+    if switch and config and config.get(switch):
         roles.add("service")
     return roles
 
@@ -87,7 +94,7 @@ def authenticate():
     g.actor = claims["sub"]
     g.claims = claims
     # RULES first (the common case, no set built); roles_for adds what configuration grants.
-    if role not in RULES[permission] and role not in roles_for(permission, app.config["AUTH_SERVICE_CAN_RESET"]):
+    if role not in RULES[permission] and role not in roles_for(permission, app.config):
         raise Forbidden(f"role {role!r} may not {permission}", role=role, permission=permission)
     view_args = req.view_args or {}
     if role == "user" and "user_id" in view_args and view_args["user_id"] != claims["user_id"]:

@@ -78,6 +78,19 @@ def reset(user_id, reason):
         fail(e)
 
 
+@group.command("reverse")
+@click.argument("user_id", type=int)
+@click.argument("entry_id", type=int)
+@click.argument("amount", type=int, required=False)
+@click.option("--reason", required=True, help="recorded on the reversal entry")
+def reverse(user_id, entry_id, amount, reason):
+    """Reverse ENTRY_ID of USER_ID: AMOUNT of it, or all that remains."""
+    try:
+        _show_change(ledger.reverse(user_id, entry_id, amount, actor=CLI_ACTOR, reason=reason))
+    except DomainError as e:
+        fail(e, details=("remaining", "requested", "balance"))
+
+
 @group.command("purge-keys")
 def purge_keys():
     """Delete Idempotency-Key records older than IDEMPOTENCY_TTL_HOURS (the worker does this

@@ -33,7 +33,7 @@ Every entry's time follows the time rule (rules.PG_ENTRY_TIME): taken under the 
 after the user's previous entry, so a user's entries in time order are in entry order. The
 reads by time (history.py: as of an instant, a chart's points; export.py) rest on it.
 
-Modules: changes (add, deduct, reset, replays), rules (what a change may do, the refusals,
+Modules: changes (add, deduct, reset, replays), reversals (a compensating entry for one entry), rules (what a change may do, the refusals,
 the time rule), postgres and sqlite (each dialect's statement), fast_path (the PostgreSQL
 seam), reads (balance, entries, verify), history (as-of, points), export, records, grant
 (the daily grant's SQL).
@@ -43,8 +43,9 @@ from .export import export
 from .grant import GRANT_ACTOR, grant_daily_chunk
 from .history import as_of, history
 from .reads import balance, entries, position, purge_idempotency_keys, verify
+from .reversals import reverse
 from .records import ENTRY_COLUMNS, Balance, Change, Entry
 
-__all__ = ["add", "deduct", "reset", "balance", "entries", "position", "purge_idempotency_keys", "verify",
+__all__ = ["add", "deduct", "reset", "reverse", "balance", "entries", "position", "purge_idempotency_keys", "verify",
            "as_of", "history", "export", "grant_daily_chunk", "GRANT_ACTOR", "ENTRY_COLUMNS", "Balance", "Change",
            "Entry"]

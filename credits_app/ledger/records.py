@@ -6,7 +6,9 @@ from ..types import UTCDateTime
 
 
 UTC = UTCDateTime()  # also applied to rows read through the driver directly
-ENTRY_COLUMNS = "id, user_id, kind, amount, balance_after, reason, actor, idempotency_key, grant_date, created_at"
+# The entry's fields, in the API's and the export's order (new fields go at the end).
+ENTRY_COLUMNS = ("id, user_id, kind, amount, balance_after, reason, actor, idempotency_key, grant_date, created_at, "
+                 "reverses")
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,7 @@ class Entry:
     idempotency_key: str | None
     grant_date: date | None
     created_at: datetime
+    reverses: int | None = None  # a reversal's original entry
 
 
 @dataclass(frozen=True)
@@ -56,4 +59,4 @@ def entry_from_row(row):
     if isinstance(grant_date, str):  # SQLite returns DATE as text from raw SQL
         grant_date = date.fromisoformat(grant_date)
     return Entry(row.id, row.user_id, row.kind, row.amount, row.balance_after, row.reason, row.actor,
-                 row.idempotency_key, grant_date, UTC.process_result_value(row.created_at, None))
+                 row.idempotency_key, grant_date, UTC.process_result_value(row.created_at, None), row.reverses)
