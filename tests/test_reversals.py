@@ -173,4 +173,22 @@ def test_racing_reversals_and_deducts_never_pass_the_original(pg_app):
             assert error["code"] == "reversal_exceeds_remaining", error
             assert error["details"]["remaining"] < error["details"]["requested"], error
     with pg_app.app_context():
-        assert ledger.verify() == []
+        assert ledger.verify() == [] and ledger.over_reversed() == []
+
+
+def test_verify_reports_an_entry_reversed_past_its_amount(app, runner):
+    """What the service never writes, written by hand: verify names it."""
+    from sqlalchemy import text
+
+    from credits_app.extensions import db
+
+    client = client_as(app)
+    uid = new_user(client)
+    entry = _change(client, uid, "add", 10)
+    assert "no entry is reversed past its amount" in runner.invoke(args=["credits", "verify"]).output
+    with app.app_context(), db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO ledger_entries (user_id, kind, amount, balance_after, actor, reverses) "
+                          "VALUES (:u, 'reversal', -11, 0, 'hand', :e)"), {"u": uid, "e": entry["id"]})
+        conn.execute(text("UPDATE credits SET credits = 0 WHERE user_id = :u"), {"u": uid})
+    r = runner.invoke(args=["credits", "verify"])
+    assert r.exit_code == 1 and f"entry {entry['id']} of user {uid}: amount 10, reversed -11" in r.output, r.output

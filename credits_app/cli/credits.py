@@ -100,13 +100,16 @@ def purge_keys():
 
 @group.command("verify")
 def verify():
-    """Recompute every balance from the ledger; exit 1 listing users that drift."""
-    drift = ledger.verify()
+    """Recompute every balance from the ledger and check every reversal; exit 1 listing
+    users that drift and entries reversed past their amount."""
+    drift, over = ledger.verify(), ledger.over_reversed()
     for user_id, stored, ledger_sum in drift:
         click.echo(f"user {user_id}: stored {stored} != ledger sum {ledger_sum}")
-    if drift:
-        fail(f"{len(drift)} user(s) drift from the ledger")
-    click.echo("ledger verified: every balance equals the sum of its entries")
+    for entry_id, user_id, amount, reversed_ in over:
+        click.echo(f"entry {entry_id} of user {user_id}: amount {amount}, reversed {reversed_}")
+    if drift or over:
+        fail(f"{len(drift)} user(s) drift from the ledger, {len(over)} entr(ies) reversed past their amount")
+    click.echo("ledger verified: every balance equals the sum of its entries, no entry is reversed past its amount")
 
 
 @group.command("export")

@@ -43,9 +43,9 @@ from .export import export
 from .grant import GRANT_ACTOR, grant_daily_chunk
 from .history import as_of, history
 from .reads import balance, entries, position, purge_idempotency_keys, verify
-from .reversals import reverse
+from .reversals import over_reversed, reverse
 from .records import ENTRY_COLUMNS, Balance, Change, Entry
 
-__all__ = ["add", "deduct", "reset", "reverse", "balance", "entries", "position", "purge_idempotency_keys", "verify",
+__all__ = ["add", "deduct", "reset", "reverse", "over_reversed", "balance", "entries", "position", "purge_idempotency_keys", "verify",
            "as_of", "history", "export", "grant_daily_chunk", "GRANT_ACTOR", "ENTRY_COLUMNS", "Balance", "Change",
            "Entry"]

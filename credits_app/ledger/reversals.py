@@ -130,3 +130,18 @@ def _apply(engine, op, entry_id):
                                       {"code": outcome.code, "message": outcome.message, "details": outcome.details}
                                   ) if refused else None})
     return outcome
+
+
+_OVER_REVERSED = text("""
+    SELECT o.id, o.user_id, o.amount, CAST(SUM(r.amount) AS BIGINT) AS reversed
+    FROM ledger_entries r JOIN ledger_entries o ON o.id = r.reverses
+    GROUP BY o.id, o.user_id, o.amount
+    HAVING ABS(SUM(r.amount)) > ABS(o.amount) OR SUM(r.amount) * o.amount > 0
+    ORDER BY o.id""")
+
+
+def over_reversed():
+    """Entries whose reversals pass them (or have their sign): (entry id, user id, amount,
+    reversed). Empty when every reversal kept its rule; `flask credits verify` reports them."""
+    with db.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(_OVER_REVERSED)]
