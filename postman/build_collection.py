@@ -5,7 +5,8 @@
                                                              #   from a `newman --reporters json` run
 
 The flow is the one a person follows: issue a token, create a user, add, deduct, be
-refused, replay idempotently, reset, page the ledger, read the balance as of an entry's time
+refused, replay idempotently, reverse part of the deduct (and be refused more than remains),
+reset, page the ledger, read the balance as of an entry's time
 and its history, export the ledger (CSV and NDJSON), dry-run and apply a schema change,
 trigger the daily grant and see it in the ledger. Every request carries pm.test assertions."""
 import argparse
@@ -16,8 +17,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 JSON_HEADERS = [{"key": "Content-Type", "value": "application/json"}]
 ADMIN_AUTH = {"type": "bearer", "bearer": [{"key": "token", "value": "{{adminToken}}", "type": "string"}]}
 NO_AUTH = {"type": "noauth"}
-# The export's columns, in its documented order (credits_app/ledger/export.py: COLUMNS).
-EXPORT_COLUMNS = "id,user_id,kind,amount,balance_after,reason,actor,idempotency_key,grant_date,created_at"
+# The export's columns, in its documented order (credits_app/ledger/export.py: COLUMNS, from
+# records.ENTRY_COLUMNS; new fields go at the end).
+EXPORT_COLUMNS = "id,user_id,kind,amount,balance_after,reason,actor,idempotency_key,grant_date,created_at,reverses"
 
 ERROR_SHAPE = """
 pm.test("error has the one JSON shape", function () {
@@ -157,18 +159,59 @@ pm.test("missing_token with WWW-Authenticate", function () {
     pm.expect(pm.response.json().error.code).to.eql("missing_token");
     pm.expect(pm.response.headers.get("WWW-Authenticate")).to.include("Bearer");
 });"""),
+        request("Reverse part of the deduct (admin)", "POST", u + "/entries/{{deductEntryId}}/reverse",
+                auth=ADMIN_AUTH, body={"amount": 2, "reason": "refund part of the boost"},
+                description="A compensating entry of kind `reversal` naming the original (`reverses`); the "
+                            "original is not changed. `amount` defaults to all that remains; partial reversals "
+                            "go on until the whole, never beyond. Permission credits:reverse: admin (service "
+                            "tokens only with AUTH_SERVICE_CAN_REVERSE=true).",
+                tests=status(200) + """
+const b = pm.response.json();
+pm.test("balance is 9: the deduct's 3, 2 of them given back", function () {
+    pm.expect(b.credits).to.eql(9);
+    pm.expect(b.entry.kind).to.eql("reversal");
+    pm.expect(b.entry.amount).to.eql(2);
+    pm.expect(b.entry.balance_after).to.eql(9);
+    pm.expect(b.entry.reason).to.eql("refund part of the boost");
+});
+pm.test("the reversal names the deduct", function () {
+    pm.expect(b.entry.reverses).to.eql(Number(pm.collectionVariables.get("deductEntryId")));
+});
+pm.collectionVariables.set("reversalEntryId", b.entry.id);"""),
+        request("Reverse more than remains: 409", "POST", u + "/entries/{{deductEntryId}}/reverse",
+                auth=ADMIN_AUTH, body={"amount": 5, "reason": "refund the rest, and more"},
+                tests=status(409) + ERROR_SHAPE + """
+pm.test("reversal_exceeds_remaining with the entry, remaining and requested", function () {
+    const e = pm.response.json().error;
+    pm.expect(e.code).to.eql("reversal_exceeds_remaining");
+    pm.expect(e.details).to.eql({entry_id: Number(pm.collectionVariables.get("deductEntryId")),
+                                 remaining: 1, requested: 5});
+    pm.expect(e.details.remaining).to.be.below(e.details.requested);
+});"""),
+        request("Reverse a reversal: 422", "POST", u + "/entries/{{reversalEntryId}}/reverse",
+                auth=ADMIN_AUTH, body={"reason": "undo the refund"},
+                tests=status(422) + ERROR_SHAPE + """
+pm.test("not_reversible: a reversal is not reversed", function () {
+    const e = pm.response.json().error;
+    pm.expect(e.code).to.eql("not_reversible");
+    pm.expect(e.details).to.eql({entry_id: Number(pm.collectionVariables.get("reversalEntryId")),
+                                 kind: "reversal"});
+});"""),
         request("Reset (admin)", "PATCH", u + "/reset", auth=ADMIN_AUTH, body={"reason": "postman demo"},
                 tests=status(200) + """
 const b = pm.response.json();
-pm.test("balance is 0, entry records -7", function () {
+pm.test("balance is 0, entry records -9", function () {
     pm.expect(b.credits).to.eql(0);
     pm.expect(b.entry.kind).to.eql("reset");
-    pm.expect(b.entry.amount).to.eql(-7);
+    pm.expect(b.entry.amount).to.eql(-9);
+    pm.expect(b.entry.reverses).to.eql(null);
 });"""),
-        request("Ledger, first page", "GET", u + "/transactions?limit=2", tests=status(200) + """
+        request("Ledger, first page", "GET", u + "/transactions?limit=3", tests=status(200) + """
 const p = pm.response.json();
 pm.test("newest first, with a cursor", function () {
-    pm.expect(p.items.map(e => e.kind)).to.eql(["reset", "deduct"]);
+    pm.expect(p.items.map(e => e.kind)).to.eql(["reset", "reversal", "deduct"]);
+    pm.expect(p.items.map(e => e.reverses)).to.eql(
+        [null, Number(pm.collectionVariables.get("deductEntryId")), null]);
     pm.expect(p.next_cursor).to.be.a("string");
 });
 pm.collectionVariables.set("cursor", p.next_cursor);"""),
@@ -227,13 +270,15 @@ pm.test("text/csv, as an attachment", function () {{
         .to.include('filename="ledger-user-' + pm.collectionVariables.get("userId") + '.csv"');
 }});
 const lines = pm.response.text().split("\\n");
-pm.test("the header row, then the add, deduct and reset", function () {{
+pm.test("the header row, then the add, deduct, reversal and reset", function () {{
     pm.expect(lines[0]).to.eql("{EXPORT_COLUMNS}");
     pm.expect(lines[lines.length - 1]).to.eql("");  // every row ends with a newline
     const rows = lines.slice(1, -1).map(l => l.split(","));
-    pm.expect(rows.map(r => r[2])).to.eql(["add", "deduct", "reset"]);
-    pm.expect(rows.map(r => Number(r[4]))).to.eql([10, 7, 0]);
+    pm.expect(rows.map(r => r[2])).to.eql(["add", "deduct", "reversal", "reset"]);
+    pm.expect(rows.map(r => Number(r[4]))).to.eql([10, 7, 9, 0]);
     pm.expect(rows[0][9]).to.eql(pm.collectionVariables.get("addEntryAt"));
+    // reverses, the last column: the deduct's id on the reversal, empty elsewhere
+    pm.expect(rows.map(r => r[10])).to.eql(["", "", String(pm.collectionVariables.get("deductEntryId")), ""]);
 }});"""),
         request("Export the user's ledger as NDJSON (admin)", "GET",
                 "/api/ledger/export?user_id={{userId}}&format=ndjson", auth=ADMIN_AUTH,
@@ -243,12 +288,16 @@ pm.test("application/x-ndjson", function () {{
     pm.expect(pm.response.headers.get("Content-Type")).to.include("application/x-ndjson");
 }});
 const entries = pm.response.text().split("\\n").filter(l => l !== "").map(l => JSON.parse(l));
-pm.test("three entries, each with the export's columns; the amounts sum to the balance", function () {{
-    pm.expect(entries).to.have.lengthOf(3);
+pm.test("four entries, each with the export's columns; the amounts sum to the balance", function () {{
+    pm.expect(entries).to.have.lengthOf(4);
     entries.forEach(function (e) {{ pm.expect(Object.keys(e)).to.eql("{EXPORT_COLUMNS}".split(",")); }});
-    pm.expect(entries.map(e => e.kind)).to.eql(["add", "deduct", "reset"]);
+    pm.expect(entries.map(e => e.kind)).to.eql(["add", "deduct", "reversal", "reset"]);
+    pm.expect(entries.map(e => e.amount)).to.eql([10, -3, 2, -9]);
     pm.expect(entries.reduce((sum, e) => sum + e.amount, 0)).to.eql(0);
-    pm.expect(entries[1].id).to.eql(Number(pm.collectionVariables.get("deductEntryId")));
+    const deductId = Number(pm.collectionVariables.get("deductEntryId"));
+    pm.expect(entries[1].id).to.eql(deductId);
+    pm.expect(entries.map(e => e.reverses)).to.eql([null, null, deductId, null]);
+    pm.expect(entries[2].id).to.eql(Number(pm.collectionVariables.get("reversalEntryId")));
 }});"""),
         request("Schema update: dry run (admin)", "POST", "/api/schema/apply", auth=ADMIN_AUTH,
                 body={"name": "postman-dry-{{runId}}", "dry_run": True,
@@ -342,8 +391,8 @@ def collection(examples=None):
         for item in items:
             item["response"] = [examples[item["name"]]]
     variables = ["serviceToken", "runId", "email", "userId", "userCreatedAt", "addEntryAt", "addEntryAtQuery",
-                 "addBalanceAfter", "deductEntryId", "deductEntryAt", "deductEntryAtQuery", "cursor", "grantDate",
-                 "grantPolls", "schemaSupported", "todayPlanned"]
+                 "addBalanceAfter", "deductEntryId", "deductEntryAt", "deductEntryAtQuery", "reversalEntryId", "cursor",
+                 "grantDate", "grantPolls", "schemaSupported", "todayPlanned"]
     return {
         "info": {"name": "credits", "_postman_id": "6f1b2a8e-credits-0000-0000-000000000001",
                  "description": "The credits service end to end. Set baseUrl and adminToken in the environment "
