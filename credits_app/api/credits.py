@@ -116,7 +116,8 @@ def reset(body, user_id):
 @require("credits:reverse")
 @blp.arguments(ReverseIn())
 @_change_endpoint("reversal_exceeds_remaining (the entry has less left to reverse), insufficient_credits "
-                  "(reversing a credit), balance_limit_exceeded (reversing a debit)", not_found="user_not_found, entry_not_found", invalid=", not_reversible")
+                  "(reversing a credit), balance_limit_exceeded (reversing a debit)",
+                  not_found="user_not_found, entry_not_found", invalid=", not_reversible")
 def reverse(body, user_id, entry_id):
     """Reverse one entry, all of it or `amount` of it, with a compensating entry of kind
     `reversal` naming it; partial reversals until it is fully reversed, never beyond. A
