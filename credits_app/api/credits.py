@@ -62,7 +62,8 @@ def _change(apply, user_id, *args, reason=None):
 
 
 AS_OF = AsOfArgs()
-AS_OF_PARAMETER = {"in": "query", "name": "as_of", "required": False, "schema": {"type": "string", "format": "date-time"},
+AS_OF_PARAMETER = {"in": "query", "name": "as_of", "required": False,
+                   "schema": {"type": "string", "format": "date-time"},
                    "description": "RFC 3339 instant: the balance then (after the last entry at or before it, 0 before "
                                   "the first), echoed as `as_of`"}
 
