@@ -1,9 +1,11 @@
 """Add, deduct, reset: validate, pick the dialect's statement, and answer a replayed
 Idempotency-Key with the original outcome."""
+import json
+
 from flask import current_app
 from sqlalchemy import bindparam, exc, text
 
-from ..exceptions import IdempotencyKeyExpired, IdempotencyMismatch, UserNotFound
+from ..exceptions import Conflict, IdempotencyKeyExpired, IdempotencyMismatch, UserNotFound
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
 from . import postgres, sqlite
@@ -58,7 +60,7 @@ def _change(kind, user_id, delta, amount, actor, reason, key):
 def _replay(op):
     """Answer a request whose key was claimed before: the original outcome, unchanged."""
     with db.engine.connect() as conn:
-        claim = conn.execute(text("SELECT request_hash, status_code, refused_balance FROM idempotency_keys "
+        claim = conn.execute(text("SELECT request_hash, status_code, refused_balance, refusal FROM idempotency_keys "
                                   "WHERE scope = :actor AND key = :key"), {"actor": op.actor, "key": op.key}).first()
         if claim is None:
             # The claim was purged after its TTL but the ledger still knows the key.
@@ -66,7 +68,12 @@ def _replay(op):
         if claim.request_hash != op.request_hash:
             raise IdempotencyMismatch(op.key)
         if claim.status_code != 200:
-            refused = refusal(op, claim.refused_balance)
+            if claim.refusal is not None:  # kept whole (a reversal's): code, message, details
+                stored = json.loads(claim.refusal)
+                refused = Conflict(stored["message"], **stored["details"])
+                refused.code = stored["code"]
+            else:  # a balance refusal: rebuilt from the balance it was decided on
+                refused = refusal(op, claim.refused_balance)
             refused.replayed = True  # the API says so, as it does for a replayed change
             raise refused
         row = conn.execute(text(f"SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE actor = :actor "

@@ -20,8 +20,8 @@ import json
 from flask import current_app
 from sqlalchemy import bindparam, exc, text
 
-from ..exceptions import (BalanceLimitExceeded, Conflict, EntryNotFound, IdempotencyKeyExpired, IdempotencyMismatch,
-                          InsufficientCredits, NotReversible, ReversalExceedsRemaining, UserNotFound)
+from ..exceptions import (BalanceLimitExceeded, Conflict, EntryNotFound, InsufficientCredits, NotReversible,
+                          ReversalExceedsRemaining, UserNotFound)
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
 from .changes import _is_key_conflict, _replay
@@ -66,30 +66,13 @@ def reverse(user_id, entry_id, amount=None, *, actor, reason, idempotency_key=No
         outcome = _apply(db.engine, op, entry_id)
     except exc.IntegrityError as e:
         if key and _is_key_conflict(e):  # a concurrent request with the same key won
-            return _replay_reversal(op)
+            return _replay(op)
         raise
     if outcome == "replay":
-        return _replay_reversal(op)
+        return _replay(op)
     if isinstance(outcome, Conflict):
         raise outcome
     return Change(outcome)
-
-
-def _replay_reversal(op):
-    """The original answer to a reused key: a stored refusal as it was, else as changes do."""
-    with db.engine.connect() as conn:
-        claim = conn.execute(text("SELECT request_hash, refusal FROM idempotency_keys WHERE scope = :actor AND "
-                                  "key = :key"), {"actor": op.actor, "key": op.key}).first()
-    if claim is None:
-        raise IdempotencyKeyExpired(op.key)
-    if claim.request_hash != op.request_hash:
-        raise IdempotencyMismatch(op.key)
-    if claim.refusal is None:
-        return _replay(op)
-    stored = json.loads(claim.refusal)
-    refused = Conflict(stored["message"], **stored["details"])
-    refused.code, refused.replayed = stored["code"], True
-    raise refused
 
 
 def _apply(engine, op, entry_id):
