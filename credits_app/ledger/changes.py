@@ -1,5 +1,5 @@
 """Add, deduct, reset: validate, pick the dialect's statement, and answer a replayed
-Idempotency-Key with the original outcome."""
+Idempotency-Key with the original outcome (replay(), which reversals.py uses too)."""
 import json
 
 from flask import current_app
@@ -43,11 +43,11 @@ def _change(kind, user_id, delta, amount, actor, reason, key):
             outcome = apply(engine, op)
         except exc.IntegrityError as e:
             # A concurrent request with the same key won the race (claim PK or ledger UNIQUE).
-            if key and _is_key_conflict(e):
-                return _replay(op)
+            if key and is_key_conflict(e):
+                return replay(op)
             raise
         if outcome == "replay":
-            return _replay(op)
+            return replay(op)
         if outcome == "no_credits_row":
             _ensure_credits_row(user_id)
             continue
@@ -57,7 +57,7 @@ def _change(kind, user_id, delta, amount, actor, reason, key):
     raise RuntimeError("credits row for user %s vanished during the change" % user_id)
 
 
-def _replay(op):
+def replay(op):
     """Answer a request whose key was claimed before: the original outcome, unchanged."""
     with db.engine.connect() as conn:
         claim = conn.execute(text("SELECT request_hash, status_code, refused_balance, refusal FROM idempotency_keys "
@@ -93,6 +93,6 @@ def _ensure_credits_row(user_id):
             raise UserNotFound(user_id)
 
 
-def _is_key_conflict(error):
+def is_key_conflict(error):
     message = str(error.orig)
     return "idempotency_key" in message  # the claim PK or the ledger UNIQUE (both dialects)

@@ -24,7 +24,7 @@ from ..exceptions import (BalanceLimitExceeded, Conflict, EntryNotFound, Insuffi
                           ReversalExceedsRemaining, UserNotFound)
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
-from .changes import _is_key_conflict, _replay
+from .changes import is_key_conflict, replay
 from .records import ENTRY_COLUMNS, Change, entry_from_row
 from .rules import PG_ENTRY_TIME, Op, check_amount, check_user_id, entry_time, request_hash
 
@@ -65,11 +65,11 @@ def reverse(user_id, entry_id, amount=None, *, actor, reason, idempotency_key=No
     try:
         outcome = _apply(db.engine, op, entry_id)
     except exc.IntegrityError as e:
-        if key and _is_key_conflict(e):  # a concurrent request with the same key won
-            return _replay(op)
+        if key and is_key_conflict(e):  # a concurrent request with the same key won
+            return replay(op)
         raise
     if outcome == "replay":
-        return _replay(op)
+        return replay(op)
     if isinstance(outcome, Conflict):
         raise outcome
     return Change(outcome)
