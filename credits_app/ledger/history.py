@@ -61,8 +61,8 @@ def history(user_id, *, since=None, until=None, points=100):
     """At most `points` (instant, balance) pairs: `since` to `until` cut into equal spans, the
     balance as of the end of each. `since` defaults to the user's creation (or first entry, if
     earlier; a day before `until` if that is earlier still), `until` to now, when the last
-    point is the current balance. Returns (since,
-    until, [(at, credits), ...]). Raises UserNotFound, InvalidRequest."""
+    point is the current balance. Returns (since, until, [(at, credits), ...]). Raises
+    UserNotFound, InvalidRequest."""
     check_user_id(user_id)
     if not 1 <= points <= MAX_POINTS:
         raise InvalidRequest(f"points must be between 1 and {MAX_POINTS}", field="points")
