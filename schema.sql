@@ -225,5 +225,76 @@ BEGIN;
 
 UPDATE alembic_version SET version_num='0008' WHERE alembic_version.version_num = '0007';
 
+-- Running upgrade 0008 -> 0009
+
+CREATE TABLE holds (
+    id BIGSERIAL NOT NULL, 
+    user_id BIGINT NOT NULL, 
+    amount BIGINT NOT NULL, 
+    status VARCHAR(10) NOT NULL, 
+    captured BIGINT, 
+    reason VARCHAR(500), 
+    actor VARCHAR(200) NOT NULL, 
+    idempotency_key VARCHAR(255), 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    expires_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    closed_at TIMESTAMP WITH TIME ZONE, 
+    closed_by VARCHAR(200), 
+    CONSTRAINT pk_holds PRIMARY KEY (id), 
+    CONSTRAINT fk_holds_user_id_users FOREIGN KEY(user_id) REFERENCES users (user_id) ON DELETE RESTRICT, 
+    CONSTRAINT ck_holds_amount_positive CHECK (amount > 0), 
+    CONSTRAINT ck_holds_status CHECK (status IN ('open', 'captured', 'released', 'expired')), 
+    CONSTRAINT ck_holds_captured_iff_status CHECK ((status = 'captured') = (captured IS NOT NULL)), 
+    CONSTRAINT ck_holds_captured_within_amount CHECK (captured > 0 AND captured <= amount), 
+    CONSTRAINT ck_holds_closed_iff_not_open CHECK ((status = 'open') = (closed_at IS NULL)), 
+    CONSTRAINT ck_holds_expires_after_created CHECK (expires_at > created_at)
+);
+
+CREATE UNIQUE INDEX uq_holds_actor_idempotency_key ON holds (actor, idempotency_key);
+
+CREATE INDEX ix_holds_user_id ON holds (user_id, id);
+
+CREATE INDEX ix_holds_open_due ON holds (user_id, expires_at) WHERE status = 'open';
+
+ALTER TABLE idempotency_keys ADD COLUMN refused_held BIGINT;
+
+ALTER TABLE idempotency_keys ADD COLUMN answer TEXT;
+
+ALTER TABLE credits ADD COLUMN held BIGINT DEFAULT '0' NOT NULL;
+
+ALTER TABLE credits ADD CONSTRAINT ck_credits_held_within_credits CHECK (held >= 0 AND held <= credits) NOT VALID;
+
+ALTER TABLE ledger_entries ADD COLUMN hold_id BIGINT;
+
+ALTER TABLE ledger_entries DROP CONSTRAINT ck_ledger_entries_kind;
+
+ALTER TABLE ledger_entries DROP CONSTRAINT ck_ledger_entries_amount_sign;
+
+ALTER TABLE ledger_entries ADD CONSTRAINT ck_ledger_entries_kind CHECK (kind IN ('add', 'deduct', 'reset', 'daily_grant', 'reversal', 'capture')) NOT VALID;
+
+ALTER TABLE ledger_entries ADD CONSTRAINT ck_ledger_entries_amount_sign CHECK ((kind IN ('add', 'daily_grant') AND amount > 0) OR (kind = 'deduct' AND amount < 0) OR (kind = 'reset' AND amount <= 0) OR (kind = 'reversal' AND amount <> 0) OR (kind = 'capture' AND amount < 0)) NOT VALID;
+
+ALTER TABLE ledger_entries ADD CONSTRAINT ck_ledger_entries_hold_iff_capture CHECK ((kind = 'capture') = (hold_id IS NOT NULL)) NOT VALID;
+
+ALTER TABLE ledger_entries ADD CONSTRAINT fk_ledger_entries_hold_id_holds FOREIGN KEY (hold_id) REFERENCES holds (id) ON DELETE RESTRICT NOT VALID;
+
+COMMIT;
+
+ALTER TABLE credits VALIDATE CONSTRAINT ck_credits_held_within_credits;
+
+ALTER TABLE ledger_entries VALIDATE CONSTRAINT ck_ledger_entries_kind;
+
+ALTER TABLE ledger_entries VALIDATE CONSTRAINT ck_ledger_entries_amount_sign;
+
+ALTER TABLE ledger_entries VALIDATE CONSTRAINT ck_ledger_entries_hold_iff_capture;
+
+ALTER TABLE ledger_entries VALIDATE CONSTRAINT fk_ledger_entries_hold_id_holds;
+
+CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS uq_ledger_hold_id ON ledger_entries (hold_id) WHERE hold_id IS NOT NULL;
+
+BEGIN;
+
+UPDATE alembic_version SET version_num='0009' WHERE alembic_version.version_num = '0008';
+
 COMMIT;
 

@@ -95,19 +95,34 @@ def load(env, instance_path):
             "security": [{"bearerAuth": []}],
         },
         **_daily_grant(env, max_amount),
+        **_holds(env),
     }
 
 
-def _daily_grant(env, max_amount):
-    """The daily grant: amount, schedule, fan-out, catch-up window, queue."""
-    cron = env.get("DAILY_GRANT_CRON") or "0 0 * * *"
+def _holds(env):
+    """Holds: how long one lasts unless the caller says (at most the maximum), and how often
+    the worker records the expired ones (a hold past its time never counts, recorded or not)."""
+    maximum = _int(env, "HOLD_MAX_TTL_SECONDS", 7 * 86400, minimum=1, maximum=366 * 86400)
+    cron = _cron(env, "HOLDS_SWEEP_CRON", "* * * * *")
+    return {"HOLD_DEFAULT_TTL_SECONDS": _int(env, "HOLD_DEFAULT_TTL_SECONDS", 900, minimum=1, maximum=maximum),
+            "HOLD_MAX_TTL_SECONDS": maximum, "HOLDS_SWEEP_CRON": cron}
+
+
+def _cron(env, name, default):
+    cron = env.get(name) or default
     try:
         import crontab  # the parser rq-scheduler itself uses, so what passes here runs there
         crontab.CronTab(cron)
     except ValueError as e:
-        raise ConfigError(f"DAILY_GRANT_CRON must be a 5-field cron expression, got {cron!r}: {e}") from None
+        raise ConfigError(f"{name} must be a 5-field cron expression, got {cron!r}: {e}") from None
     if len(cron.split()) != 5:
-        raise ConfigError(f"DAILY_GRANT_CRON must be a 5-field cron expression, got {cron!r}")
+        raise ConfigError(f"{name} must be a 5-field cron expression, got {cron!r}")
+    return cron
+
+
+def _daily_grant(env, max_amount):
+    """The daily grant: amount, schedule, fan-out, catch-up window, queue."""
+    cron = _cron(env, "DAILY_GRANT_CRON", "0 0 * * *")
     raw_delays = env.get("DAILY_GRANT_RETRY_DELAYS") or "10,60,300"
     try:
         delays = [int(d) for d in raw_delays.split(",")]

@@ -76,11 +76,15 @@ class Conflict(DomainError):
 
 
 class InsufficientCredits(Conflict):
+    """A debit larger than what is available: the balance less what open holds keep."""
+
     code = "insufficient_credits"
 
-    def __init__(self, balance, requested):
-        super().__init__(f"balance {balance} is less than the requested {requested}",
-                         balance=balance, requested=requested)
+    def __init__(self, balance, requested, held=0):
+        available = balance - held
+        super().__init__(f"available {available} (balance {balance}, {held} held) is less than the requested "
+                         f"{requested}" if held else f"balance {balance} is less than the requested {requested}",
+                         balance=balance, held=held, available=available, requested=requested)
 
 
 class BalanceLimitExceeded(Conflict):
@@ -107,6 +111,32 @@ class NotReversible(DomainError):
     def __init__(self, entry_id, kind):
         super().__init__(f"entry {entry_id} is a {kind}: a reversal is not reversed (add or deduct instead)",
                          entry_id=entry_id, kind=kind)
+
+
+class HoldNotFound(NotFound):
+    code = "hold_not_found"
+
+    def __init__(self, hold_id):
+        super().__init__(f"hold {hold_id} does not exist", hold_id=hold_id)
+
+
+class HoldNotOpen(Conflict):
+    """The hold was captured, released or has expired: it can no longer be captured or released."""
+
+    code = "hold_not_open"
+
+    def __init__(self, hold_id, status):
+        super().__init__(f"hold {hold_id} is {status}, no longer open", hold_id=hold_id, status=status)
+        if status == "expired":
+            self.code = "hold_expired"
+
+
+class CaptureExceedsHold(Conflict):
+    code = "capture_exceeds_hold"
+
+    def __init__(self, hold_id, amount, requested):
+        super().__init__(f"hold {hold_id} holds {amount}, less than the requested {requested}",
+                         hold_id=hold_id, amount=amount, requested=requested)
 
 
 class EmailTaken(Conflict):

@@ -1,11 +1,12 @@
 """One blueprint module per resource."""
-from . import auth, credits, grants, ledger, users
+from . import auth, credits, grants, holds, ledger, users
 from . import schema
 
 
 def register(api):
     api.register_blueprint(users.blp)
     api.register_blueprint(credits.blp)
+    api.register_blueprint(holds.blp)
     api.register_blueprint(ledger.blp)
     api.register_blueprint(auth.blp)
     api.register_blueprint(grants.blp)
@@ -16,3 +17,6 @@ def document_limits(api, config):
     """Publish limits that are configuration, not code, in the OpenAPI document."""
     amount = api.spec.components.schemas["AmountIn"]["properties"]["amount"]
     amount["maximum"] = config["MAX_AMOUNT"]
+    hold = api.spec.components.schemas["HoldIn"]["properties"]
+    hold["amount"]["maximum"] = config["MAX_AMOUNT"]
+    hold["ttl_seconds"]["maximum"] = config["HOLD_MAX_TTL_SECONDS"]

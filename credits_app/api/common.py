@@ -63,6 +63,19 @@ class Blueprint(SmorestBlueprint):
     ARGUMENTS_PARSER = StrictParser()
 
 
+REPLAYED = {"Idempotent-Replayed": "true"}
+
+# OpenAPI only (idempotency_key() reads and checks the header).
+IDEMPOTENCY_KEY = {"in": "header", "name": "Idempotency-Key", "required": False,
+                   "description": "Makes a retry safe: the first request with a key takes effect, a replay returns "
+                                  "its answer. One key, 1-255 visible ASCII characters, no comma (400 otherwise); "
+                                  "scoped to the token subject.",
+                   "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-+\--~]+$"}}
+REPLAYED_HEADER = {"Idempotent-Replayed": {"description": "`true` when this answer replays an earlier request "
+                                                          "with the same Idempotency-Key: nothing changed now",
+                                           "schema": {"type": "string", "enum": ["true"]}}}
+
+
 class BadHeader(DomainError):
     status, code = 400, "invalid_header"
 

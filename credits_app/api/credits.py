@@ -9,24 +9,12 @@ from .. import ledger
 from ..auth.access import current_actor, require
 from ..exceptions import Conflict
 from ..ledger import Balance
-from .common import Blueprint, decode_entry_cursor, encode_entry_cursor, idempotency_key, page
+from .common import (IDEMPOTENCY_KEY, REPLAYED, REPLAYED_HEADER, Blueprint, decode_entry_cursor, encode_entry_cursor,
+                     idempotency_key, page)
 from .schemas import (AmountIn, AsOfArgs, BalanceAsOfOut, ChangeOut, EntryPage, EntryPageArgs, ErrorOut, HistoryArgs,
                       HistoryOut, ResetIn, ReverseIn, balance_json, change_json)
 
 blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Credit balances and changes")
-
-REPLAYED = {"Idempotent-Replayed": "true"}
-
-# OpenAPI only (common.idempotency_key() reads and checks the header).
-IDEMPOTENCY_KEY = {"in": "header", "name": "Idempotency-Key", "required": False,
-                   "description": "Makes a retry safe: the first request with a key takes effect, a replay returns "
-                                  "its answer. One key, 1-255 visible ASCII characters, no comma (400 otherwise); "
-                                  "scoped to the token subject.",
-                   "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[!-+\--~]+$"}}
-REPLAYED_HEADER = {"Idempotent-Replayed": {"description": "`true` when this answer replays an earlier request "
-                                                          "with the same Idempotency-Key: nothing changed now",
-                                           "schema": {"type": "string", "enum": ["true"]}}}
-
 
 def _change_endpoint(refusal=None, not_found="user_not_found", invalid=""):
     """A balance change's answers: ChangeOut (also on a replay), and the OpenAPI of its

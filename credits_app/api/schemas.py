@@ -49,7 +49,7 @@ class ReverseIn(Schema):
 class EntryOut(Schema):
     id = fields.Integer()
     user_id = fields.Integer()
-    kind = fields.String(metadata={"enum": ["add", "deduct", "reset", "daily_grant", "reversal"]})
+    kind = fields.String(metadata={"enum": ["add", "deduct", "reset", "daily_grant", "reversal", "capture"]})
     amount = fields.Integer(metadata={"description": "signed: positive adds, negative removes"})
     balance_after = fields.Integer()
     reason = fields.String(allow_none=True)
@@ -58,6 +58,7 @@ class EntryOut(Schema):
     grant_date = fields.Date(allow_none=True)
     created_at = fields.DateTime()
     reverses = fields.Integer(allow_none=True, metadata={"description": "a reversal's original entry"})
+    hold_id = fields.Integer(allow_none=True, metadata={"description": "a capture's hold"})
 
 
 class BalanceOut(Schema):
@@ -78,7 +79,8 @@ def _iso(value):
 
 
 def balance_json(balance):
-    return {"user_id": balance.user_id, "credits": balance.credits, "last_updated": _iso(balance.last_updated)}
+    return {"user_id": balance.user_id, "credits": balance.credits, "last_updated": _iso(balance.last_updated),
+            "held": balance.held, "available": balance.available}
 
 
 def change_json(change):
@@ -87,7 +89,7 @@ def change_json(change):
             "entry": {"id": e.id, "user_id": e.user_id, "kind": e.kind, "amount": e.amount,
                       "balance_after": e.balance_after, "reason": e.reason, "actor": e.actor,
                       "idempotency_key": e.idempotency_key, "grant_date": _iso(e.grant_date),
-                      "created_at": _iso(e.created_at), "reverses": e.reverses}}
+                      "created_at": _iso(e.created_at), "reverses": e.reverses, "hold_id": e.hold_id}}
 
 
 class PageArgs(Schema):
@@ -142,6 +144,8 @@ class AsOfArgs(Schema):
 
 
 class BalanceAsOfOut(BalanceOut):
+    held = fields.Integer(metadata={"description": "kept by open holds (not with as_of)"})
+    available = fields.Integer(metadata={"description": "credits - held: what a debit may spend (not with as_of)"})
     as_of = fields.DateTime(metadata={"description": "the instant asked for, in UTC"})
 
 
@@ -180,6 +184,59 @@ class ExportArgs(WindowArgs):
 
 class EntryPage(Schema):
     items = fields.List(fields.Nested(EntryOut))
+    next_cursor = fields.String(allow_none=True)
+
+
+class HoldIn(Schema):
+    # The maxima (MAX_AMOUNT, HOLD_MAX_TTL_SECONDS) are configuration: api.document_limits() writes them.
+    amount = StrictInteger(required=True, validate=validate.Range(min=1),
+                           metadata={"description": "positive integer, at most MAX_AMOUNT", "example": 30})
+    ttl_seconds = StrictInteger(validate=validate.Range(min=1), metadata={
+        "description": "how long the hold lasts (default HOLD_DEFAULT_TTL_SECONDS, at most HOLD_MAX_TTL_SECONDS)"})
+    reason = text(500)
+
+
+class CaptureIn(Schema):
+    amount = StrictInteger(validate=validate.Range(min=1), metadata={
+        "description": "how much to capture (default: all the hold keeps); the rest is released"})
+    reason = text(500)
+
+
+class ReleaseIn(Schema):
+    pass
+
+
+class HoldOut(Schema):
+    hold_id = fields.Integer()
+    user_id = fields.Integer()
+    amount = fields.Integer(metadata={"description": "what the hold keeps while open"})
+    status = fields.String(metadata={"enum": ["open", "captured", "released", "expired"],
+                                     "description": "an open hold past expires_at is expired, recorded or not"})
+    captured = fields.Integer(allow_none=True, metadata={"description": "what the capture took"})
+    reason = fields.String(allow_none=True)
+    actor = fields.String()
+    idempotency_key = fields.String(allow_none=True)
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime()
+    closed_at = fields.DateTime(allow_none=True)
+    entry_id = fields.Integer(allow_none=True, metadata={"description": "the capture's ledger entry"})
+
+
+class HoldAnswerOut(Schema):
+    hold = fields.Nested(HoldOut)
+    user_id = fields.Integer()
+    credits = fields.Integer(metadata={"description": "the balance after the operation"})
+    held = fields.Integer(metadata={"description": "kept by the user's open holds"})
+    available = fields.Integer(metadata={"description": "credits - held: what a debit may spend"})
+    entry = fields.Nested(EntryOut, metadata={"description": "a capture's ledger entry (captures only)"})
+
+
+class HoldListArgs(PageArgs):
+    status = fields.String(load_default=None, validate=validate.OneOf(["open", "captured", "released", "expired"]))
+
+
+class HoldPage(Schema):
+    items = fields.List(fields.Nested(HoldOut))
     next_cursor = fields.String(allow_none=True)
 
 

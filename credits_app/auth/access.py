@@ -27,6 +27,10 @@ RULES = {
     "credits:deduct": {"admin", "service"},
     "credits:reset": {"admin"},  # + service when AUTH_SERVICE_CAN_RESET=true
     "credits:reverse": {"admin"},  # + service when AUTH_SERVICE_CAN_REVERSE=true
+    "holds:create": {"admin", "service"},
+    "holds:capture": {"admin", "service"},
+    "holds:release": {"admin", "service"},
+    "holds:read": {"admin", "service", "user"},  # a user's own holds (api/holds.py checks a hold's owner)
     "ledger:export": {"admin"},
     "grants:read": {"admin"},
     "grants:run": {"admin"},
@@ -36,7 +40,7 @@ RULES = {
     "tokens:revoke": {"admin"},
     "auth:whoami": {"admin", "service", "user"},
 }
-SELF_SCOPED = {"credits:read", "auth:whoami"}  # what a `user` token may do, for its own id only
+SELF_SCOPED = {"credits:read", "holds:read", "auth:whoami"}  # what a `user` token may do, for its own id only
 
 
 # permission -> the setting that grants it to `service` tokens too

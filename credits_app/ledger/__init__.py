@@ -33,11 +33,15 @@ Every entry's time follows the time rule (rules.PG_ENTRY_TIME): taken under the 
 after the user's previous entry, so a user's entries in time order are in entry order. The
 reads by time (history.py: as of an instant, a chart's points; export.py) rest on it.
 
-Modules: changes (add, deduct, reset, replays), reversals (a compensating entry for one
+Holds (holds.py) keep part of a balance for a later capture: a debit spends only what they
+do not keep, and every hold operation decides on the locked row too.
+
+Modules: changes (add, deduct, reset, replays), holds (hold, capture, release, expiry), reversals (a compensating entry for one
 entry), rules (what a change may do, the refusals, the time rule), postgres and sqlite (each
 dialect's statement), fast_path (the PostgreSQL seam), reads (balance, entries, verify),
 history (as-of, points), export, records, grant (the daily grant's SQL).
 """
+from . import holds
 from .changes import add, deduct, reset
 from .export import export
 from .grant import GRANT_ACTOR, grant_daily_chunk
@@ -46,6 +50,6 @@ from .reads import balance, entries, position, purge_idempotency_keys, verify
 from .reversals import over_reversed, reverse
 from .records import ENTRY_COLUMNS, Balance, Change, Entry
 
-__all__ = ["add", "deduct", "reset", "reverse", "over_reversed", "balance", "entries", "position",
+__all__ = ["add", "deduct", "reset", "holds", "reverse", "over_reversed", "balance", "entries", "position",
            "purge_idempotency_keys", "verify", "as_of", "history", "export", "grant_daily_chunk", "GRANT_ACTOR",
            "ENTRY_COLUMNS", "Balance", "Change", "Entry"]

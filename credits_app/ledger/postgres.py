@@ -1,9 +1,11 @@
 """A change on PostgreSQL: ONE autocommit statement (lock the row, conditional UPDATE, ledger
-INSERT, key claim), run through the fast path, so the success path costs one round trip."""
+INSERT, key claim), run through the fast path, so the success path costs one round trip.
+A reset is two statements in one transaction, as it closes the user's holds too."""
 import functools
 
 from sqlalchemy import bindparam, text
 
+from . import holds
 from ..types import UTCDateTime, utcnow
 from .fast_path import fetch_one
 from .records import ENTRY_COLUMNS, entry_from_row
@@ -18,9 +20,9 @@ from .rules import ALLOWED, PG_ENTRY_TIME, refusal
 # The entry's time follows the time rule (rules.PG_ENTRY_TIME), under the same lock.
 _PG_CHANGE = """
 WITH cur AS (
-    SELECT user_id, credits, last_updated FROM credits WHERE user_id = :uid FOR UPDATE
+    SELECT user_id, credits, held, last_updated FROM credits WHERE user_id = :uid FOR UPDATE
 ), upd AS (
-    UPDATE credits AS c SET credits = cur.credits + {delta}, last_updated = {entry_time}
+    UPDATE credits AS c SET credits = cur.credits + {delta}{held}, last_updated = {entry_time}
     FROM cur
     WHERE c.user_id = cur.user_id {allowed} {unclaimed}
     RETURNING c.user_id, c.credits, c.last_updated, {delta} AS amount
@@ -28,17 +30,27 @@ WITH cur AS (
     INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, idempotency_key, created_at)
     SELECT user_id, :kind, amount, credits, :reason, :actor, :key, last_updated FROM upd
     RETURNING {entry_columns}
-){claim}
-SELECT (SELECT credits FROM cur) AS current_balance, {seen} AS seen, led.*
+){overdue}{claim}
+SELECT (SELECT credits FROM cur) AS current_balance, (SELECT held FROM cur) AS current_held,
+       {is_overdue} AS overdue, {seen} AS seen, led.*
 FROM (SELECT 1) AS one LEFT JOIN led ON TRUE
 """
+# A refused debit while some of the user's open holds are past their time (seen in the
+# statement's snapshot): those no longer count (holds.py), so the caller records them as
+# expired and decides again; the refusal is not kept with the key, as it is not final.
+_PG_OVERDUE = """, overdue AS (
+    SELECT cur.held > 0 AND NOT EXISTS (SELECT 1 FROM led) AND EXISTS (
+        SELECT 1 FROM holds WHERE user_id = :uid AND status = 'open' AND expires_at <= statement_timestamp()) AS yes
+    FROM cur
+)"""
 _PG_UNCLAIMED = "AND NOT EXISTS (SELECT 1 FROM idempotency_keys WHERE scope = :actor AND key = :key)"
 # A plain INSERT (no ON CONFLICT): if a concurrent request claimed the key first, this
 # statement fails as a whole and the caller answers from the winner's record.
 _PG_CLAIM = """, claim AS (
-    INSERT INTO idempotency_keys (scope, key, request_hash, status_code, refused_balance, created_at)
+    INSERT INTO idempotency_keys (scope, key, request_hash, status_code, refused_balance, refused_held, created_at)
     SELECT :actor, :key, :hash, CASE WHEN EXISTS (SELECT 1 FROM led) THEN 200 ELSE 409 END,
-           CASE WHEN EXISTS (SELECT 1 FROM led) THEN NULL ELSE cur.credits END, :now
+           CASE WHEN EXISTS (SELECT 1 FROM led) THEN NULL ELSE cur.credits END,
+           CASE WHEN EXISTS (SELECT 1 FROM led) THEN NULL ELSE cur.held END, :now
     FROM cur {unclaimed}
 )"""
 
@@ -47,29 +59,57 @@ _PG_CLAIM = """, claim AS (
 def statement(kind, keyed):
     """The change statement of `kind`, with the Idempotency-Key claim when `keyed`."""
     unclaimed = _PG_UNCLAIMED if keyed else ""
+    debit = kind == "deduct"
     sql = _PG_CHANGE.format(
         delta="(-cur.credits)" if kind == "reset" else ":delta",
+        held=", held = 0" if kind == "reset" else "",  # apply_reset closed the holds first
+        overdue=_PG_OVERDUE if debit else "",
+        is_overdue="(SELECT yes FROM overdue)" if debit else "FALSE",
         allowed=ALLOWED[kind],
         unclaimed=unclaimed,
         entry_columns=ENTRY_COLUMNS,
         entry_time=PG_ENTRY_TIME.format(previous="cur.last_updated"),
-        claim=_PG_CLAIM.format(unclaimed="WHERE TRUE " + unclaimed) if keyed else "",
+        claim=_PG_CLAIM.format(unclaimed="WHERE TRUE " + unclaimed + (
+            " AND NOT (SELECT yes FROM overdue)" if debit else "")) if keyed else "",
         seen="(SELECT count(*) FROM idempotency_keys WHERE scope = :actor AND key = :key)" if keyed else "0",
     )
     stmt = text(sql).bindparams(bindparam("now", type_=UTCDateTime)) if keyed else text(sql)  # the claim's time
     return stmt.columns(created_at=UTCDateTime)
 
 
-def apply(engine, op):
+def _params(op):
     params = {"uid": op.user_id, "delta": op.delta, "max_balance": op.max_balance, "kind": op.kind,
               "reason": op.reason, "actor": op.actor, "key": op.key, "hash": op.request_hash}
     if op.key is not None:
         params["now"] = utcnow()
-    row = fetch_one(engine, statement(op.kind, op.key is not None), params)
+    return params
+
+
+def apply(engine, op):
+    return _outcome(op, fetch_one(engine, statement(op.kind, op.key is not None), _params(op)))
+
+
+def apply_reset(engine, op):
+    """A reset closes the user's open holds and zeroes `credits` and `held` in one
+    transaction, never refused. The first statement locks the row; the next ones start
+    after it, so they see every hold committed before the lock (each hold operation takes
+    the same lock), which one statement's snapshot, taken before the lock wait, would not."""
+    with engine.begin() as conn:
+        if op.key is not None and conn.execute(text("SELECT 1 FROM idempotency_keys WHERE scope = :actor AND "
+                                                    "key = :key"), {"actor": op.actor, "key": op.key}).first():
+            return "replay"
+        conn.execute(text("SELECT 1 FROM credits WHERE user_id = :uid FOR UPDATE"), {"uid": op.user_id})
+        holds.release_all(conn, op.user_id, op.actor)
+        return _outcome(op, conn.execute(statement(op.kind, op.key is not None), _params(op)).first())
+
+
+def _outcome(op, row):
     if row.seen:
         return "replay"
     if row.id is not None:
         return entry_from_row(row)
     if row.current_balance is None:
         return "no_credits_row"
-    return refusal(op, row.current_balance)
+    if row.overdue:
+        return "overdue_holds"
+    return refusal(op, row.current_balance, row.current_held)

@@ -14,23 +14,30 @@ from .records import ENTRY_COLUMNS, UTC, Balance, entry_from_row
 from .rules import check_user_id
 
 
-BALANCE = text("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated FROM users u "
-                "LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid"
-                ).columns(last_updated=UTCDateTime)
+# What is held counts open holds not yet past their time (holds.py): the stored `held` less
+# those past it, in the read's one snapshot. Most rows hold nothing, and then the holds are
+# not looked at.
+_BALANCE = ("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated, CASE WHEN c.held > 0 THEN "
+            "c.held - (SELECT CAST(COALESCE(SUM(h.amount), 0) AS BIGINT) FROM holds h WHERE h.user_id = u.user_id "
+            "AND h.status = 'open' AND h.expires_at <= {now}) ELSE 0 END AS held "
+            "FROM users u LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid")
+BALANCE = text(_BALANCE.format(now="statement_timestamp()")).columns(last_updated=UTCDateTime)
+_SQLITE_BALANCE = text(_BALANCE.format(now=":now")).bindparams(bindparam("now", type_=UTCDateTime)).columns(
+    last_updated=UTCDateTime)
 
 
 def balance(user_id):
-    """The current balance. Raises UserNotFound."""
+    """The current balance and what open holds keep of it. Raises UserNotFound."""
     check_user_id(user_id)
     engine = db.engine
     if engine.dialect.name == "postgresql":
         row = fetch_one(engine, BALANCE, {"uid": user_id})
     else:
         with engine.connect() as conn:
-            row = conn.execute(BALANCE, {"uid": user_id}).first()
+            row = conn.execute(_SQLITE_BALANCE, {"uid": user_id, "now": utcnow()}).first()
     if row is None:
         raise UserNotFound(user_id)
-    return Balance(row.user_id, row.credits, UTC.process_result_value(row.last_updated, None))
+    return Balance(row.user_id, row.credits, UTC.process_result_value(row.last_updated, None), row.held)
 
 
 # A user's entries newest first, in time order (entry order, by the time rule): one page

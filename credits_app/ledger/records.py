@@ -8,7 +8,7 @@ from ..types import UTCDateTime
 UTC = UTCDateTime()  # also applied to rows read through the driver directly
 # The entry's fields, in the API's and the export's order (new fields go at the end).
 ENTRY_COLUMNS = ("id, user_id, kind, amount, balance_after, reason, actor, idempotency_key, grant_date, created_at, "
-                 "reverses")
+                 "reverses, hold_id")
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Entry:
     grant_date: date | None
     created_at: datetime
     reverses: int | None = None  # a reversal's original entry
+    hold_id: int | None = None  # a capture's hold
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class Balance:
     user_id: int
     credits: int
     last_updated: datetime | None  # None for a seed-era user who never had a credits row
+    held: int = 0  # open holds not yet past their time: available = credits - held
+
+    @property
+    def available(self):
+        return self.credits - self.held
 
 
 def entry_from_row(row):
@@ -59,4 +65,5 @@ def entry_from_row(row):
     if isinstance(grant_date, str):  # SQLite returns DATE as text from raw SQL
         grant_date = date.fromisoformat(grant_date)
     return Entry(row.id, row.user_id, row.kind, row.amount, row.balance_after, row.reason, row.actor,
-                 row.idempotency_key, grant_date, UTC.process_result_value(row.created_at, None), row.reverses)
+                 row.idempotency_key, grant_date, UTC.process_result_value(row.created_at, None), row.reverses,
+                 row.hold_id)

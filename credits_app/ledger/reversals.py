@@ -9,8 +9,8 @@ every reversal committed before the lock was granted; every reversal of an entry
 same user's lock, so none is missed (one statement would read the sum in a snapshot taken
 before the lock wait). On SQLite BEGIN IMMEDIATE serialises the whole transaction.
 
-Reversing a credit (an add, a daily grant) is a debit and needs the balance (409
-insufficient_credits); reversing a debit (a deduct, a reset) is a credit and stops at
+Reversing a credit (an add, a daily grant) is a debit and needs the available balance, what
+open holds do not keep (409 insufficient_credits); reversing a debit (a deduct, a reset) is a credit and stops at
 MAX_BALANCE (409 balance_limit_exceeded). A keyed refusal is stored whole with its key, in
 the transaction that decided it, and replayed as it was. Not on the hot path: this is not
 the fast path.
@@ -24,12 +24,13 @@ from ..exceptions import (BalanceLimitExceeded, Conflict, EntryNotFound, Insuffi
                           ReversalExceedsRemaining, UserNotFound)
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
+from . import holds
 from .changes import is_key_conflict, replay
 from .records import ENTRY_COLUMNS, Change, entry_from_row
 from .rules import PG_ENTRY_TIME, Op, check_amount, check_user_id, entry_time, request_hash
 
-_LOCK = {"postgresql": text("SELECT credits, last_updated FROM credits WHERE user_id = :uid FOR UPDATE"),
-         "sqlite": text("SELECT credits, last_updated FROM credits WHERE user_id = :uid")}
+_LOCK = {"postgresql": text("SELECT credits, held, last_updated FROM credits WHERE user_id = :uid FOR UPDATE"),
+         "sqlite": text("SELECT credits, held, last_updated FROM credits WHERE user_id = :uid")}
 _LOCK = {dialect: stmt.columns(last_updated=UTCDateTime) for dialect, stmt in _LOCK.items()}
 _ORIGINAL = text("SELECT id, kind, amount FROM ledger_entries WHERE id = :eid AND user_id = :uid")
 _REVERSED = text("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entries WHERE reverses = :eid")
@@ -94,10 +95,13 @@ def _apply(engine, op, entry_id):
         amount = remaining if op.amount is None else op.amount
         delta = -sign * amount
         outcome = None
+        held = row.held
+        if delta < 0 and held and row.credits - held + delta < 0:
+            held -= holds.expire_overdue(conn, op.user_id)  # past their time, they no longer count
         if amount == 0 or amount > remaining:
             outcome = ReversalExceedsRemaining(entry_id, remaining, op.amount)
-        elif delta < 0 and row.credits + delta < 0:
-            outcome = InsufficientCredits(row.credits, amount)
+        elif delta < 0 and row.credits - held + delta < 0:
+            outcome = InsufficientCredits(row.credits, amount, held)
         elif delta > 0 and row.credits + delta > op.max_balance:
             outcome = BalanceLimitExceeded(row.credits, amount, op.max_balance)
         else:

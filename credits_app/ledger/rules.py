@@ -47,23 +47,24 @@ class Op:
 # What each kind checks, on the locked balance: a credit may not pass MAX_BALANCE, a debit may
 # not go below zero, a reset always applies. The cap limits what an add may reach and nothing
 # else, so lowering it below existing balances never blocks spending them.
-ALLOWED = {"add": "AND cur.credits + :delta <= :max_balance", "deduct": "AND cur.credits + :delta >= 0",
-           "reset": ""}
+# A debit spends what is available: the balance less what open holds keep (ledger/holds.py).
+ALLOWED = {"add": "AND cur.credits + :delta <= :max_balance",
+           "deduct": "AND cur.credits - cur.held + :delta >= 0", "reset": ""}
 
 
-def allowed(kind, current, delta, max_balance):
+def allowed(kind, current, held, delta, max_balance):
     """ALLOWED in Python, for SQLite, where BEGIN IMMEDIATE makes `current` the newest balance."""
     if kind == "add":
         return current + delta <= max_balance
     if kind == "deduct":
-        return current + delta >= 0
+        return current - held + delta >= 0
     return True
 
 
-def refusal(op, current_balance):
-    """The refusal of `op`, reporting the balance the decision was made on."""
+def refusal(op, current_balance, held=0):
+    """The refusal of `op`, reporting the balance (and what was held) the decision was made on."""
     if op.kind == "deduct":
-        return InsufficientCredits(current_balance, op.amount)
+        return InsufficientCredits(current_balance, op.amount, held or 0)
     return BalanceLimitExceeded(current_balance, op.amount, op.max_balance)
 
 

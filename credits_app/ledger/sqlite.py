@@ -2,12 +2,13 @@
 transaction, which holds the only write lock, so the balance read in it is the newest."""
 from sqlalchemy import bindparam, text
 
+from . import holds
 from ..types import UTCDateTime
 from .records import ENTRY_COLUMNS, entry_from_row
 from .rules import allowed, entry_time, refusal
 
 
-_BALANCE_ROW = text("SELECT credits, last_updated FROM credits WHERE user_id = :uid").columns(last_updated=UTCDateTime)
+_BALANCE_ROW = text("SELECT credits, held, last_updated FROM credits WHERE user_id = :uid").columns(last_updated=UTCDateTime)
 
 
 def apply(engine, op):
@@ -19,13 +20,18 @@ def apply(engine, op):
         row = conn.execute(_BALANCE_ROW, {"uid": op.user_id}).first()
         if row is None:
             return "no_credits_row"
-        current, now = row.credits, entry_time(row.last_updated)
+        current, held, now = row.credits, row.held, entry_time(row.last_updated)
         delta = -current if op.kind == "reset" else op.delta
+        if op.kind == "reset":
+            holds.release_all(conn, op.user_id, op.actor)
+        elif held and not allowed(op.kind, current, held, delta, op.max_balance):
+            held -= holds.expire_overdue(conn, op.user_id)  # past their time, they no longer count
         outcome = None
-        if allowed(op.kind, current, delta, op.max_balance):
+        if allowed(op.kind, current, held, delta, op.max_balance):
             updated = conn.execute(
-                text("UPDATE credits SET credits = credits + :delta, last_updated = :now "
-                     "WHERE user_id = :uid RETURNING credits").bindparams(bindparam("now", type_=UTCDateTime)),
+                text("UPDATE credits SET credits = credits + :delta, last_updated = :now"
+                     + (", held = 0" if op.kind == "reset" else "")
+                     + " WHERE user_id = :uid RETURNING credits").bindparams(bindparam("now", type_=UTCDateTime)),
                 {"uid": op.user_id, "delta": delta, "now": now}).one()
             outcome = entry_from_row(conn.execute(
                 text("INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, "
@@ -36,9 +42,10 @@ def apply(engine, op):
                  "actor": op.actor, "key": op.key, "now": now}).one())
         if op.key is not None:
             conn.execute(
-                text("INSERT INTO idempotency_keys (scope, key, request_hash, status_code, refused_balance, created_at)"
-                     " VALUES (:actor, :key, :hash, :status, :refused, :now)"
+                text("INSERT INTO idempotency_keys (scope, key, request_hash, status_code, refused_balance, "
+                     "refused_held, created_at) VALUES (:actor, :key, :hash, :status, :refused, :held, :now)"
                      ).bindparams(bindparam("now", type_=UTCDateTime)),
                 {"actor": op.actor, "key": op.key, "hash": op.request_hash, "now": now,
-                 "status": 200 if outcome else 409, "refused": None if outcome else current})
-    return outcome or refusal(op, current)
+                 "status": 200 if outcome else 409, "refused": None if outcome else current,
+                 "held": None if outcome else held})
+    return outcome or refusal(op, current, held)
