@@ -256,6 +256,8 @@ CREATE INDEX ix_holds_user_id ON holds (user_id, id);
 
 CREATE INDEX ix_holds_open_due ON holds (user_id, expires_at) WHERE status = 'open';
 
+CREATE INDEX ix_holds_open_expiry ON holds (expires_at) WHERE status = 'open';
+
 ALTER TABLE idempotency_keys ADD COLUMN refused_held BIGINT;
 
 ALTER TABLE idempotency_keys ADD COLUMN answer TEXT;

@@ -109,6 +109,8 @@ class Hold(db.Model):
         Index("ix_holds_user_id", "user_id", "id"),
         Index("ix_holds_open_due", "user_id", "expires_at", postgresql_where=text("status = 'open'"),
               sqlite_where=text("status = 'open'")),
+        Index("ix_holds_open_expiry", "expires_at", postgresql_where=text("status = 'open'"),
+              sqlite_where=text("status = 'open'")),
     )
 
 

@@ -6,7 +6,8 @@ is held can always be captured and `credits - held` (available) is never negativ
 holds: one row per hold. Its status moves once, from `open` to `captured`, `released` or
 `expired`; `captured` is how much a capture took (at most the amount). UNIQUE (actor,
 idempotency_key) is the backstop that keeps a key from creating two holds (creating one
-writes no ledger row). ix_holds_open_due finds open holds by user and time, for expiry.
+writes no ledger row). Partial indexes on the open holds find a user's past their time
+(ix_holds_open_due) and everyone's, for the worker's sweep (ix_holds_open_expiry).
 
 ledger_entries: kind 'capture' (a debit) names its hold in `hold_id`; a hold is captured at
 most once (a partial UNIQUE index).
@@ -76,6 +77,8 @@ def upgrade():
     op.create_index("uq_holds_actor_idempotency_key", "holds", ["actor", "idempotency_key"], unique=True)
     op.create_index("ix_holds_user_id", "holds", ["user_id", "id"])
     op.create_index("ix_holds_open_due", "holds", ["user_id", "expires_at"],
+                    postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"))
+    op.create_index("ix_holds_open_expiry", "holds", ["expires_at"],
                     postgresql_where=sa.text("status = 'open'"), sqlite_where=sa.text("status = 'open'"))
     op.add_column("idempotency_keys", sa.Column("refused_held", sa.BigInteger))
     op.add_column("idempotency_keys", sa.Column("answer", sa.Text))
