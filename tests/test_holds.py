@@ -340,3 +340,77 @@ def test_a_hold_created_while_a_reset_waits_is_closed_or_kept_never_lost(pg_app)
         statuses = list(pool.map(act, range(200)))
     assert set(statuses) <= {200, 201, 409}, statuses
     _books(pg_app)
+
+
+class _HoldHolder:
+    """A second PostgreSQL connection that creates (or releases) a hold as the service would,
+    locking the user's row first, inside a transaction it keeps open until `commit()`."""
+
+    def __init__(self, app, uid, amount=None, release=None):
+        from sqlalchemy import create_engine
+        self.engine = create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+        self.conn = self.engine.connect()
+        self.trans = self.conn.begin()
+        self.conn.execute(text("SELECT 1 FROM credits WHERE user_id = :u FOR UPDATE"), {"u": uid})
+        if release is None:
+            self.conn.execute(text("INSERT INTO holds (user_id, amount, status, actor, created_at, expires_at) "
+                                   "VALUES (:u, :a, 'open', 'other', now(), now() + interval '1 hour')"),
+                              {"u": uid, "a": amount})
+            self.conn.execute(text("UPDATE credits SET held = held + :a WHERE user_id = :u"), {"u": uid, "a": amount})
+        else:
+            amount = self.conn.execute(text("UPDATE holds SET status = 'released', closed_at = now() WHERE id = :h "
+                                            "RETURNING amount"), {"h": release}).scalar_one()
+            self.conn.execute(text("UPDATE credits SET held = held - :a WHERE user_id = :u"), {"u": uid, "a": amount})
+        self.pid = self.conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+
+    def race(self, send):
+        """Start `send()`, let it queue on the row lock, commit; return its response."""
+        import threading
+        out = {}
+        thread = threading.Thread(target=lambda: out.setdefault("response", send()))
+        thread.start()
+        try:
+            deadline = time.monotonic() + 10
+            with self.engine.connect() as watcher:
+                while not watcher.execute(text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY("
+                                               "pg_blocking_pids(pid))"), {"pid": self.pid}).scalar_one():
+                    watcher.rollback()
+                    assert time.monotonic() < deadline and thread.is_alive(), "the request never waited"
+                    time.sleep(0.01)
+        finally:
+            self.trans.commit()
+            self.conn.close()
+            thread.join(30)
+            self.engine.dispose()
+        return out["response"]
+
+
+@pytest.mark.parametrize("key", [None, "k-1"])
+def test_a_debit_decides_on_what_is_held_when_it_gets_the_lock(pg_app, key):
+    """A hold committed while a deduct waits for the row: the deduct sees it (and reports
+    it); a hold released while one waits: the deduct may spend what it kept."""
+    client = client_as(pg_app)
+    uid = new_user(client)
+    _add(client, uid, 105)
+    headers = {"Idempotency-Key": key} if key else {}
+    deduct = lambda amount: lambda: client_as(pg_app, sub="racer").post(  # noqa: E731
+        f"/api/credits/{uid}/deduct", json={"amount": amount}, headers=headers)
+    refused = _HoldHolder(pg_app, uid, amount=80).race(deduct(50))
+    assert refused.status_code == 409, refused.get_json()
+    assert refused.get_json()["error"]["details"] == {"balance": 105, "held": 80, "available": 25, "requested": 50}
+    hold_id = client.get(f"/api/credits/{uid}/holds").get_json()["items"][0]["hold_id"]
+    if key:
+        headers = {"Idempotency-Key": key + "-again"}
+    spent = _HoldHolder(pg_app, uid, release=hold_id).race(deduct(100))
+    assert spent.status_code == 200 and spent.get_json()["credits"] == 5, spent.get_json()
+    _books(pg_app)
+
+
+def test_a_reset_closes_a_hold_committed_while_it_waited(pg_app):
+    client = client_as(pg_app)
+    uid = new_user(client)
+    _add(client, uid, 50)
+    r = _HoldHolder(pg_app, uid, amount=30).race(lambda: client_as(pg_app).patch(f"/api/credits/{uid}/reset"))
+    assert r.status_code == 200 and r.get_json()["credits"] == 0
+    assert [h["status"] for h in client.get(f"/api/credits/{uid}/holds").get_json()["items"]] == ["released"]
+    _books(pg_app)

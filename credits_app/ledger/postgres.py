@@ -14,15 +14,16 @@ from .rules import ALLOWED, PG_ENTRY_TIME, refusal
 
 # `cur` locks the row and, under READ COMMITTED, returns its newest committed version, even
 # when another change committed while this statement waited for the lock. Every decision and
-# the new balance are computed from `cur.credits`, never from `c`: the UPDATE reads `c` as of
-# the statement's snapshot, drops a row whose old version fails its WHERE without a look at
-# the newest one, and checks the CHECK constraint on a value computed from the old version.
+# every column of the new row are computed from `cur`, never from `c`: the UPDATE reads `c` as
+# of the statement's snapshot, drops a row whose old version fails its WHERE without a look
+# at the newest one, and builds the new row from the old version (a column it does not set,
+# such as `held`, would go back to what it was before a hold committed meanwhile).
 # The entry's time follows the time rule (rules.PG_ENTRY_TIME), under the same lock.
 _PG_CHANGE = """
 WITH cur AS (
     SELECT user_id, credits, held, last_updated FROM credits WHERE user_id = :uid FOR UPDATE
 ), upd AS (
-    UPDATE credits AS c SET credits = cur.credits + {delta}{held}, last_updated = {entry_time}
+    UPDATE credits AS c SET credits = cur.credits + {delta}, held = {held}, last_updated = {entry_time}
     FROM cur
     WHERE c.user_id = cur.user_id {allowed} {unclaimed}
     RETURNING c.user_id, c.credits, c.last_updated, {delta} AS amount
@@ -62,7 +63,7 @@ def statement(kind, keyed):
     debit = kind == "deduct"
     sql = _PG_CHANGE.format(
         delta="(-cur.credits)" if kind == "reset" else ":delta",
-        held=", held = 0" if kind == "reset" else "",  # apply_reset closed the holds first
+        held="0" if kind == "reset" else "cur.held",  # apply_reset closed the holds first
         overdue=_PG_OVERDUE if debit else "",
         is_overdue="(SELECT yes FROM overdue)" if debit else "FALSE",
         allowed=ALLOWED[kind],
