@@ -1,7 +1,9 @@
 """Model-based testing: Hypothesis drives random sequences of create user / add / deduct /
-reset / reversal of a random entry / daily grant for random dates / Idempotency-Key replays (same key and body; same key,
-different body) through the HTTP API (Flask test client) against real PostgreSQL, and after
-every step checks every balance and every user's whole ledger against a plain in-memory model.
+reset / reversal of a random entry / hold / capture (all or part) / release / a hold's time
+passing / the expiry sweep / daily grant for random dates / Idempotency-Key replays (same key
+and body; same key, different body) through the HTTP API (Flask test client) against real
+PostgreSQL, and after every step checks every balance, what is held, every hold's status and
+every user's whole ledger against a plain in-memory model.
 
 Each example runs in a database of its own, cloned from the migrated template (the ledger
 refuses DELETE/TRUNCATE, so nothing is ever cleaned in place). The daily grant runs through
@@ -11,7 +13,9 @@ enqueues it to Redis). MAX_AMOUNT/MAX_BALANCE are small so the balance cap is re
 Size: MODEL_EXAMPLES (default 40) examples of MODEL_STEPS (default 30) steps, under a
 minute. DESIGN.md invariants checked after every step: 1 (never negative), 2 (balance equals
 the ledger sum: here, the exact ledger), 3 (one grant per user and date), 4 (a key takes
-effect once, a replay returns the original answer, a different request with it is 422)."""
+effect once, a replay returns the original answer, a different request with it is 422), and
+the holds' rules: 0 <= held <= credits, held is the sum of the open holds not past their
+time, a debit spends only credits - held, a hold closes once."""
 import itertools
 import os
 from datetime import date
@@ -22,8 +26,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, multiple, rule, \
     run_state_machine_as_test
 
+from sqlalchemy import text
+
 from credits_app import grants, ledger
 from credits_app.extensions import db
+from credits_app.ledger import holds
 from tests.conftest import client_as, make_app
 
 MAX_AMOUNT, MAX_BALANCE, GRANT = 1000, 3000, 5
@@ -35,6 +42,7 @@ _dbs = itertools.count()
 class LedgerMachine(RuleBasedStateMachine):
     users = Bundle("users")
     keys = Bundle("keys")
+    holds = Bundle("holds")
 
     def __init__(self):
         super().__init__()
@@ -50,6 +58,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.granted_dates = set()
         self.answers = {}  # key -> (request, status, json)
         self.reversed = {}  # entry id -> credits reversed so far (positive)
+        self.hold = {}  # hold id -> [user, amount, status]; "expired" once its time has passed
         self.emails = itertools.count()
 
     def teardown(self):
@@ -58,13 +67,16 @@ class LedgerMachine(RuleBasedStateMachine):
         _SERVER["pg"].psql("postgres", f"DROP DATABASE {self.dbname}")
 
     # --- the model --------------------------------------------------------------------
+    def _held(self, user):
+        return sum(amount for owner, amount, status in self.hold.values() if owner == user and status == "open")
+
     def _expect(self, op, user, amount):
         """(status, delta) the model predicts for an unkeyed request."""
         bal = self.balance[user]
         if op == "add":
             return (200, amount) if bal + amount <= MAX_BALANCE else (409, 0)
         if op == "deduct":
-            return (200, -amount) if amount <= bal else (409, 0)
+            return (200, -amount) if amount <= bal - self._held(user) else (409, 0)
         return 200, -bal  # reset
 
     def _send(self, op, user, amount, reason, key):
@@ -81,6 +93,10 @@ class LedgerMachine(RuleBasedStateMachine):
         assert r.status_code == status, (op, user, amount, self.balance[user], r.status_code, r.get_json())
         body = r.get_json()
         if status == 200:
+            if op == "reset":  # closes every hold of the user
+                for hold in self.hold.values():
+                    if hold[0] == user and hold[2] == "open":
+                        hold[2] = "released"
             self.balance[user] += delta
             self.entries[user].append((op, delta, self.balance[user]))
             assert body["credits"] == self.balance[user] and body["entry"]["amount"] == delta
@@ -89,6 +105,10 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             assert body["error"]["code"] == ("insufficient_credits" if op == "deduct" else "balance_limit_exceeded")
             assert body["error"]["details"]["balance"] == self.balance[user]
+            if op == "deduct":
+                held = self._held(user)
+                assert body["error"]["details"] == {"balance": self.balance[user], "held": held,
+                                                    "available": self.balance[user] - held, "requested": amount}
         if key:
             self.answers[key] = ((op, user, amount, reason), status, body)
         return status
@@ -168,7 +188,7 @@ class LedgerMachine(RuleBasedStateMachine):
         bal = self.balance[user]
         if requested == 0 or requested > remaining:
             expected = (409, "reversal_exceeds_remaining")
-        elif bal + delta < 0:
+        elif bal - self._held(user) + delta < 0:
             expected = (409, "insufficient_credits")
         elif bal + delta > MAX_BALANCE:
             expected = (409, "balance_limit_exceeded")
@@ -180,6 +200,67 @@ class LedgerMachine(RuleBasedStateMachine):
             self.balance[user] += delta
             self.entries[user].append(("reversal", delta, self.balance[user]))
             assert r.get_json()["entry"]["reverses"] == entry_id
+
+    @rule(target=holds, user=users, amount=st.integers(1, MAX_AMOUNT))
+    def create_hold(self, user, amount):
+        r = self.client.post(f"/api/credits/{user}/holds", json={"amount": amount})
+        bal, held = self.balance[user], self._held(user)
+        if amount > bal - held:
+            assert r.status_code == 409 and r.get_json()["error"]["details"] == {
+                "balance": bal, "held": held, "available": bal - held, "requested": amount}, r.get_json()
+            return multiple()
+        assert r.status_code == 201, (bal, held, amount, r.get_json())
+        body = r.get_json()
+        self.hold[body["hold"]["hold_id"]] = [user, amount, "open"]
+        assert (body["credits"], body["held"], body["available"]) == (bal, held + amount, bal - held - amount)
+        return body["hold"]["hold_id"]
+
+    @rule(hold_id=holds, amount=st.none() | st.integers(1, MAX_AMOUNT))
+    def capture(self, hold_id, amount):
+        user, held_amount, status = self.hold[hold_id]
+        r = self.client.post(f"/api/holds/{hold_id}/capture", json={} if amount is None else {"amount": amount})
+        error = (r.get_json().get("error") or {}).get("code")
+        if status != "open":
+            assert (r.status_code, error) == (409, "hold_expired" if status == "expired" else "hold_not_open")
+            return
+        if amount is not None and amount > held_amount:
+            assert (r.status_code, error) == (409, "capture_exceeds_hold"), r.get_json()
+            return
+        taken = held_amount if amount is None else amount
+        assert r.status_code == 200, r.get_json()
+        self.hold[hold_id][2] = "captured"
+        self.balance[user] -= taken
+        self.entries[user].append(("capture", -taken, self.balance[user]))
+        assert r.get_json()["entry"]["hold_id"] == hold_id and r.get_json()["hold"]["captured"] == taken
+
+    @rule(hold_id=holds)
+    def release(self, hold_id):
+        status = self.hold[hold_id][2]
+        r = self.client.post(f"/api/holds/{hold_id}/release")
+        if status != "open":
+            assert r.status_code == 409 and r.get_json()["error"]["details"]["status"] == status
+            return
+        assert r.status_code == 200 and r.get_json()["hold"]["status"] == "released", r.get_json()
+        self.hold[hold_id][2] = "released"
+
+    @rule(hold_id=holds)
+    def time_passes(self, hold_id):
+        """The hold's time runs out: moved into the past in the database (the clock the
+        service reads), as if its TTL had passed."""
+        with self.app.app_context(), db.engine.begin() as conn:
+            conn.execute(text("UPDATE holds SET created_at = created_at - interval '1 day', "
+                              "expires_at = statement_timestamp() - interval '1 second' WHERE id = :id"),
+                         {"id": hold_id})
+        if self.hold[hold_id][2] == "open":
+            self.hold[hold_id][2] = "expired"
+
+    @rule()
+    def sweep(self):
+        with self.app.app_context():
+            holds.sweep()
+            with db.engine.connect() as conn:
+                assert conn.execute(text("SELECT count(*) FROM holds WHERE status = 'open' "
+                                         "AND expires_at <= statement_timestamp()")).scalar() == 0
 
     @rule(day=st.sampled_from(DATES))
     def daily_grant(self, day):
@@ -219,7 +300,10 @@ class LedgerMachine(RuleBasedStateMachine):
     def books_match_the_model(self):
         for user, expected in self.balance.items():
             r = self.client.get(f"/api/credits/{user}")
+            held = self._held(user)
             assert r.status_code == 200 and r.get_json()["credits"] == expected, (user, expected, r.get_json())
+            assert (r.get_json()["held"], r.get_json()["available"]) == (held, expected - held), r.get_json()
+            assert 0 <= held <= expected
             rows, cursor = [], None
             while True:
                 page = self.client.get(f"/api/credits/{user}/transactions?limit=200"
@@ -230,8 +314,11 @@ class LedgerMachine(RuleBasedStateMachine):
                     break
             assert rows[::-1] == self.entries[user], f"user {user}: ledger {rows[::-1]} != model {self.entries[user]}"
             assert expected >= 0
+        for hold_id, (_, _, status) in self.hold.items():
+            assert self.client.get(f"/api/holds/{hold_id}").get_json()["status"] == status
         with self.app.app_context():
             assert ledger.verify() == []
+            assert holds.verify_holds() == ([], [])
 
 
 @pytest.mark.slow
