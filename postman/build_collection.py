@@ -19,7 +19,8 @@ ADMIN_AUTH = {"type": "bearer", "bearer": [{"key": "token", "value": "{{adminTok
 NO_AUTH = {"type": "noauth"}
 # The export's columns, in its documented order (credits_app/ledger/export.py: COLUMNS, from
 # records.ENTRY_COLUMNS; new fields go at the end).
-EXPORT_COLUMNS = "id,user_id,kind,amount,balance_after,reason,actor,idempotency_key,grant_date,created_at,reverses"
+EXPORT_COLUMNS = ("id,user_id,kind,amount,balance_after,reason,actor,idempotency_key,grant_date,created_at,reverses,"
+                  "hold_id")
 
 ERROR_SHAPE = """
 pm.test("error has the one JSON shape", function () {
@@ -102,7 +103,11 @@ pm.test("the user is created", function () {
 pm.collectionVariables.set("userId", user.user_id);
 pm.collectionVariables.set("userCreatedAt", user.created_at);"""),
         request("Balance starts at zero", "GET", u, tests=status(200) + """
-pm.test("zero credits", function () { pm.expect(pm.response.json().credits).to.eql(0); });"""),
+const b = pm.response.json();
+pm.test("zero credits, none held, none available", function () {
+    pm.expect(b).to.have.all.keys("user_id", "credits", "last_updated", "held", "available");
+    pm.expect([b.credits, b.held, b.available]).to.eql([0, 0, 0]);
+});"""),
         request("Add credits", "POST", u + "/add", body={"amount": 10, "reason": "publishing"},
                 tests=status(200) + """
 const b = pm.response.json();
@@ -144,10 +149,10 @@ pm.test("idempotency_key_reused", function () {
 });"""),
         request("Deduct more than the balance: 409", "POST", u + "/deduct", body={"amount": 1000},
                 tests=status(409) + ERROR_SHAPE + """
-pm.test("insufficient_credits with balance and requested", function () {
+pm.test("insufficient_credits with balance, held, available and requested", function () {
     const e = pm.response.json().error;
     pm.expect(e.code).to.eql("insufficient_credits");
-    pm.expect(e.details).to.eql({balance: 7, requested: 1000});
+    pm.expect(e.details).to.eql({balance: 7, held: 0, available: 7, requested: 1000});
 });"""),
         request("Invalid amount: 422", "POST", u + "/add", body={"amount": "ten"},
                 tests=status(422) + ERROR_SHAPE + """
@@ -228,7 +233,8 @@ pm.test("the add, and no further page", function () {
                 tests=status(200) + """
 const b = pm.response.json();
 pm.test("balance, last_updated and as_of", function () {
-    pm.expect(b).to.have.all.keys("user_id", "credits", "last_updated", "as_of");
+    // held and available describe the balance now; the schema documents them only without as_of
+    pm.expect(b).to.include.all.keys("user_id", "credits", "last_updated", "as_of");
     pm.expect(b.user_id).to.eql(Number(pm.collectionVariables.get("userId")));
 });
 pm.test("the add's balance_after, as of the add's time", function () {
@@ -277,8 +283,9 @@ pm.test("the header row, then the add, deduct, reversal and reset", function () 
     pm.expect(rows.map(r => r[2])).to.eql(["add", "deduct", "reversal", "reset"]);
     pm.expect(rows.map(r => Number(r[4]))).to.eql([10, 7, 9, 0]);
     pm.expect(rows[0][9]).to.eql(pm.collectionVariables.get("addEntryAt"));
-    // reverses, the last column: the deduct's id on the reversal, empty elsewhere
+    // reverses: the deduct's id on the reversal, empty elsewhere; hold_id (a capture's), empty on all four
     pm.expect(rows.map(r => r[10])).to.eql(["", "", String(pm.collectionVariables.get("deductEntryId")), ""]);
+    pm.expect(rows.map(r => r[11])).to.eql(["", "", "", ""]);
 }});"""),
         request("Export the user's ledger as NDJSON (admin)", "GET",
                 "/api/ledger/export?user_id={{userId}}&format=ndjson", auth=ADMIN_AUTH,
@@ -297,6 +304,7 @@ pm.test("four entries, each with the export's columns; the amounts sum to the ba
     const deductId = Number(pm.collectionVariables.get("deductEntryId"));
     pm.expect(entries[1].id).to.eql(deductId);
     pm.expect(entries.map(e => e.reverses)).to.eql([null, null, deductId, null]);
+    pm.expect(entries.map(e => e.hold_id)).to.eql([null, null, null, null]);
     pm.expect(entries[2].id).to.eql(Number(pm.collectionVariables.get("reversalEntryId")));
 }});"""),
         request("Schema update: dry run (admin)", "POST", "/api/schema/apply", auth=ADMIN_AUTH,
