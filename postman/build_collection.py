@@ -7,7 +7,9 @@
 The flow is the one a person follows: issue a token, create a user, add, deduct, be
 refused, replay idempotently, reverse part of the deduct (and be refused more than remains),
 reset, page the ledger, read the balance as of an entry's time
-and its history, export the ledger (CSV and NDJSON), dry-run and apply a schema change,
+and its history, export the ledger (CSV and NDJSON), hold credits (replay the hold, be
+refused more than is available), capture part of the hold (the rest is released), release
+another hold, read and list holds, dry-run and apply a schema change,
 trigger the daily grant and see it in the ledger. Every request carries pm.test assertions."""
 import argparse
 import json
@@ -307,6 +309,7 @@ pm.test("four entries, each with the export's columns; the amounts sum to the ba
     pm.expect(entries.map(e => e.hold_id)).to.eql([null, null, null, null]);
     pm.expect(entries[2].id).to.eql(Number(pm.collectionVariables.get("reversalEntryId")));
 }});"""),
+        *holds(u),
         request("Schema update: dry run (admin)", "POST", "/api/schema/apply", auth=ADMIN_AUTH,
                 body={"name": "postman-dry-{{runId}}", "dry_run": True,
                       "sql": "ALTER TABLE users ADD COLUMN IF NOT EXISTS postman_dry_run text"},
@@ -383,8 +386,171 @@ pm.test("today's run is listed", function () {
     pm.expect(run).to.be.an("object");
 });"""),
         request("Balance after the grant", "GET", u, tests=status(200) + """
-const expected = pm.collectionVariables.get("todayPlanned") === "yes" ? 0 : 5;
-pm.test(expected + " credits", function () { pm.expect(pm.response.json().credits).to.eql(expected); });"""),
+// 38 left after the capture, and the grant's 5 if today's run includes the user.
+const expected = pm.collectionVariables.get("todayPlanned") === "yes" ? 38 : 43;
+const b = pm.response.json();
+pm.test(expected + " credits, none held", function () {
+    pm.expect([b.credits, b.held, b.available]).to.eql([expected, 0, expected]);
+});"""),
+    ]
+
+
+HOLD_KEY = [{"key": "Idempotency-Key", "value": "postman-hold-{{runId}}"}]
+HOLD_FIELDS = """
+const HOLD_FIELDS = ["hold_id", "user_id", "amount", "status", "captured", "reason", "actor", "idempotency_key",
+                     "created_at", "expires_at", "closed_at", "entry_id"];"""
+
+
+def holds(u):
+    """Hold 30 of 50, capture 12 of it (the rest is released), hold 10 more and release it."""
+    return [
+        request("Add credits to hold", "POST", u + "/add", body={"amount": 50, "reason": "holds demo"},
+                tests=status(200) + """
+pm.test("balance is 50 after the reset", function () {
+    pm.expect(pm.response.json().credits).to.eql(50);
+});"""),
+        request("Hold credits (with an Idempotency-Key)", "POST", u + "/holds",
+                body={"amount": 30, "ttl_seconds": 600, "reason": "render job"}, headers=HOLD_KEY,
+                description="A hold keeps `amount` of the available balance for a later capture, until it is "
+                            "captured, released or expires (`ttl_seconds`; default HOLD_DEFAULT_TTL_SECONDS). "
+                            "Creating it writes no ledger entry: the balance stays, what is available drops.",
+                tests=status(201) + HOLD_FIELDS + """
+const b = pm.response.json();
+pm.test("50 credits, 30 held, 20 available", function () {
+    pm.expect(b.user_id).to.eql(Number(pm.collectionVariables.get("userId")));
+    pm.expect([b.credits, b.held, b.available]).to.eql([50, 30, 20]);
+});
+pm.test("an open hold of 30 for 600 seconds, with its key", function () {
+    const h = b.hold;
+    pm.expect(h).to.have.all.keys(HOLD_FIELDS);
+    pm.expect([h.status, h.amount, h.reason, h.actor]).to.eql(["open", 30, "render job", "postman-service"]);
+    pm.expect(h.idempotency_key).to.eql("postman-hold-" + pm.collectionVariables.get("runId"));
+    pm.expect([h.captured, h.closed_at, h.entry_id]).to.eql([null, null, null]);
+    pm.expect(new Date(h.expires_at) - new Date(h.created_at)).to.eql(600 * 1000);
+});
+pm.collectionVariables.set("holdId", b.hold.hold_id);"""),
+        request("Replay the hold: same key, same body", "POST", u + "/holds",
+                body={"amount": 30, "ttl_seconds": 600, "reason": "render job"}, headers=HOLD_KEY,
+                tests=status(201) + """
+const b = pm.response.json();
+pm.test("the original answer, nothing held twice", function () {
+    pm.expect(pm.response.headers.get("Idempotent-Replayed")).to.eql("true");
+    pm.expect(b.hold.hold_id).to.eql(Number(pm.collectionVariables.get("holdId")));
+    pm.expect([b.credits, b.held, b.available]).to.eql([50, 30, 20]);
+});"""),
+        request("Balance shows what is held", "GET", u,
+                description="`held` is what open holds keep; `available` (credits - held) is what a debit or "
+                            "a new hold may take.",
+                tests=status(200) + """
+const b = pm.response.json();
+pm.test("50 credits, 30 held (once, after the replay), 20 available", function () {
+    pm.expect([b.credits, b.held, b.available]).to.eql([50, 30, 20]);
+});"""),
+        request("Hold more than is available: 409", "POST", u + "/holds", body={"amount": 25},
+                tests=status(409) + ERROR_SHAPE + """
+pm.test("insufficient_credits: 25 asked, 20 available of 50 (30 held)", function () {
+    const e = pm.response.json().error;
+    pm.expect(e.code).to.eql("insufficient_credits");
+    pm.expect(e.details).to.eql({balance: 50, held: 30, available: 20, requested: 25});
+});"""),
+        request("Deduct more than is available: 409", "POST", u + "/deduct", body={"amount": 25},
+                description="A debit spends only what holds do not keep.",
+                tests=status(409) + ERROR_SHAPE + """
+pm.test("insufficient_credits: the balance covers 25, what is available does not", function () {
+    const e = pm.response.json().error;
+    pm.expect(e.code).to.eql("insufficient_credits");
+    pm.expect(e.details).to.eql({balance: 50, held: 30, available: 20, requested: 25});
+});"""),
+        request("Capture part of the hold", "POST", "/api/holds/{{holdId}}/capture", body={"amount": 12},
+                description="A ledger entry of kind `capture` naming the hold (`hold_id`) takes `amount` (default: "
+                            "all the hold keeps) from the balance; the rest of the hold is released. The entry's "
+                            "reason defaults to the hold's.",
+                tests=status(200) + """
+const b = pm.response.json();
+const holdId = Number(pm.collectionVariables.get("holdId"));
+pm.test("38 credits, nothing held: the other 18 are released", function () {
+    pm.expect([b.credits, b.held, b.available]).to.eql([38, 0, 38]);
+});
+pm.test("the hold is captured, 12 of its 30", function () {
+    pm.expect(b.hold.hold_id).to.eql(holdId);
+    pm.expect([b.hold.status, b.hold.amount, b.hold.captured]).to.eql(["captured", 30, 12]);
+    pm.expect(b.hold.closed_at).to.be.a("string");
+    pm.expect(b.hold.entry_id).to.eql(b.entry.id);
+});
+pm.test("the entry is a capture of 12 naming the hold", function () {
+    const e = b.entry;
+    pm.expect([e.kind, e.amount, e.balance_after, e.hold_id]).to.eql(["capture", -12, 38, holdId]);
+    pm.expect([e.reason, e.actor, e.reverses]).to.eql(["render job", "postman-service", null]);
+});
+pm.collectionVariables.set("captureEntryId", b.entry.id);"""),
+        request("Capture it again: 409", "POST", "/api/holds/{{holdId}}/capture", body={},
+                tests=status(409) + ERROR_SHAPE + """
+pm.test("hold_not_open: it is captured", function () {
+    const e = pm.response.json().error;
+    pm.expect(e.code).to.eql("hold_not_open");
+    pm.expect(e.details).to.eql({hold_id: Number(pm.collectionVariables.get("holdId")), status: "captured"});
+});"""),
+        request("Get the hold", "GET", "/api/holds/{{holdId}}", tests=status(200) + HOLD_FIELDS + """
+const h = pm.response.json();
+pm.test("captured: 12 of 30, by the capture entry", function () {
+    pm.expect(h).to.have.all.keys(HOLD_FIELDS);
+    pm.expect(h.hold_id).to.eql(Number(pm.collectionVariables.get("holdId")));
+    pm.expect([h.status, h.amount, h.captured]).to.eql(["captured", 30, 12]);
+    pm.expect(h.entry_id).to.eql(Number(pm.collectionVariables.get("captureEntryId")));
+});"""),
+        request("Balance after the capture", "GET", u, tests=status(200) + """
+const b = pm.response.json();
+pm.test("38 credits, none held, 38 available", function () {
+    pm.expect([b.credits, b.held, b.available]).to.eql([38, 0, 38]);
+});"""),
+        request("Hold credits to release", "POST", u + "/holds", body={"amount": 10, "reason": "cancelled job"},
+                tests=status(201) + """
+const b = pm.response.json();
+pm.test("10 held, 28 available", function () {
+    pm.expect([b.credits, b.held, b.available]).to.eql([38, 10, 28]);
+    pm.expect([b.hold.status, b.hold.amount, b.hold.idempotency_key]).to.eql(["open", 10, null]);
+});
+pm.collectionVariables.set("releaseHoldId", b.hold.hold_id);"""),
+        request("Release the hold", "POST", "/api/holds/{{releaseHoldId}}/release",
+                description="What the hold kept is available again; no ledger entry is written.",
+                tests=status(200) + """
+const b = pm.response.json();
+pm.test("released: nothing captured, no entry", function () {
+    pm.expect(b.hold.hold_id).to.eql(Number(pm.collectionVariables.get("releaseHoldId")));
+    pm.expect([b.hold.status, b.hold.captured, b.hold.entry_id]).to.eql(["released", null, null]);
+    pm.expect(b.hold.closed_at).to.be.a("string");
+    pm.expect(b).to.not.have.property("entry");
+});
+pm.test("38 credits, none held, 38 available", function () {
+    pm.expect([b.credits, b.held, b.available]).to.eql([38, 0, 38]);
+});"""),
+        request("The user's holds", "GET", u + "/holds?limit=5",
+                description="Newest first; `status` (open, captured, released, expired) keeps only holds with "
+                            "that status now. Pass `next_cursor` back as `cursor` for the next page.",
+                tests=status(200) + """
+const p = pm.response.json();
+pm.test("the released hold, then the captured one, and no further page", function () {
+    pm.expect(p.items.map(h => h.hold_id)).to.eql([Number(pm.collectionVariables.get("releaseHoldId")),
+                                                  Number(pm.collectionVariables.get("holdId"))]);
+    pm.expect(p.items.map(h => h.status)).to.eql(["released", "captured"]);
+    pm.expect(p.next_cursor).to.eql(null);
+});"""),
+        request("The user's captured holds", "GET", u + "/holds?status=captured", tests=status(200) + """
+const p = pm.response.json();
+pm.test("only the captured hold", function () {
+    pm.expect(p.items.map(h => [h.hold_id, h.status, h.captured])).to.eql(
+        [[Number(pm.collectionVariables.get("holdId")), "captured", 12]]);
+    pm.expect(p.next_cursor).to.eql(null);
+});"""),
+        request("The user's open holds: none", "GET", u + "/holds?status=open", tests=status(200) + """
+pm.test("no open hold", function () { pm.expect(pm.response.json().items).to.eql([]); });"""),
+        request("The capture is in the ledger", "GET", u + "/transactions?limit=2", tests=status(200) + """
+const p = pm.response.json();
+pm.test("the capture naming its hold, then the add", function () {
+    pm.expect(p.items.map(e => [e.kind, e.amount, e.hold_id])).to.eql(
+        [["capture", -12, Number(pm.collectionVariables.get("holdId"))], ["add", 50, null]]);
+    pm.expect(p.items[0].id).to.eql(Number(pm.collectionVariables.get("captureEntryId")));
+});"""),
     ]
 
 
@@ -400,7 +566,7 @@ def collection(examples=None):
             item["response"] = [examples[item["name"]]]
     variables = ["serviceToken", "runId", "email", "userId", "userCreatedAt", "addEntryAt", "addEntryAtQuery",
                  "addBalanceAfter", "deductEntryId", "deductEntryAt", "deductEntryAtQuery", "reversalEntryId", "cursor",
-                 "grantDate", "grantPolls", "schemaSupported", "todayPlanned"]
+                 "holdId", "captureEntryId", "releaseHoldId", "grantDate", "grantPolls", "schemaSupported", "todayPlanned"]
     return {
         "info": {"name": "credits", "_postman_id": "6f1b2a8e-credits-0000-0000-000000000001",
                  "description": "The credits service end to end. Set baseUrl and adminToken in the environment "
