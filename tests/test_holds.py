@@ -414,3 +414,26 @@ def test_a_reset_closes_a_hold_committed_while_it_waited(pg_app):
     assert r.status_code == 200 and r.get_json()["credits"] == 0
     assert [h["status"] for h in client.get(f"/api/credits/{uid}/holds").get_json()["items"]] == ["released"]
     _books(pg_app)
+
+
+def test_metrics_count_hold_operations(app):
+    from tests.test_observability import _sample
+    client = client_as(app)
+    uid = new_user(client)
+    _add(client, uid, 10)
+    before = app.test_client().get("/metrics").get_data(as_text=True)
+    first = _hold(client, uid, 4)["hold"]["hold_id"]
+    second = _hold(client, uid, 4)["hold"]["hold_id"]
+    _hold(client, uid, 5, status=409)
+    client.post(f"/api/holds/{first}/capture", json={"amount": 1})
+    client.post(f"/api/holds/{second}/release")
+    client.post(f"/api/holds/{second}/release")
+    after = app.test_client().get("/metrics").get_data(as_text=True)
+
+    def delta(kind, outcome):
+        labels = {"kind": kind, "outcome": outcome}
+        return _sample(after, "credits_operations_total", **labels) - _sample(before, "credits_operations_total",
+                                                                                **labels)
+
+    assert (delta("hold", "ok"), delta("hold", "refused")) == (2, 1)
+    assert (delta("capture", "ok"), delta("release", "ok"), delta("release", "refused")) == (1, 1, 1)

@@ -25,7 +25,9 @@ LATENCY = Histogram("credits_http_request_duration_seconds", "HTTP request laten
 OPERATIONS = Counter("credits_operations_total", "Credit changes by kind and outcome", ["kind", "outcome"])
 INSUFFICIENT = Counter("credits_insufficient_credits_total", "Deducts refused for insufficient credits")
 
-_CREDIT_KINDS = {"credits.add": "add", "credits.deduct": "deduct", "credits.reset": "reset"}
+_CREDIT_KINDS = {"credits.add": "add", "credits.deduct": "deduct", "credits.reset": "reset",
+                 "credits.reverse": "reversal", "holds.create": "hold", "holds.capture": "capture",
+                 "holds.release": "release"}
 
 blp = Blueprint("metrics", __name__, description="Prometheus metrics (no token needed)")
 
@@ -33,7 +35,7 @@ blp = Blueprint("metrics", __name__, description="Prometheus metrics (no token n
 def _outcome(response):
     if response.headers.get("Idempotent-Replayed"):  # a replayed change or refusal took no effect now
         return "replayed"
-    if response.status_code == 200:
+    if response.status_code in (200, 201):
         return "ok"
     return {409: "refused", 404: "not_found", 401: "unauthorized", 403: "forbidden", 429: "rate_limited"}.get(
         response.status_code, "invalid" if response.status_code < 500 else "error")
