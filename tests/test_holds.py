@@ -437,3 +437,14 @@ def test_metrics_count_hold_operations(app):
 
     assert (delta("hold", "ok"), delta("hold", "refused")) == (2, 1)
     assert (delta("capture", "ok"), delta("release", "ok"), delta("release", "refused")) == (1, 1, 1)
+
+
+def test_a_balance_as_of_an_instant_says_nothing_of_holds(app):
+    client = client_as(app)
+    uid = new_user(client)
+    _add(client, uid, 50)
+    _hold(client, uid, 30)
+    now = client.get(f"/api/credits/{uid}").get_json()
+    past = client.get(f"/api/credits/{uid}?as_of=9999-01-01T00:00:00Z").get_json()
+    assert (now["held"], now["available"]) == (30, 20)
+    assert sorted(past) == ["as_of", "credits", "last_updated", "user_id"] and past["credits"] == 50

@@ -12,7 +12,7 @@ from ..ledger import Balance
 from .common import (IDEMPOTENCY_KEY, REPLAYED, REPLAYED_HEADER, Blueprint, decode_entry_cursor, encode_entry_cursor,
                      idempotency_key, page)
 from .schemas import (AmountIn, AsOfArgs, BalanceAsOfOut, ChangeOut, EntryPage, EntryPageArgs, ErrorOut, HistoryArgs,
-                      HistoryOut, ResetIn, ReverseIn, balance_json, change_json)
+                      HistoryOut, ResetIn, ReverseIn, balance_as_of_json, balance_json, change_json)
 
 blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Credit balances and changes")
 
@@ -70,7 +70,7 @@ def get_balance(user_id):
         at = blp.ARGUMENTS_PARSER.parse(AS_OF, location="query").get("as_of")
         if at is not None:
             credits, last_updated = ledger.as_of(user_id, at)
-            return jsonify(balance_json(Balance(user_id, credits, last_updated)) | {"as_of": at.isoformat()})
+            return jsonify(balance_as_of_json(Balance(user_id, credits, last_updated), at))
     return jsonify(balance_json(ledger.balance(user_id)))
 
 

@@ -83,6 +83,12 @@ def balance_json(balance):
             "held": balance.held, "available": balance.available}
 
 
+def balance_as_of_json(balance, at):
+    """The balance at a past instant: what holds kept then is not known, so no held or available."""
+    return {"user_id": balance.user_id, "credits": balance.credits, "last_updated": _iso(balance.last_updated),
+            "as_of": at.isoformat()}
+
+
 def change_json(change):
     e = change.entry
     return {"user_id": e.user_id, "credits": e.balance_after, "last_updated": _iso(e.created_at),
