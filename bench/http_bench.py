@@ -206,8 +206,8 @@ def pgbench_scripts(workdir, users):
     """The service's own statements, verbatim, with pgbench variables: the user id is a
     bound parameter (-M prepared); the other values are the literals psycopg2 would send."""
     from credits_app.ledger.postgres import statement
-    balance = ("SELECT u.user_id, COALESCE(c.credits, 0) AS credits, c.last_updated FROM users u "
-               "LEFT JOIN credits c ON c.user_id = u.user_id WHERE u.user_id = :uid;")
+    from credits_app.ledger.reads import BALANCE
+    balance = " ".join(str(BALANCE).split()) + ";"
 
     def change(kind, delta):
         sql = str(statement(kind, False))
