@@ -12,7 +12,8 @@ defaults), a redis-server, and two gunicorns with the checked-in gunicorn.conf.p
   - the bare-WSGI floor (bench/bare_wsgi.py) on a copy of the same database.
 Loads N users with INSERT ... SELECT generate_series (each with a seed ledger entry), then for
 each phase (balance read, add, deduct over random users, deduct on ONE hot user, mixed 80%
-reads) runs, back to back at the same concurrency:
+reads, hold: hold 2 credits of a random user then capture 1) runs, back to back at the same
+concurrency:
   1. pgbench -M prepared with a custom script of exactly the hot-path statement (the floor
      database's own ceiling),
   2. wrk against the bare-WSGI floor,
@@ -24,6 +25,18 @@ CPU of the app, PostgreSQL and the load generator is sampled from /proc per phas
 run against the service the database is cross-checked against the successful responses
 (ledger rows by kind, sum of balances, the hot user's balance), and at the end
 `flask credits verify` must find no drift and no balance may be negative.
+
+The hold phase counts PAIRS: a hold (201) and then the capture of part of it (200) is one
+unit, two requests of different cost whose sum is what a caller pays, and a pgbench pair is
+one run of its script. Its floors (pgbench, bench/bare_wsgi.py) run, in two transactions, the
+service's own statements that the pair needs: lock the row, insert the hold, add it to `held`;
+find the hold's user, lock the row, read the hold, update the balance, insert the capture
+entry, close the hold. The service also records the user's overdue holds (whenever the user
+holds something, so on every capture) and reads the hold again for each answer. Its
+cross-check: a hold row per 201, a captured hold and a capture entry of 1 per 200 capture,
+the balances down by as much, nothing refused, `held` equal to what the open holds keep;
+the holds wrk left open when it stopped (at most one per connection) are then released
+through the service, after which nothing may be held.
 Writes bench/out/http.md and bench/out/http.json and prints the table."""
 import argparse
 import json
@@ -36,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,7 +63,8 @@ LUA = os.path.join(ROOT, "bench", "credits.lua")
 SECRET = "bench-only-jwt-secret-of-sufficient-length-0123456789abcdef"
 SEED_BALANCE = 1_000           # every random user: enough that deducts of 1 rarely refuse
 HOT_BALANCE = 1_000_000_000    # user 1, the hot user: never runs out within a phase
-PHASES = ("read", "add", "deduct", "hot", "mixed")
+HOLD, CAPTURE = 2, 1           # the hold phase: hold 2 credits, capture 1 (the other is released)
+PHASES = ("read", "add", "deduct", "hot", "mixed", "hold")
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -179,16 +194,21 @@ def children_cpu():
 def wrk(target_url, phase, args, token, roots, workdir):
     out_json = os.path.join(workdir, f"wrk-{phase}.json")
     cmd = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.concurrency), "-d", f"{args.duration}s",
-           "--timeout", "10s", "--latency", "-s", LUA, target_url, "--", phase, str(args.users)]
+           "--timeout", "10s", "--latency", "-s", LUA, target_url, "--", phase, str(args.users), str(HOLD),
+           str(CAPTURE)]
     gen_before = children_cpu()
     _, wall, cpu = run_measured(cmd, roots, env=dict(os.environ, BENCH_TOKEN=token, BENCH_OUT=out_json))
     cpu["generator"] = children_cpu() - gen_before
     with open(out_json) as f:
         result = json.load(f)
     seconds = result["duration_us"] / 1e6
+    # The hold phase's unit is a completed pair (a hold, then its capture answered 200): two
+    # requests of different cost, so counting requests would double the figure.
+    done = result["kinds"].get("capture", 0) if phase == "hold" else result["requests"]
     return {
-        "rps": result["requests"] / seconds,
+        "rps": done / seconds,
         "requests": result["requests"],
+        "requests_per_s": result["requests"] / seconds,
         "p50_ms": result["latency_us"]["p50"] / 1000, "p90_ms": result["latency_us"]["p90"] / 1000,
         "p99_ms": result["latency_us"]["p99"] / 1000, "max_ms": result["latency_us"]["max"] / 1000,
         "statuses": {k: v for k, v in sorted(result["statuses"].items())},
@@ -199,7 +219,40 @@ def wrk(target_url, phase, args, token, roots, workdir):
     }
 
 
-PGBENCH_SCRIPTS = ("read", "add", "deduct", "hot")
+PGBENCH_SCRIPTS = ("read", "add", "deduct", "hot", "hold")
+
+
+def pgbench_sql(stmt, values, gset=None):
+    """`stmt` as one pgbench command: each bind parameter named in `values` replaced by its
+    literal (or by a pgbench variable, ":name"), the others left as pgbench variables, which
+    -M prepared binds as parameters; `gset`: keep the row's columns as variables `gset`name."""
+    sql = re.sub(r"(?<![:\w]):(\w+)", lambda m: values.get(m.group(1), m.group(0)), str(stmt))
+    return " ".join(sql.split()) + (f" \\gset {gset}" if gset else ";")
+
+
+def hold_script():
+    """A hold and its capture as the bare-WSGI floor runs them (bench/bare_wsgi.py says which
+    of the service's hold statements): two transactions, one pgbench transaction."""
+    from bench.bare_wsgi import HOLD_TTL_SECONDS
+    from credits_app.ledger.holds import _stmts
+    s, actor = _stmts("postgresql"), "'pgbench'"
+    return "\n".join([
+        "BEGIN;",
+        pgbench_sql(s["lock"], {}),
+        pgbench_sql(s["insert"], {"amount": str(HOLD), "reason": "NULL", "actor": actor, "key": "NULL",
+                                  "ttl": str(HOLD_TTL_SECONDS)}, gset="h_"),
+        pgbench_sql(s["held"], {"amount": str(HOLD)}),
+        "COMMIT;",
+        "BEGIN;",
+        pgbench_sql(s["owner"], {"hid": ":h_id"}, gset="o_"),
+        pgbench_sql(s["lock"], {"uid": ":o_user_id"}),
+        pgbench_sql(s["hold"], {"hid": ":h_id"}),
+        pgbench_sql(s["capture"], {"uid": ":o_user_id", "amount": str(CAPTURE), "held": str(HOLD)}, gset="c_"),
+        pgbench_sql(s["entry"], {"uid": ":o_user_id", "delta": str(-CAPTURE), "balance": ":c_credits",
+                                 "reason": "NULL", "actor": actor, "key": "NULL", "hid": ":h_id",
+                                 "at": ":c_last_updated"}),
+        pgbench_sql(s["close"], {"hid": ":h_id", "status": "'captured'", "captured": str(CAPTURE), "actor": actor}),
+        "COMMIT;"])
 
 
 def pgbench_scripts(workdir, users):
@@ -207,18 +260,16 @@ def pgbench_scripts(workdir, users):
     bound parameter (-M prepared); the other values are the literals psycopg2 would send."""
     from credits_app.ledger.postgres import statement
     from credits_app.ledger.reads import BALANCE
-    balance = " ".join(str(BALANCE).split()) + ";"
 
     def change(kind, delta):
-        sql = str(statement(kind, False))
-        values = {"delta": str(delta), "now": "now()", "max_balance": str(10**15), "kind": f"'{kind}'",
-                  "reason": "NULL", "actor": "'pgbench'", "key": "NULL"}
-        sql = re.sub(r"(?<![:\w]):(\w+)", lambda m: values.get(m.group(1), m.group(0)), sql)
-        return " ".join(sql.split()) + ";"
+        return pgbench_sql(statement(kind, False), {
+            "delta": str(delta), "now": "now()", "max_balance": str(10**15), "kind": f"'{kind}'", "reason": "NULL",
+            "actor": "'pgbench'", "key": "NULL"})
 
     random_uid = f"\\set uid random(2, {users})\n"
-    scripts = {"read": random_uid + balance, "add": random_uid + change("add", 1),
-               "deduct": random_uid + change("deduct", -1), "hot": "\\set uid 1\n" + change("deduct", -1)}
+    scripts = {"read": random_uid + pgbench_sql(BALANCE, {}), "add": random_uid + change("add", 1),
+               "deduct": random_uid + change("deduct", -1), "hot": "\\set uid 1\n" + change("deduct", -1),
+               "hold": random_uid + hold_script()}
     paths = {}
     for name, body in scripts.items():
         paths[name] = os.path.join(workdir, f"pgbench-{name}.sql")
@@ -260,12 +311,21 @@ def pgbench(pg, dbname, phase, scripts, args, roots, workdir):
 
 def snapshot(conn):
     with conn.cursor() as cur:
-        cur.execute("SELECT (SELECT COALESCE(SUM(credits), 0) FROM credits), "
-                    "(SELECT credits FROM credits WHERE user_id = 1), "
-                    "(SELECT count(*) FILTER (WHERE kind = 'add') FROM ledger_entries WHERE actor <> 'bench-seed'), "
-                    "(SELECT count(*) FILTER (WHERE kind = 'deduct') FROM ledger_entries)")
-        total, hot, adds, deducts = cur.fetchone()
-    return {"total": int(total), "hot": int(hot), "add": adds, "deduct": deducts}
+        cur.execute("SELECT COALESCE(SUM(credits), 0), COALESCE(SUM(held), 0), "
+                    "(SELECT credits FROM credits WHERE user_id = 1) FROM credits")
+        total, held, hot = cur.fetchone()
+        cur.execute("SELECT count(*) FILTER (WHERE kind = 'add' AND actor <> 'bench-seed'), "
+                    "count(*) FILTER (WHERE kind = 'deduct'), count(*) FILTER (WHERE kind = 'capture'), "
+                    "COALESCE(SUM(amount) FILTER (WHERE kind = 'capture'), 0) FROM ledger_entries")
+        adds, deducts, captures, captured_entries = cur.fetchone()
+        cur.execute("SELECT count(*), count(*) FILTER (WHERE status = 'captured'), COALESCE(SUM(captured), 0), "
+                    "count(*) FILTER (WHERE status = 'open'), COALESCE(SUM(amount) FILTER (WHERE status = 'open'), 0) "
+                    "FROM holds")
+        holds, captured_holds, captured, open_holds, open_amount = cur.fetchone()
+    return {"total": int(total), "held": int(held), "hot": int(hot), "add": adds, "deduct": deducts,
+            "capture": captures, "capture_amounts": int(captured_entries), "holds": holds,
+            "captured_holds": captured_holds, "captured": int(captured), "open_holds": open_holds,
+            "open_amount": int(open_amount)}
 
 
 def settle(log_path):
@@ -280,9 +340,13 @@ def settle(log_path):
     return size
 
 
+_ROUTE_KINDS = {"add": "add", "deduct": "deduct", "holds": "hold", "capture": "capture", "release": "release"}
+
+
 def served(log_path, offset):
     """What the service's own JSON request log says it answered since `offset`:
-    {"add 200": n, "deduct 409": n, ...} (every request, including those wrk gave up on)."""
+    {"add 200": n, "deduct 409": n, "hold 201": n, ...} (every request, including those wrk gave
+    up on)."""
     counts = {}
     with open(log_path) as f:
         f.seek(offset)
@@ -291,7 +355,7 @@ def served(log_path, offset):
                 continue
             entry = json.loads(line)
             route = (entry.get("route") or "").rsplit("/", 1)[-1]
-            kind = route if route in ("add", "deduct") else "read"
+            kind = _ROUTE_KINDS.get(route, "read") if entry.get("method") == "POST" else "read"
             key = f"{kind} {entry['status']}"
             counts[key] = counts.get(key, 0) + 1
     return counts
@@ -300,6 +364,8 @@ def served(log_path, offset):
 def cross_check(phase, before, after, result, server_counts, concurrency):
     """Every successful change is in the ledger and the balances, and nothing else is: exact
     against the service's request log, and within wrk's in-flight window against wrk's count."""
+    if phase == "hold":
+        return cross_check_holds(before, after, result, server_counts, concurrency)
     adds, deducts = server_counts.get("add 200", 0), server_counts.get("deduct 200", 0)
     seen_adds, seen_deducts = result["kinds"].get("add", 0), result["kinds"].get("deduct", 0)
     checks = {
@@ -315,6 +381,51 @@ def cross_check(phase, before, after, result, server_counts, concurrency):
     else:
         checks["hot user untouched"] = before["hot"] == after["hot"]
     return checks
+
+
+def cross_check_holds(before, after, result, server_counts, concurrency):
+    """The hold phase: every 201 is a hold row, every 200 capture a captured hold with its
+    ledger entry of CAPTURE, the balances fell by exactly that, and the holds still open are
+    the ones wrk stopped before capturing (at most one per connection), kept in `held`."""
+    held, captures = server_counts.get("hold 201", 0), server_counts.get("capture 200", 0)
+    taken = captures * CAPTURE
+    return {
+        "only 201 holds and 200 captures (no refusal, no error)": set(server_counts) <= {"hold 201", "capture 200"},
+        "hold rows == 201 hold responses": after["holds"] - before["holds"] == held,
+        "ledger capture rows == 200 capture responses, each -CAPTURE":
+            after["capture"] - before["capture"] == captures
+            and after["capture_amounts"] - before["capture_amounts"] == -taken,
+        "captured holds == 200 capture responses, each CAPTURE":
+            after["captured_holds"] - before["captured_holds"] == captures
+            and after["captured"] - before["captured"] == taken,
+        "sum of balances fell by the captures": before["total"] - after["total"] == taken,
+        "no add or deduct entry": (after["add"], after["deduct"]) == (before["add"], before["deduct"]),
+        "holds left open == holds - captures, at most one per connection":
+            before["open_holds"] == 0 and after["open_holds"] == held - captures <= concurrency,
+        "credits.held == what the open holds keep": after["held"] == after["open_amount"] == HOLD * (held - captures),
+        "wrk's 201s and 200s within the in-flight window of the log's":
+            0 <= held - result["kinds"].get("hold", 0) <= concurrency
+            and 0 <= captures - result["kinds"].get("capture", 0) <= concurrency,
+        "hot user untouched": before["hot"] == after["hot"],
+    }
+
+
+def release_open_holds(server, token, conn):
+    """Release, through the service, the holds wrk left open when it stopped; how many it
+    released, or None when one release did not answer 200."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT id FROM holds WHERE status = 'open' ORDER BY id")
+        ids = [row[0] for row in cur.fetchall()]
+    for hold_id in ids:
+        req = urllib.request.Request(f"{server.url}/api/holds/{hold_id}/release", data=b"{}", method="POST",
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as answer:
+                if answer.status != 200:
+                    return None
+        except urllib.error.HTTPError:
+            return None
+    return len(ids)
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -363,9 +474,18 @@ def markdown(report):
             vs_pg = f"{r['vs_pgbench']:.0%}" if "vs_pgbench" in r else ""
             cpu = r["cpu_pct"]
             spread = " ".join(f"{x:,}" for x in r["rps_runs"])
-            lines.append(f"| {phase} | {target} | {r['rps']:,.0f} | {spread} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
+            label = "hold (pairs/s)" if phase == "hold" else phase
+            lines.append(f"| {label} | {target} | {r['rps']:,.0f} | {spread} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | "
                          f"{r['p99_ms']:.1f} | {fmt_statuses(r['statuses'])} | {cpu.get('app', 0):.0f} | "
                          f"{cpu.get('postgres', 0):.0f} | {cpu.get('generator', 0):.0f} | {vs_bare} | {vs_pg} |")
+    if "hold" in report["phases"]:
+        runs = report["results"]["hold"]
+        per_request = ", ".join(f"{target} {runs[target]['requests_per_s']:,.0f}" for target in ("bare", "app")
+                                if target in runs)
+        lines += ["", "hold: the req/s column counts completed pairs, a hold and then the capture of part of it "
+                  f"(HTTP requests/s: {per_request}); pgbench's pair is one run of its script (two transactions). "
+                  "wrk's latencies are per request (a hold or a capture), pgbench's per pair. The bare-WSGI floor "
+                  "and pgbench run only the statements the pair needs (bench/bare_wsgi.py)."]
     lines.append("")
     failed = [f"{phase}: {name}" for phase, checks in report["checks"].items() for name, ok in checks.items() if not ok]
     lines.append("Cross-checks: " + ("all passed (" + ", ".join(report["checks_summary"]) + ")" if not failed
@@ -442,7 +562,10 @@ def main():
         # Warm both servers (imports, pools, first plans) outside the measurements.
         for server in servers:
             warm = argparse.Namespace(**{**vars(args), "duration": 2})
-            wrk(server.url, "mixed", warm, token, {}, workdir)
+            for phase in ("mixed", "hold") if "hold" in phases else ("mixed",):
+                wrk(server.url, phase, warm, token, {}, workdir)
+        if "hold" in phases:
+            release_open_holds(app, token, conns["credits"])
         for phase in phases:
             # Rounds of floor, floor, service back to back: a neighbour's burst on this shared
             # machine then hits one round, not one target, and the median round is reported.
@@ -458,11 +581,19 @@ def main():
                 runs["app"] = wrk(app.url, phase, args, token, {"app": app.proc.pid, "postgres": pg_pid}, workdir)
                 settle(app.log_path)
                 runs["app"]["served"] = served(app.log_path, offset)
-                for name, ok in cross_check(phase, before, snapshot(conns["credits"]), runs["app"],
-                                            runs["app"]["served"], args.concurrency).items():
+                run_checks = cross_check(phase, before, snapshot(conns["credits"]), runs["app"],
+                                         runs["app"]["served"], args.concurrency)
+                if phase == "hold":
+                    runs["app"]["released_after"] = release_open_holds(app, token, conns["credits"])
+                    settle(app.log_path)
+                    end = snapshot(conns["credits"])
+                    run_checks["the holds left open released (200), then nothing held"] = (
+                        runs["app"]["released_after"] is not None and end["open_holds"] == 0 and end["held"] == 0)
+                for name, ok in run_checks.items():
                     checks[name] = checks.get(name, True) and ok
                 for target, r in runs.items():
-                    print(f"{phase:>6} {target:>7}: {r['rps']:8,.0f} req/s  p50 {r['p50_ms']:6.1f}  "
+                    unit = "pairs/s" if phase == "hold" else "req/s"
+                    print(f"{phase:>6} {target:>7}: {r['rps']:8,.0f} {unit}  p50 {r['p50_ms']:6.1f}  "
                           f"p90 {r['p90_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  {fmt_statuses(r['statuses'])}  "
                           f"cpu {r['cpu_pct']}", flush=True)
                 rounds.append(runs)

@@ -30,19 +30,27 @@ def _run(args, tmp_path, env=None):
 
 def test_http_bench_runs_every_phase_and_its_cross_checks_pass(tmp_path):
     """wrk, pgbench, the bare floor and the service under gunicorn, every phase, one short
-    round: each target answered, only 200s (and 409s) and every cross-check true."""
+    round: each target answered, only 200s (and 409s; 201s for holds) and every cross-check
+    true; the hold phase completed pairs on every target and released what wrk left open."""
     _run(["bench/http_bench.py", "--users", "300", "--duration", "1", "--rounds", "1", "--concurrency", "4"],
          tmp_path)
     with open(tmp_path / "http.json") as f:
         report = json.load(f)
-    assert set(report["results"]) == {"read", "add", "deduct", "hot", "mixed"}
+    assert set(report["results"]) == {"read", "add", "deduct", "hot", "mixed", "hold"}
     for phase, runs in report["results"].items():
         assert set(runs) >= {"pgbench", "bare", "app"}, phase
         assert all(run["requests"] > 0 for run in runs.values()), (phase, runs)
-        assert set(runs["app"]["statuses"]) <= {"200", "409"}, (phase, runs["app"]["statuses"])
+        assert set(runs["app"]["statuses"]) <= ({"200", "201"} if phase == "hold" else {"200", "409"}), (
+            phase, runs["app"]["statuses"])
+    hold = report["results"]["hold"]
+    assert all(run["rps"] > 0 for run in hold.values()), hold  # completed pairs, not requests
+    assert hold["pgbench"]["statuses"] == {"failed": 0}, hold["pgbench"]
+    assert hold["app"]["kinds"]["capture"] > 0 and hold["app"]["released_after"] is not None, hold["app"]
     for phase, checks in report["checks"].items():
         assert checks and all(checks.values()), (phase, checks)
-    assert (tmp_path / "http.md").read_text().count("| app |") == 5
+    assert "the holds left open released (200), then nothing held" in report["checks"]["hold"]
+    table = (tmp_path / "http.md").read_text()
+    assert table.count("| app |") == 6 and "| hold (pairs/s) | app |" in table, table
 
 
 def test_grant_bench_credits_every_user_once_per_date(tmp_path):
