@@ -136,11 +136,14 @@ class TestDecidedOnTheLockedRow:
         _set_balance(pg_app, uid, 60)
         r = _race(pg_app, uid, -30, _send(pg_app, "POST", f"/api/credits/{uid}/deduct", {"amount": 50}, key))
         assert r.status_code == 409
-        assert r.get_json()["error"]["details"] == {"balance": 30, "requested": 50}
+        details = r.get_json()["error"]["details"]
+        assert details == {"balance": 30, "held": 0, "available": 30, "requested": 50}
+        assert details["available"] < details["requested"]
+        assert details["available"] == details["balance"] - details["held"]
         assert _balance_and_books(pg_app, uid) == 30
         if key:  # the stored refusal was right when made, and replays as made
             replay = _send(pg_app, "POST", f"/api/credits/{uid}/deduct", {"amount": 50}, key)()
-            assert replay.status_code == 409 and replay.get_json()["error"]["details"]["balance"] == 30
+            assert replay.status_code == 409 and replay.get_json()["error"]["details"] == details
 
     def test_a_right_cap_refusal_reports_the_newest_balance(self, pg_app, key):
         uid = new_user(client_as(pg_app))
@@ -183,7 +186,7 @@ class TestTheCapLimitsCreditsOnly:
     def test_deduct_beyond_the_balance_is_refused_for_the_balance_not_the_cap(self, app, over_cap):
         r = client_as(app).post(f"/api/credits/{over_cap}/deduct", json={"amount": 91})
         assert r.status_code == 409
-        assert r.get_json()["error"]["details"] == {"balance": 90, "requested": 91}
+        assert r.get_json()["error"]["details"] == {"balance": 90, "held": 0, "available": 90, "requested": 91}
         with app.app_context():
             assert db.session.execute(text("SELECT count(*) FROM ledger_entries WHERE user_id = :u"),
                                       {"u": over_cap}).scalar() == 1

@@ -50,7 +50,9 @@ def test_reversing_a_credit_needs_the_balance_and_says_so(app):
     r = _reverse(client, uid, grant["id"], 10)
     assert r.status_code == 409 and r.get_json()["error"]["code"] == "insufficient_credits"
     details = r.get_json()["error"]["details"]
-    assert details == {"balance": 5, "requested": 10} and details["balance"] < details["requested"]
+    assert details == {"balance": 5, "held": 0, "available": 5, "requested": 10}
+    assert details["available"] < details["requested"]
+    assert details["available"] == details["balance"] - details["held"]
     assert _reverse(client, uid, grant["id"], 5).get_json()["credits"] == 0
 
 
@@ -114,7 +116,8 @@ def test_an_idempotency_key_reverses_once(app):
     _change(client, uid, "deduct", 25)
     retry = {"Idempotency-Key": "undo-grant"}
     refused = _reverse(client, uid, grant["id"], 5, headers=retry)
-    assert refused.status_code == 409 and refused.get_json()["error"]["details"] == {"balance": 0, "requested": 5}
+    assert refused.status_code == 409
+    assert refused.get_json()["error"]["details"] == {"balance": 0, "held": 0, "available": 0, "requested": 5}
     _change(client, uid, "add", 5)
     again = _reverse(client, uid, grant["id"], 5, headers=retry)
     assert (again.status_code, again.get_json()) == (409, refused.get_json())
