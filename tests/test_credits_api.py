@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from credits_app.api.schemas import BalanceOut, ChangeOut, balance_json, change_json
+from credits_app.api.schemas import BalanceAsOfOut, ChangeOut, balance_json, change_json
 from credits_app.extensions import db
 from credits_app.ledger import Balance, Change, Entry
 from tests.conftest import new_user
@@ -56,7 +56,8 @@ def test_deduct_more_than_balance_is_409_and_changes_nothing(client):
     assert r.status_code == 409
     err = r.get_json()["error"]
     assert err["code"] == "insufficient_credits"
-    assert err["details"] == {"balance": 5, "requested": 6}
+    assert err["details"] == {"balance": 5, "held": 0, "available": 5, "requested": 6}
+    assert err["message"] == "balance 5 is less than the requested 6"
     assert client.get(f"/api/credits/{uid}").get_json()["credits"] == 5
     assert len(client.get(f"/api/credits/{uid}/transactions").get_json()["items"]) == 1
 
@@ -96,9 +97,11 @@ def test_seed_user_without_credits_row(app, client):
     with app.app_context():
         with db.engine.begin() as conn:
             conn.execute(text("INSERT INTO users (user_id, email, name) VALUES (500, 'seed@example.com', 'Seed')"))
-    assert client.get("/api/credits/500").get_json() == {"user_id": 500, "credits": 0, "last_updated": None}
+    assert client.get("/api/credits/500").get_json() == {"user_id": 500, "credits": 0, "last_updated": None,
+                                                         "held": 0, "available": 0}
     r = client.post("/api/credits/500/deduct", json={"amount": 1})
-    assert r.status_code == 409 and r.get_json()["error"]["details"]["balance"] == 0
+    assert r.status_code == 409
+    assert r.get_json()["error"]["details"] == {"balance": 0, "held": 0, "available": 0, "requested": 1}
     r = client.post("/api/credits/500/add", json={"amount": 7})
     assert r.status_code == 200 and r.get_json()["credits"] == 7
     with app.app_context():
@@ -148,18 +151,24 @@ _aware = st.datetimes(timezones=st.just(timezone.utc))
 _maybe_text = st.none() | st.text(max_size=20)
 
 
+_balance = st.tuples(st.integers(1, 2**63 - 1), st.integers(0, 10**15), st.none() | _aware).flatmap(
+    lambda t: st.builds(Balance, st.just(t[0]), st.just(t[1]), st.just(t[2]), held=st.integers(0, t[1])))
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.builds(Entry, id=st.integers(1, 2**63 - 1), user_id=st.integers(1, 2**63 - 1),
-                 kind=st.sampled_from(["add", "deduct", "reset", "daily_grant"]),
+                 kind=st.sampled_from(["add", "deduct", "reset", "daily_grant", "reversal", "capture"]),
                  amount=st.integers(-10**15, 10**15), balance_after=st.integers(0, 10**15), reason=_maybe_text,
                  actor=st.text(max_size=20), idempotency_key=_maybe_text, grant_date=st.none() | st.dates(),
-                 created_at=_aware),
-       st.integers(1, 2**63 - 1), st.integers(0, 10**15), st.none() | _aware)
-def test_hot_path_answers_are_what_their_documented_schemas_dump(entry, user_id, credits, last_updated):
+                 created_at=_aware, reverses=st.none() | st.integers(1, 2**63 - 1),
+                 hold_id=st.none() | st.integers(1, 2**63 - 1)),
+       _balance)
+def test_hot_path_answers_are_what_their_documented_schemas_dump(entry, balance):
     # The balance and change endpoints render with balance_json/change_json (faster than
-    # marshmallow); BalanceOut and ChangeOut document them, so both must give the same JSON.
-    balance = Balance(user_id, credits, last_updated)
-    assert balance_json(balance) == BalanceOut().dump(balance)
+    # marshmallow); BalanceAsOfOut (the balance read's schema, held and available included)
+    # and ChangeOut document them, so both must give the same JSON.
+    assert balance_json(balance) == BalanceAsOfOut().dump(balance)
+    assert balance_json(balance)["available"] == balance.credits - balance.held
     change = Change(entry)
     assert change_json(change) == ChangeOut().dump(change)
     assert json.dumps(change_json(change), sort_keys=True) == json.dumps(ChangeOut().dump(change), sort_keys=True)
