@@ -221,8 +221,9 @@ def test_export_csv_and_ndjson_reconcile_with_as_of(app):
     r = _export(client)
     assert r.mimetype == "text/csv" and "attachment" in r.headers["Content-Disposition"]
     rows = list(csv.DictReader(io.StringIO(r.get_data(as_text=True))))
-    assert list(rows[0]) == ["id", "user_id", "kind", "amount", "balance_after", "reason", "actor",
-                             "idempotency_key", "grant_date", "created_at", "reverses"]
+    columns = ["id", "user_id", "kind", "amount", "balance_after", "reason", "actor", "idempotency_key", "grant_date",
+               "created_at", "reverses", "hold_id"]
+    assert list(rows[0]) == columns
     assert len(rows) == 7 and [r_["created_at"] for r_ in rows] == sorted(r_["created_at"] for r_ in rows)
     by_user = {}
     for row in rows:
@@ -234,6 +235,7 @@ def test_export_csv_and_ndjson_reconcile_with_as_of(app):
     r = _export(client, format="ndjson", user_id=b)
     assert r.mimetype == "application/x-ndjson"
     lines = [json.loads(line) for line in r.get_data(as_text=True).splitlines()]
+    assert all(list(x) == columns for x in lines)
     assert [x["amount"] for x in lines] == [40, -15] and lines[0]["reason"] == "=HYPERLINK(\"http://x\")"
     # A window (since, until]: the sum up to `until` is the balance as of `until`.
     until = a_entries[2]["created_at"]
