@@ -4,6 +4,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import subprocess
 import sys
 import time
@@ -28,7 +29,8 @@ def _api_routes(app):
             continue
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             view = app.view_functions[rule.endpoint]
-            path = rule.rule.replace("<int:user_id>", str(OWN_ID)).replace("<int:entry_id>", "1")
+            # The own user's id, and 1 for any other id in the path (an entry, a hold).
+            path = re.sub(r"<int:(\w+)>", lambda m: str(OWN_ID) if m[1] == "user_id" else "1", rule.rule)
             yield method, path, getattr(view, "permission", None)
 
 
