@@ -10,7 +10,7 @@ from sqlalchemy import text
 from credits_app import ledger
 from credits_app.extensions import db
 from credits_app.ledger import holds
-from tests.conftest import client_as, make_app, new_user, token_for
+from tests.conftest import client_as, new_user, token_for
 
 
 def _add(client, uid, amount):

@@ -132,7 +132,7 @@ def create(user_id, amount, *, ttl_seconds=None, actor, reason=None, idempotency
     check_user_id(user_id)
     check_amount(amount)
     ttl = _ttl(ttl_seconds)
-    op = _Op(actor, idempotency_key, request_hash("hold", user_id, (amount, ttl), reason))
+    op = _Op(actor, idempotency_key, request_hash("hold", user_id, (amount, ttl_seconds), reason))
     for _ in range(2):
         outcome = _run(op, lambda conn, s: _create(conn, s, op, user_id, amount, ttl, reason))
         if outcome != "no_credits_row":
