@@ -7,7 +7,6 @@ from .extensions import db
 from .types import BigId, UTCDateTime
 
 LEDGER_KINDS = ("add", "deduct", "reset", "daily_grant", "reversal", "capture")
-HOLD_STATUSES = ("open", "captured", "released", "expired")
 
 
 class User(db.Model):

@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from marshmallow import Schema, fields, validate
 
 from ..config import BIGINT_MAX
+from ..ledger.records import entry_json, iso
 
 NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
 # local@domain.tld in ASCII (RFC 5322 dot-atom local part; LDH domain labels): deliberately simple, and
@@ -74,28 +75,21 @@ class ChangeOut(BalanceOut):
 # The balance and change answers, written out: dump() walks the fields one by one on every
 # answer. BalanceOut and ChangeOut still document them, and a property test
 # (test_credits_api) holds these equal to what the schemas' dump() gives.
-def _iso(value):
-    return None if value is None else value.isoformat()
-
-
 def balance_json(balance):
-    return {"user_id": balance.user_id, "credits": balance.credits, "last_updated": _iso(balance.last_updated),
+    return {"user_id": balance.user_id, "credits": balance.credits, "last_updated": iso(balance.last_updated),
             "held": balance.held, "available": balance.available}
 
 
 def balance_as_of_json(balance, at):
     """The balance at a past instant: what holds kept then is not known, so no held or available."""
-    return {"user_id": balance.user_id, "credits": balance.credits, "last_updated": _iso(balance.last_updated),
+    return {"user_id": balance.user_id, "credits": balance.credits, "last_updated": iso(balance.last_updated),
             "as_of": at.isoformat()}
 
 
 def change_json(change):
     e = change.entry
-    return {"user_id": e.user_id, "credits": e.balance_after, "last_updated": _iso(e.created_at),
-            "entry": {"id": e.id, "user_id": e.user_id, "kind": e.kind, "amount": e.amount,
-                      "balance_after": e.balance_after, "reason": e.reason, "actor": e.actor,
-                      "idempotency_key": e.idempotency_key, "grant_date": _iso(e.grant_date),
-                      "created_at": _iso(e.created_at), "reverses": e.reverses, "hold_id": e.hold_id}}
+    return {"user_id": e.user_id, "credits": e.balance_after, "last_updated": iso(e.created_at),
+            "entry": entry_json(e)}
 
 
 class PageArgs(Schema):

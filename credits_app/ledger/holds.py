@@ -33,7 +33,7 @@ from ..exceptions import (CaptureExceedsHold, Conflict, HoldNotFound, HoldNotOpe
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
 from . import changes
-from .records import ENTRY_COLUMNS, entry_from_row
+from .records import ENTRY_COLUMNS, entry_from_row, entry_json, iso
 from .rules import PG_ENTRY_TIME, check_amount, check_user_id, entry_time, request_hash
 
 EXPIRY_ACTOR = SYSTEM_PREFIX + "hold-expiry"
@@ -107,15 +107,11 @@ class HoldAnswer:
     replayed: bool = False
 
 
-def _iso(value):
-    return None if value is None else value.isoformat()
-
-
 def hold_json(row):
     return {"hold_id": row.id, "user_id": row.user_id, "amount": row.amount, "status": row.status,
             "captured": row.captured, "reason": row.reason, "actor": row.actor,
-            "idempotency_key": row.idempotency_key, "created_at": _iso(row.created_at),
-            "expires_at": _iso(row.expires_at), "closed_at": _iso(row.closed_at), "entry_id": row.entry_id}
+            "idempotency_key": row.idempotency_key, "created_at": iso(row.created_at),
+            "expires_at": iso(row.expires_at), "closed_at": iso(row.closed_at), "entry_id": row.entry_id}
 
 
 def _balance_json(user_id, balance):
@@ -285,7 +281,7 @@ def _close(conn, s, op, hold_id, status, amount, reason):
                                           "reason": reason if reason is not None else hold.reason,
                                           "actor": op.actor, "key": op.key, "hid": hold_id,
                                           "at": row.last_updated}).one()
-        answer["entry"] = _entry_json(entry_from_row(entry))
+        answer["entry"] = entry_json(entry_from_row(entry))
     else:
         conn.execute(s["unheld"], {"uid": user_id, "amount": hold.amount})
         row = conn.execute(s["lock"], {"uid": user_id}).one()
@@ -293,13 +289,6 @@ def _close(conn, s, op, hold_id, status, amount, reason):
                               "now": utcnow()})
     hold = conn.execute(s["hold"], {"hid": hold_id, "now": utcnow()}).one()
     return {"hold": hold_json(hold), **_balance_json(user_id, row), **answer}
-
-
-def _entry_json(e):
-    return {"id": e.id, "user_id": e.user_id, "kind": e.kind, "amount": e.amount, "balance_after": e.balance_after,
-            "reason": e.reason, "actor": e.actor, "idempotency_key": e.idempotency_key,
-            "grant_date": _iso(e.grant_date), "created_at": _iso(e.created_at), "reverses": e.reverses,
-            "hold_id": e.hold_id}
 
 
 # ---- expiry --------------------------------------------------------------------------------

@@ -60,6 +60,19 @@ class Balance:
         return self.credits - self.held
 
 
+def iso(value):
+    return None if value is None else value.isoformat()
+
+
+def entry_json(e):
+    """An entry as the API answers it (EntryOut documents it), written out: a schema's dump()
+    walks the fields one by one on every answer."""
+    return {"id": e.id, "user_id": e.user_id, "kind": e.kind, "amount": e.amount, "balance_after": e.balance_after,
+            "reason": e.reason, "actor": e.actor, "idempotency_key": e.idempotency_key,
+            "grant_date": iso(e.grant_date), "created_at": iso(e.created_at), "reverses": e.reverses,
+            "hold_id": e.hold_id}
+
+
 def entry_from_row(row):
     grant_date = row.grant_date
     if isinstance(grant_date, str):  # SQLite returns DATE as text from raw SQL
