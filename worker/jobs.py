@@ -97,6 +97,15 @@ def grant_chunk(date_iso, amount, lo, hi):
         return grants.run_chunk(date_iso, amount, lo, hi)
 
 
+@logged
+def expire_holds():
+    """The holds sweep's cron job: record every open hold past its time as expired, taking it
+    off its user's `held` (no read counts it even before). Returns how many it recorded;
+    fails loudly, and the next fire sweeps again."""
+    with _context():
+        return ledger.holds.sweep()
+
+
 def chunk_failed(job, connection, exc_type, exc, tb):
     """RQ's failure callback for chunk jobs (it runs after every failed attempt): once no
     retry is left, the chunk's run is marked `failed` with the error, so a run that cannot

@@ -1,11 +1,12 @@
-"""The daily grant's cron entry in rq-scheduler, and `python -m worker.schedule`: the
-scheduler process (register the entry, record today as a scheduled date, queue a catch-up,
-then run rq-scheduler's loop).
+"""The cron entries in rq-scheduler, and `python -m worker.schedule`: the scheduler process
+(register the entries, record today as a scheduled date, queue a catch-up, then run
+rq-scheduler's loop).
 
-The entry lives under ONE fixed job id, so registering again (every scheduler start, any
-number of schedulers) never duplicates it; a changed cron, amount or queue replaces it; an
-unchanged one keeps its next fire time, so a fire that was due while the scheduler was down
-still happens when it comes back.
+Two entries: the daily grant's tick (DAILY_GRANT_CRON) and the holds sweep
+(HOLDS_SWEEP_CRON, worker.jobs.expire_holds). Each lives under ONE fixed job id, so
+registering again (every scheduler start, any number of schedulers) never duplicates it; a
+changed cron (or amount, or queue) replaces it; an unchanged one keeps its next fire time,
+so a fire that was due while the scheduler was down still happens when it comes back.
 """
 import logging
 import os
@@ -25,6 +26,8 @@ warnings.filterwarnings("ignore", category=FutureWarning, module=r"rq_scheduler\
 
 JOB_ID = grants.CRON_ENTRY_ID
 TICK = grants.DAILY_TICK_JOB
+SWEEP_JOB_ID = "credits-holds-sweep"
+SWEEP = "worker.jobs.expire_holds"
 
 
 def _force_utc():
@@ -44,28 +47,41 @@ def next_fire(cron, now=None):
 def register(connection, cron, amount, queue_name):
     """Make the scheduler hold exactly one daily-grant entry with these settings. Returns
     (job, changed)."""
+    return _register(connection, queue_name, JOB_ID, TICK, cron, {"amount": amount},
+                     f"daily grant of {amount} ({cron} UTC)")
+
+
+def register_sweep(connection, cron, queue_name):
+    """Make the scheduler hold exactly one holds-sweep entry, firing on `cron`. Returns
+    (job, changed)."""
+    return _register(connection, queue_name, SWEEP_JOB_ID, SWEEP, cron, {}, f"expire overdue holds ({cron} UTC)")
+
+
+def _register(connection, queue_name, job_id, func, cron, kwargs, description):
+    """The entry `job_id`: kept as it is (with its next fire time) when it already runs
+    `func(**kwargs)` on `cron` in `queue_name`, else replaced."""
     from rq.exceptions import NoSuchJobError
     from rq.job import Job
     from rq_scheduler import Scheduler
 
     scheduler = Scheduler(queue_name=queue_name, connection=connection)
     try:
-        job = Job.fetch(JOB_ID, connection=connection)
+        job = Job.fetch(job_id, connection=connection)
     except NoSuchJobError:
         job = None
-    if (job is not None and JOB_ID in scheduler and job.func_name == TICK and job.origin == queue_name
-            and job.meta.get("cron_string") == cron and job.kwargs == {"amount": amount}):
+    if (job is not None and job_id in scheduler and job.func_name == func and job.origin == queue_name
+            and job.meta.get("cron_string") == cron and job.kwargs == kwargs):
         return job, False
-    scheduler.cancel(JOB_ID)
-    job = scheduler.cron(cron, TICK, kwargs={"amount": amount}, id=JOB_ID, queue_name=queue_name,
-                         timeout=600, description=f"daily grant of {amount} ({cron} UTC)")
+    scheduler.cancel(job_id)
+    job = scheduler.cron(cron, func, kwargs=kwargs, id=job_id, queue_name=queue_name, timeout=600,
+                         description=description)
     # scheduler.cron() reads the cron in this process's local time; pin the first fire to UTC.
-    connection.zadd(Scheduler.scheduled_jobs_key, {JOB_ID: next_fire(cron).timestamp()})
+    connection.zadd(Scheduler.scheduled_jobs_key, {job_id: next_fire(cron).timestamp()})
     return job, True
 
 
 class EntryLost(Exception):
-    """The daily-grant entry vanished from Redis (e.g. Redis restarted without persistence)."""
+    """An entry vanished from Redis (e.g. Redis restarted without persistence)."""
 
 
 def _scheduler_class():
@@ -73,9 +89,13 @@ def _scheduler_class():
 
     class GuardedScheduler(Scheduler):
         def enqueue_jobs(self):
-            # Runs under the scheduler lock, where no other scheduler is moving the entry.
-            if JOB_ID not in self:
-                raise EntryLost(JOB_ID)
+            # Runs under the scheduler lock, where no other scheduler is moving an entry. The
+            # sweep is guarded like the grant: no read counts an overdue hold, but without its
+            # entry idle users' `held` would stay stale until a restart; the catch-up that
+            # comes with EntryLost grants nothing twice.
+            lost = [job_id for job_id in (JOB_ID, SWEEP_JOB_ID) if job_id not in self]
+            if lost:
+                raise EntryLost(", ".join(lost))
             return super().enqueue_jobs()
     return GuardedScheduler
 
@@ -99,14 +119,16 @@ def main():
     interval = app.config["DAILY_GRANT_SCHEDULER_INTERVAL"]
     # Redis or the database down must not end the process (a supervisor such as honcho would
     # take the whole stack down with it) nor, when Redis comes back empty, leave it without
-    # the entry: on every (re)connection register the entry again, record today as a
-    # scheduled date and queue a catch-up of the due dates, today included.
+    # its entries: on every (re)connection register them again, record today as a scheduled
+    # date and queue a catch-up of the due dates, today included.
     while True:
         try:
             with app.app_context():
-                job, changed = register(connection, app.config["DAILY_GRANT_CRON"],
-                                        app.config["DAILY_GRANT_AMOUNT"], app.config["RQ_QUEUE"])
+                _, changed = register(connection, app.config["DAILY_GRANT_CRON"], app.config["DAILY_GRANT_AMOUNT"],
+                                      app.config["RQ_QUEUE"])
                 log.info("daily grant entry %s %s", JOB_ID, "registered" if changed else "unchanged")
+                _, changed = register_sweep(connection, app.config["HOLDS_SWEEP_CRON"], app.config["RQ_QUEUE"])
+                log.info("holds sweep entry %s %s", SWEEP_JOB_ID, "registered" if changed else "unchanged")
                 # Planned here, in the database, so catch-up counts from today even if no worker
                 # runs before Redis loses the queued jobs.
                 grants.plan(grants.utc_today(), app.config["DAILY_GRANT_AMOUNT"], scheduled=True)
