@@ -1,14 +1,16 @@
 """`flask credits ...`: balances, the ledger and the daily grant, through the same functions
-the API and the worker call."""
+the API and the worker call; the hold commands are in holds.py."""
 import click
 from flask.cli import AppGroup
 
 from .. import ledger
 from ..auth.claims import CLI_ACTOR
 from ..exceptions import DomainError
-from . import fail
+from . import fail, holds
 
-group = AppGroup("credits", help="Read and change balances; verify the ledger.")
+group = AppGroup("credits", help="Read and change balances and holds; verify the ledger.")
+for command in holds.COMMANDS:
+    group.add_command(command)
 
 
 def _show_change(change):
@@ -44,7 +46,8 @@ def show(user_id, at):
         b = ledger.balance(user_id)
     except DomainError as e:
         fail(e)
-    click.echo(f"user {b.user_id}: {b.credits} credits (last updated {b.last_updated})")
+    click.echo(f"user {b.user_id}: {b.credits} credits, {b.held} held, {b.available} available "
+               f"(last updated {b.last_updated})")
 
 
 def _change_command(name, fn, help):
@@ -100,16 +103,25 @@ def purge_keys():
 
 @group.command("verify")
 def verify():
-    """Recompute every balance from the ledger and check every reversal; exit 1 listing
-    users that drift and entries reversed past their amount."""
+    """Recompute every balance from the ledger, check every reversal and every hold; exit 1
+    listing what breaks the rules."""
     drift, over = ledger.verify(), ledger.over_reversed()
+    held, captures = ledger.holds.verify_holds()
     for user_id, stored, ledger_sum in drift:
         click.echo(f"user {user_id}: stored {stored} != ledger sum {ledger_sum}")
     for entry_id, user_id, amount, reversed_ in over:
         click.echo(f"entry {entry_id} of user {user_id}: amount {amount}, reversed {reversed_}")
-    if drift or over:
-        fail(f"{len(drift)} user(s) drift from the ledger, {len(over)} entr(ies) reversed past their amount")
-    click.echo("ledger verified: every balance equals the sum of its entries, no entry is reversed past its amount")
+    for user_id, stored, open_total in held:
+        click.echo(f"user {user_id}: held {stored} != open holds {open_total}")
+    for hold_id in captures:
+        click.echo(f"hold {hold_id}: its capture entry is missing, extra or of another amount")
+    problems = [f"{len(drift)} user(s) drift from the ledger", f"{len(over)} entr(ies) reversed past their amount",
+                f"{len(held)} user(s) whose held differs from their open holds",
+                f"{len(captures)} hold(s) disagree with their capture entry"]
+    if drift or over or held or captures:
+        fail(", ".join(problems))
+    click.echo("ledger verified: every balance equals the sum of its entries, no entry is reversed past its amount, "
+               "every held sum equals the user's open holds, every captured hold has its one entry")
 
 
 @group.command("export")

@@ -5,12 +5,16 @@ from flask.cli import AppGroup
 from ..exceptions import DomainError
 from . import fail
 
-group = AppGroup("queue", help="The RQ queue: depth, workers, failed jobs, the daily-grant schedule.")
+group = AppGroup("queue", help="The RQ queue: depth, workers, failed jobs, the scheduler's entries.")
+
+
+def _when(job, at):
+    return f"cron {job.meta.get('cron_string')}, next fire {at.isoformat()} UTC"
 
 
 @group.command("status")
 def queue_status():
-    """Jobs waiting, running and failed; live workers; the scheduled daily grant."""
+    """Jobs waiting, running and failed; live workers; the scheduler's entries."""
     from rq import Worker
     from rq_scheduler import Scheduler
 
@@ -22,11 +26,12 @@ def queue_status():
                    f"{q.failed_job_registry.count} failed, {q.scheduled_job_registry.count} scheduled retries")
         workers = Worker.all(queue=q)
         click.echo(f"workers: {len(workers)}" + "".join(f"\n  {w.name} {w.get_state()}" for w in workers))
-        entry = next(((job, at) for job, at in Scheduler(connection=q.connection).get_jobs(with_times=True)
-                      if job.id == grants.CRON_ENTRY_ID), None)
+        entries = {job.id: (job, at) for job, at in Scheduler(connection=q.connection).get_jobs(with_times=True)}
+        entry = entries.pop(grants.CRON_ENTRY_ID, None)
         click.echo(f"daily grant entry {grants.CRON_ENTRY_ID}: " + (
-            f"cron {entry[0].meta.get('cron_string')}, next fire {entry[1].isoformat()} UTC" if entry
-            else "NOT REGISTERED (start the scheduler process)"))
+            _when(*entry) if entry else "NOT REGISTERED (start the scheduler process)"))
+        for job, at in entries.values():  # the holds sweep's, and any other
+            click.echo(f"entry {job.id}: {_when(job, at)}")
     except DomainError as e:
         fail(e)
     except Exception as e:  # Redis down: say so plainly rather than print a traceback
