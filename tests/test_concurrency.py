@@ -41,7 +41,11 @@ def test_concurrent_deducts_never_go_negative(pg_app):
     refused = [b for s, b in results if s == 409]
     assert len(ok) + len(refused) == 40, [s for s, _ in results if s not in (200, 409)]
     assert len(ok) == 100 // 7  # exactly as many as fit
-    assert all(b["error"]["code"] == "insufficient_credits" and b["error"]["details"]["balance"] < 7 for b in refused)
+    for b in refused:
+        details = b["error"]["details"]
+        assert b["error"]["code"] == "insufficient_credits" and details["requested"] == 7, b
+        assert details["available"] < details["requested"] and details["held"] == 0, b
+        assert details["available"] == details["balance"] - details["held"], b
     assert sorted(b["credits"] for b in ok) == sorted(100 - 7 * i for i in range(1, len(ok) + 1))
     final = client.get(f"/api/credits/{uid}").get_json()["credits"]
     assert final == 100 - 7 * len(ok) >= 0
@@ -186,7 +190,8 @@ def test_every_refusal_is_justified_by_a_balance_no_older_than_the_request(pg_ap
         details = answer["error"]["details"]
         if path.endswith("/deduct"):
             assert answer["error"]["code"] == "insufficient_credits"
-            assert details["balance"] < body["amount"], answer
+            assert details["requested"] == body["amount"] and details["available"] < details["requested"], answer
+            assert details["available"] == details["balance"] - details["held"], answer
         else:
             assert answer["error"]["code"] == "balance_limit_exceeded"
             assert details["balance"] + body["amount"] > details["max_balance"], answer
