@@ -37,6 +37,7 @@ def test_every_entry_time_gives_its_balance_as_of_it(app):
         r = client.get(f"/api/credits/{uid}", query_string={"as_of": entry["created_at"]})
         assert r.status_code == 200, r.get_json()
         body = r.get_json()
+        assert set(body) == {"user_id", "credits", "last_updated", "as_of"}  # what holds kept then is not known
         assert body["credits"] == entry["balance_after"] and body["last_updated"] == entry["created_at"]
         assert datetime.fromisoformat(body["as_of"]) == datetime.fromisoformat(entry["created_at"])
     before = (times[0] - timedelta(microseconds=1)).isoformat()
