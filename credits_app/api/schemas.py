@@ -73,7 +73,7 @@ class ChangeOut(BalanceOut):
 
 
 # The balance and change answers, written out: dump() walks the fields one by one on every
-# answer. BalanceOut and ChangeOut still document them, and a property test
+# answer. BalanceAsOfOut and ChangeOut document them, and a property test
 # (test_credits_api) holds these equal to what the schemas' dump() gives.
 def balance_json(balance):
     return {"user_id": balance.user_id, "credits": balance.credits, "last_updated": iso(balance.last_updated),

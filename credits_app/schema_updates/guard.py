@@ -39,12 +39,11 @@ from .guard_users import EXTENSIBLE_TABLE, USERS_CORE_COLUMNS, Deny as _Deny, us
 # The service's own tables: migrations own them. Compared case-insensitively, so a quoted
 # "CREDITS" or a look-alike "Users" table is treated as the real thing.
 CORE_TABLES = frozenset({
-    "users", "credits", "ledger_entries", "idempotency_keys", "daily_grant_runs", "daily_grant_chunks",
+    "users", "credits", "ledger_entries", "idempotency_keys", "holds", "daily_grant_runs", "daily_grant_chunks",
     "schema_changes", "revoked_tokens", "alembic_version",
 })  # a test checks this against every table schema.sql (the migrations) creates
-# Core tables that take external indexes. An allow-list, so a core table added later (holds,
-# events) takes none until someone decides it may: the write-heavy ones update every index
-# on every change.
+# Core tables that take external indexes. An allow-list, so a core table added later takes
+# none until someone decides it may: the write-heavy ones update every index on every change.
 INDEXABLE_CORE_TABLES = frozenset({"users"})
 MAX_INDEX_COLUMNS = 8  # key and INCLUDE columns of one external index
 
