@@ -1,7 +1,6 @@
 """Plumbing shared by the resource blueprints: strict body parsing, the Idempotency-Key
 header, opaque cursors."""
 import base64
-import re
 from datetime import datetime, timedelta, timezone
 
 from flask import request
@@ -11,11 +10,8 @@ from webargs.flaskparser import FlaskParser
 
 from .. import ledger
 from ..exceptions import DomainError, InvalidRequest, UnsupportedMediaType
+from ..ledger.rules import IDEMPOTENCY_KEY as _KEY
 from ..web.json_body import parse_json_body
-
-# Visible ASCII (no space, CR/LF or NUL) except the comma: servers join repeated header fields
-# with commas, so "a,b" may be two keys, and which one the caller meant cannot be known.
-_KEY = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,255}$")
 
 
 class StrictParser(FlaskParser):

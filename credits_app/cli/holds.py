@@ -1,18 +1,14 @@
 """`flask credits hold|capture|release|show-hold|holds|expire-holds`: holds from a shell,
 through the functions the API and the worker call (credits_app/ledger/holds.py). The
 commands belong to the `credits` group, which registers COMMANDS."""
-import re
-
 import click
 from flask.cli import with_appcontext
 
 from ..auth.claims import CLI_ACTOR
 from ..exceptions import DomainError
-from ..ledger import holds
+from ..ledger import holds, rules
 from . import fail
 
-# The API's rule for an Idempotency-Key, so a key means the same in both.
-_KEY = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,255}$")
 # What a refusal's details add to its message on stderr.
 _DETAILS = ("balance", "held", "available", "requested", "amount", "status")
 
@@ -23,7 +19,7 @@ def _command(name, **settings):
 
 
 def _key(ctx, param, value):
-    if value is not None and not _KEY.match(value):
+    if value is not None and not rules.IDEMPOTENCY_KEY.match(value):
         raise click.BadParameter("one key of 1-255 visible ASCII characters other than a comma")
     return value
 

@@ -1,6 +1,7 @@
 """What a change may do, decided on the locked, newest balance (the package docstring has
 the rules), and what the caller hears when it may not."""
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -25,6 +26,12 @@ def check_amount(amount):
     maximum = current_app.config["MAX_AMOUNT"]
     if amount > maximum:
         raise InvalidRequest(f"amount must be at most {maximum}", field="amount", maximum=maximum)
+
+
+# An Idempotency-Key: visible ASCII (no space, CR/LF or NUL) except the comma, 1-255 long.
+# Servers join repeated header fields with commas, so "a,b" may be two keys, and which one
+# the caller meant cannot be known. The API and the CLI take keys by this one rule.
+IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,255}$")
 
 
 def request_hash(kind, user_id, amount, reason):
