@@ -51,6 +51,11 @@ def _sql(dialect, sql, *times):
                                                                   if t in stmt.text})
 
 
+# A hold as written by the statement that wrote it: its status is the one just set.
+_WRITTEN = ("id, user_id, amount, status, captured, reason, actor, idempotency_key, created_at, expires_at, "
+            "closed_at, CAST(:entry_id AS BIGINT) AS entry_id")
+
+
 def _statements(dialect):
     # A hold's status as it is now: an open hold past its time is expired, recorded or not.
     hold = ("SELECT id, user_id, amount, CASE WHEN status = 'open' AND expires_at <= {now} THEN 'expired' "
@@ -67,15 +72,16 @@ def _statements(dialect):
         "release_all": _sql(dialect, "UPDATE holds SET status = CASE WHEN expires_at <= {now} THEN 'expired' "
                                      "ELSE 'released' END, closed_at = CASE WHEN expires_at <= {now} THEN expires_at "
                                      "ELSE {now} END, closed_by = :actor WHERE user_id = :uid AND status = 'open'"),
-        "unheld": _sql(dialect, "UPDATE credits SET held = held - :amount WHERE user_id = :uid"),
+        "unheld": _sql(dialect, "UPDATE credits SET held = held - :amount WHERE user_id = :uid "
+                                "RETURNING credits, held, last_updated"),
         "insert": _sql(dialect, "INSERT INTO holds (user_id, amount, status, reason, actor, idempotency_key, "
                                 "created_at, expires_at) VALUES (:uid, :amount, 'open', :reason, :actor, :key, "
                                 + ("{now}, {now} + :ttl * interval '1 second'" if dialect == "postgresql"
-                                   else ":now, :expires_at") + ") RETURNING id"),
+                                   else ":now, :expires_at") + ") RETURNING " + _WRITTEN),
         "held": _sql(dialect, "UPDATE credits SET held = held + :amount WHERE user_id = :uid "
                               "RETURNING credits, held, last_updated"),
         "close": _sql(dialect, "UPDATE holds SET status = :status, captured = :captured, closed_at = {now}, "
-                               "closed_by = :actor WHERE id = :hid AND status = 'open'"),
+                               "closed_by = :actor WHERE id = :hid AND status = 'open' RETURNING " + _WRITTEN),
         "capture": _sql(dialect, "UPDATE credits SET credits = credits - :amount, held = held - :held, "
                                  "last_updated = " + (PG_ENTRY_TIME.format(previous="last_updated")
                                                       if dialect == "postgresql" else ":at")
@@ -251,11 +257,10 @@ def _create(conn, s, op, user_id, amount, ttl, reason):
     if row.credits - row.held < amount:
         return InsufficientCredits(row.credits, amount, row.held)
     now = utcnow()
-    hold_id = conn.execute(s["insert"], {"uid": user_id, "amount": amount, "reason": reason, "actor": op.actor,
-                                         "key": op.key, "ttl": ttl, "now": now,
-                                         "expires_at": now + timedelta(seconds=ttl)}).scalar()
+    hold = conn.execute(s["insert"], {"uid": user_id, "amount": amount, "reason": reason, "actor": op.actor,
+                                      "key": op.key, "ttl": ttl, "now": now, "entry_id": None,
+                                      "expires_at": now + timedelta(seconds=ttl)}).one()
     balance = conn.execute(s["held"], {"uid": user_id, "amount": amount}).one()
-    hold = conn.execute(s["hold"], {"hid": hold_id, "now": now}).one()
     return {"hold": hold_json(hold), **_balance_json(user_id, balance)}
 
 
@@ -283,11 +288,9 @@ def _close(conn, s, op, hold_id, status, amount, reason):
                                           "at": row.last_updated}).one()
         answer["entry"] = entry_json(entry_from_row(entry))
     else:
-        conn.execute(s["unheld"], {"uid": user_id, "amount": hold.amount})
-        row = conn.execute(s["lock"], {"uid": user_id}).one()
-    conn.execute(s["close"], {"hid": hold_id, "status": status, "captured": captured, "actor": op.actor,
-                              "now": utcnow()})
-    hold = conn.execute(s["hold"], {"hid": hold_id, "now": utcnow()}).one()
+        row = conn.execute(s["unheld"], {"uid": user_id, "amount": hold.amount}).one()
+    hold = conn.execute(s["close"], {"hid": hold_id, "status": status, "captured": captured, "actor": op.actor,
+                                     "now": utcnow(), "entry_id": answer["entry"]["id"] if answer else None}).one()
     return {"hold": hold_json(hold), **_balance_json(user_id, row), **answer}
 
 
