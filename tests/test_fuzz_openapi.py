@@ -35,8 +35,16 @@ SECRET = "fuzz-ci-secret-0123456789abcdefghijklmnopqrst"
 SCHEMATHESIS = os.path.join(os.path.dirname(sys.executable), "schemathesis")
 CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,"
           "response_headers_conformance,negative_data_rejection,missing_required_header,unsupported_method")
-# Read by schemathesis from its working directory (the test's tmp_path).
+# Read by schemathesis from its working directory (the test's tmp_path). A request the HTTP
+# server refuses as too large (a URI past gunicorn's 8,190 bytes is 414, a header 431) is a
+# rejection too: schemathesis's default list of rejections (kept here) lacks them, and its
+# repeated query parameters can make a URI that long. A 5xx stays in the list as in the
+# default: not_a_server_error judges those.
 CONFIG = """
+[checks.negative_data_rejection]
+expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "414", "415", "422", "428", "429",
+                     "431", "5xx"]
+
 [[operations]]
 include-name = ["POST /api/users", "PATCH /api/users/{user_id}"]
 phases.coverage.enabled = false
