@@ -147,3 +147,46 @@ def test_a_storm_of_holds_keeps_every_rule_and_every_refusal_right(pg_app):
     # The mix really reaches every limit it tests.
     assert seen["insufficient_credits"] > 10 and seen["hold_not_open"] + seen["hold_expired"] > 10, seen
     assert seen["hold_expired"] > 0, seen
+
+
+def test_the_sweep_and_the_daily_grant_never_deadlock(pg_app):
+    """The grant locks a chunk's balance rows in the order it finds them; the sweep must never
+    hold one user's row while it waits for another's, or the two can wait on each other."""
+    client = client_as(pg_app)
+    users = [new_user(client, email=f"s{i}@example.com") for i in range(30)]
+    for uid in users:
+        assert client.post(f"/api/credits/{uid}/add", json={"amount": 1000}).status_code == 200
+    stop, errors = threading.Event(), []
+
+    def loop(step):
+        def run():
+            with pg_app.app_context():
+                i = 0
+                while not stop.is_set():
+                    try:
+                        step(i)
+                    except Exception as e:  # noqa: BLE001 - every failure is the test's finding
+                        errors.append(e)
+                        return
+                    i += 1
+        return threading.Thread(target=run)
+
+    def hold_and_age(i):  # a hold already past its time, as if its TTL had run out
+        holds.create(users[i % len(users)], 1, actor="storm")
+        with db.engine.begin() as conn:
+            conn.execute(text("UPDATE holds SET created_at = created_at - interval '1 day', "
+                              "expires_at = statement_timestamp() - interval '1 second' WHERE status = 'open'"))
+
+    threads = [loop(lambda i: ledger.grant_daily_chunk(date(2026, 1, 1) + timedelta(days=i), 5, min(users),
+                                                       max(users) + 1)),
+               loop(lambda i: holds.sweep(batch=7)), loop(lambda i: holds.sweep(batch=7)), loop(hold_and_age)]
+    for thread in threads:
+        thread.start()
+    time.sleep(6)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with pg_app.app_context():
+        holds.sweep()
+        assert ledger.verify() == [] and holds.verify_holds() == ([], [])

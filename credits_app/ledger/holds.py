@@ -328,28 +328,29 @@ def release_all(conn, user_id, actor):
     conn.execute(_stmts(conn.dialect.name)["release_all"], {"uid": user_id, "actor": actor, "now": utcnow()})
 
 
-_DUE_USERS = {
-    "postgresql": text("SELECT user_id FROM credits WHERE user_id IN (SELECT DISTINCT user_id FROM holds "
-                       "WHERE status = 'open' AND expires_at <= statement_timestamp() LIMIT :limit) "
-                       "ORDER BY user_id FOR UPDATE"),
-    "sqlite": text("SELECT DISTINCT user_id FROM holds WHERE status = 'open' AND expires_at <= :now ORDER BY user_id "
-                   "LIMIT :limit").bindparams(bindparam("now", type_=UTCDateTime)),
-}
+# Users with open holds past their time, in user order, after a user id (the sweep's cursor).
+_DUE_USERS = text("SELECT DISTINCT user_id FROM holds WHERE status = 'open' AND expires_at <= :now "
+                  "AND user_id > :after ORDER BY user_id LIMIT :limit").bindparams(bindparam("now", type_=UTCDateTime))
 
 
 def sweep(batch=500):
-    """The worker's sweep: record every open hold past its time as expired, a batch of users
-    at a time, each batch one transaction that locks those users' rows first (in user order,
-    as every other writer locks one row). Returns how many holds it expired."""
+    """The worker's sweep: record every open hold past its time as expired. Each user in a
+    transaction of its own, which locks that user's balance row alone: a transaction that
+    held two balance rows and waited for a third could deadlock with the daily grant, which
+    locks a chunk's rows in the order it finds them. Returns how many holds it expired."""
     engine = db.engine
-    expired = 0
+    lock = _stmts(engine.dialect.name)["lock"]
+    expired, after = 0, 0
     while True:
-        with engine.begin() as conn:
-            users = conn.execute(_DUE_USERS[engine.dialect.name], {"limit": batch, "now": utcnow()}).scalars().all()
-            for user_id in users:
-                expired += len(_expire(conn, user_id))
+        with engine.connect() as conn:
+            users = conn.execute(_DUE_USERS, {"after": after, "limit": batch, "now": utcnow()}).scalars().all()
+        for user_id in users:
+            with engine.begin() as conn:
+                if conn.execute(lock, {"uid": user_id}).first() is not None:
+                    expired += len(_expire(conn, user_id))
         if len(users) < batch:
             return expired
+        after = users[-1]
 
 
 _HELD_MISMATCHES = text("""
