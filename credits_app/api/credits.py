@@ -6,20 +6,20 @@ the answer)."""
 from flask import jsonify, request
 
 from .. import ledger
-from ..auth.access import current_actor, require
-from ..exceptions import Conflict
+from ..auth.access import require
 from ..ledger import Balance
 from .common import (IDEMPOTENCY_KEY, REPLAYED, REPLAYED_HEADER, Blueprint, decode_entry_cursor, encode_entry_cursor,
-                     idempotency_key, page)
+                     keyed, page, stacked)
 from .schemas import (AmountIn, AsOfArgs, BalanceAsOfOut, ChangeOut, EntryPage, EntryPageArgs, ErrorOut, HistoryArgs,
                       HistoryOut, ResetIn, ReverseIn, balance_as_of_json, balance_json, change_json)
 
 blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Credit balances and changes")
 
+
 def _change_endpoint(refusal=None, not_found="user_not_found", invalid=""):
     """A balance change's answers: ChangeOut (also on a replay), and the OpenAPI of its
     Idempotency-Key, its errors and its 409 `refusal`, if it has one."""
-    decorators = [
+    return stacked(
         blp.doc(parameters=[IDEMPOTENCY_KEY]),
         blp.response(200, ChangeOut, headers=REPLAYED_HEADER),
         blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json"),
@@ -27,24 +27,13 @@ def _change_endpoint(refusal=None, not_found="user_not_found", invalid=""):
         *([blp.alt_response(409, schema=ErrorOut, description=refusal, headers=REPLAYED_HEADER)] if refusal else []),
         blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
                                                              "idempotency_key_expired" + invalid),
-    ]
-
-    def decorate(view):
-        for decorator in reversed(decorators):  # as if stacked in this order above the view
-            view = decorator(view)
-        return view
-    return decorate
+    )
 
 
 def _change(apply, user_id, *args, reason=None):
     """Run a ledger change for the caller; a replay (of a change or of a refusal) carries
     the Idempotent-Replayed header."""
-    try:
-        change = apply(user_id, *args, actor=current_actor(), reason=reason, idempotency_key=idempotency_key())
-    except Conflict as refusal:
-        if refusal.replayed:
-            refusal.headers = {**refusal.headers, **REPLAYED}
-        raise
+    change = keyed(lambda **caller: apply(user_id, *args, reason=reason, **caller))
     answer = jsonify(change_json(change))
     return (answer, 200, REPLAYED) if change.replayed else answer
 

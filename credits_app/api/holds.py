@@ -4,11 +4,11 @@ ledger.holds, send. The rules are in credits_app/ledger/holds.py, which also ren
 decorators' schemas document it."""
 from flask import jsonify
 
-from ..auth.access import current_actor, current_claims, require
-from ..exceptions import Conflict, HoldNotFound
+from ..auth.access import current_claims, require
+from ..exceptions import HoldNotFound
 from ..ledger import holds
-from .common import IDEMPOTENCY_KEY, REPLAYED, REPLAYED_HEADER, Blueprint, decode_cursor, encode_cursor, \
-    idempotency_key, page
+from .common import (IDEMPOTENCY_KEY, REPLAYED, REPLAYED_HEADER, Blueprint, decode_cursor, encode_cursor, keyed, page,
+                     stacked)
 from .schemas import CaptureIn, ErrorOut, HoldAnswerOut, HoldIn, HoldListArgs, HoldOut, HoldPage, ReleaseIn
 
 blp = Blueprint("holds", __name__, url_prefix="/api", description="Holds: reserve credits, then capture or release")
@@ -17,7 +17,7 @@ blp = Blueprint("holds", __name__, url_prefix="/api", description="Holds: reserv
 def _keyed(status, refusals, not_found):
     """A hold operation's answers: HoldAnswerOut (also on a replay), its Idempotency-Key and
     its errors."""
-    decorators = [
+    return stacked(
         blp.doc(parameters=[IDEMPOTENCY_KEY]),
         blp.response(status, HoldAnswerOut, headers=REPLAYED_HEADER),
         blp.alt_response(400, schema=ErrorOut, description="invalid_header (Idempotency-Key), malformed_json"),
@@ -25,24 +25,13 @@ def _keyed(status, refusals, not_found):
         blp.alt_response(409, schema=ErrorOut, description=refusals, headers=REPLAYED_HEADER),
         blp.alt_response(422, schema=ErrorOut, description="validation_error, idempotency_key_reused, "
                                                              "idempotency_key_expired"),
-    ]
-
-    def decorate(view):
-        for decorator in reversed(decorators):
-            view = decorator(view)
-        return view
-    return decorate
+    )
 
 
-def _answer(operation, status=200, **kwargs):
+def _answer(operation, status=200):
     """Run a hold operation for the caller; a replay (of an answer or of a refusal) carries
     the Idempotent-Replayed header."""
-    try:
-        answer = operation(actor=current_actor(), idempotency_key=idempotency_key(), **kwargs)
-    except Conflict as refusal:
-        if refusal.replayed:
-            refusal.headers = {**refusal.headers, **REPLAYED}
-        raise
+    answer = keyed(operation)
     return jsonify(answer.body), status, (REPLAYED if answer.replayed else {})
 
 
