@@ -33,6 +33,18 @@ def redis_url(redis_server):
     return redis_server.url
 
 
+@pytest.fixture
+def pg(pg_app):
+    """A PostgreSQL app for the process tests, its app context pushed."""
+    with pg_app.app_context():
+        yield pg_app
+
+
+def db_url(app):
+    """The app's database URL as the RQ processes take it (DATABASE_URL, no driver name)."""
+    return app.config["SQLALCHEMY_DATABASE_URI"].replace("+psycopg2", "")
+
+
 def wait_for(condition, what, timeout=90, every=0.1):
     """Poll until `condition()` is truthy and return it. The timeout only stops a hung test;
     it is never what a test asserts."""

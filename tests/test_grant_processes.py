@@ -22,7 +22,7 @@ from sqlalchemy import text
 from credits_app import grants, ledger
 from credits_app.extensions import db
 from tests.conftest import LiveServer, client_as, make_app, token_for
-from tests.redis_fixtures import QUEUE, ROOT, wait_for
+from tests.redis_fixtures import QUEUE, ROOT, db_url, wait_for
 from tests.test_daily_grant import add_users, balances, grant_rows
 from worker import schedule
 
@@ -36,16 +36,6 @@ def app_env(redis_url):
 @pytest.fixture(autouse=True)
 def small_chunks(rq_processes):
     rq_processes.defaults["DAILY_GRANT_CHUNK_SIZE"] = 10
-
-
-@pytest.fixture
-def pg(pg_app):
-    with pg_app.app_context():
-        yield pg_app
-
-
-def db_url(app):
-    return app.config["SQLALCHEMY_DATABASE_URI"].replace("+psycopg2", "")
 
 
 def redis(app):

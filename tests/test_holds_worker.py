@@ -17,7 +17,7 @@ from sqlalchemy import text
 from credits_app import ledger
 from credits_app.extensions import db
 from credits_app.ledger import holds
-from tests.redis_fixtures import QUEUE, ROOT, wait_for
+from tests.redis_fixtures import QUEUE, ROOT, db_url, wait_for
 from tests.test_daily_grant import add_users
 from worker import schedule
 
@@ -25,16 +25,6 @@ from worker import schedule
 @pytest.fixture
 def app_env(redis_url):
     return {"REDIS_URL": redis_url, "RQ_QUEUE": QUEUE}
-
-
-@pytest.fixture
-def pg(pg_app):
-    with pg_app.app_context():
-        yield pg_app
-
-
-def db_url(app):
-    return app.config["SQLALCHEMY_DATABASE_URI"].replace("+psycopg2", "")
 
 
 def users_with_overdue_holds(count):
