@@ -109,7 +109,7 @@ def _hold(run, uid, amount):
     if row[0] - row[1] < amount:
         return "409 Conflict", {"error": "refused", "balance": row[0], "held": row[1]}
     hold_id = run("insert", {"uid": uid, "amount": amount, "reason": None, "actor": "bare", "key": None,
-                             "ttl": HOLD_TTL_SECONDS})[0]
+                             "ttl": HOLD_TTL_SECONDS, "entry_id": None})[0]
     credits, held, _ = run("held", {"uid": uid, "amount": amount})
     return "201 Created", {"hold": {"hold_id": hold_id, "user_id": uid, "amount": amount, "status": "open"},
                            "user_id": uid, "credits": credits, "held": held, "available": credits - held}
@@ -127,7 +127,7 @@ def _capture(run, hold_id, amount):
     credits, held, at = run("capture", {"uid": uid, "amount": amount, "held": hold[2]})
     entry = run("entry", {"uid": uid, "delta": -amount, "balance": credits, "reason": None, "actor": "bare",
                           "key": None, "hid": hold_id, "at": at})
-    run("close", {"hid": hold_id, "status": "captured", "captured": amount, "actor": "bare"})
+    run("close", {"hid": hold_id, "status": "captured", "captured": amount, "actor": "bare", "entry_id": entry[0]})
     return "200 OK", {"user_id": uid, "credits": credits, "held": held, "available": credits - held,
                       "entry": {"id": entry[0], "kind": "capture", "amount": -amount, "hold_id": hold_id}}
 

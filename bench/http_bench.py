@@ -240,7 +240,7 @@ def hold_script():
         "BEGIN;",
         pgbench_sql(s["lock"], {}),
         pgbench_sql(s["insert"], {"amount": str(HOLD), "reason": "NULL", "actor": actor, "key": "NULL",
-                                  "ttl": str(HOLD_TTL_SECONDS)}, gset="h_"),
+                                  "ttl": str(HOLD_TTL_SECONDS), "entry_id": "NULL"}, gset="h_"),
         pgbench_sql(s["held"], {"amount": str(HOLD)}),
         "COMMIT;",
         "BEGIN;",
@@ -250,8 +250,9 @@ def hold_script():
         pgbench_sql(s["capture"], {"uid": ":o_user_id", "amount": str(CAPTURE), "held": str(HOLD)}, gset="c_"),
         pgbench_sql(s["entry"], {"uid": ":o_user_id", "delta": str(-CAPTURE), "balance": ":c_credits",
                                  "reason": "NULL", "actor": actor, "key": "NULL", "hid": ":h_id",
-                                 "at": ":c_last_updated"}),
-        pgbench_sql(s["close"], {"hid": ":h_id", "status": "'captured'", "captured": str(CAPTURE), "actor": actor}),
+                                 "at": ":c_last_updated"}, gset="e_"),
+        pgbench_sql(s["close"], {"hid": ":h_id", "status": "'captured'", "captured": str(CAPTURE), "actor": actor,
+                                 "entry_id": ":e_id"}),
         "COMMIT;"])
 
 
