@@ -20,6 +20,7 @@ Keys: a keyed operation's answer (or refusal) is kept with its key in the transa
 decided it and replayed as it was; UNIQUE (actor, idempotency_key) on holds (creation) and on
 the ledger (capture) refuse a second effect after the record is purged.
 """
+import functools
 import json
 from dataclasses import dataclass
 from datetime import timedelta
@@ -96,13 +97,7 @@ def _statements(dialect):
     }
 
 
-_STATEMENTS = {}
-
-
-def _stmts(dialect):
-    if dialect not in _STATEMENTS:
-        _STATEMENTS[dialect] = _statements(dialect)
-    return _STATEMENTS[dialect]
+_stmts = functools.cache(_statements)  # built once per dialect
 
 
 @dataclass(frozen=True)

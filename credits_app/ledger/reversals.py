@@ -10,8 +10,8 @@ same user's lock, so none is missed (one statement would read the sum in a snaps
 before the lock wait). On SQLite BEGIN IMMEDIATE serialises the whole transaction.
 
 Reversing a credit (an add, a daily grant) is a debit and needs the available balance, what
-open holds do not keep (409 insufficient_credits); reversing a debit (a deduct, a reset) is a credit and stops at
-MAX_BALANCE (409 balance_limit_exceeded). A keyed refusal is stored whole with its key, in
+open holds do not keep (409 insufficient_credits); reversing a debit (a deduct, a reset, a
+capture) is a credit and stops at MAX_BALANCE (409 balance_limit_exceeded). A keyed refusal is stored whole with its key, in
 the transaction that decided it, and replayed as it was. Not on the hot path: this is not
 the fast path.
 """
