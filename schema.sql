@@ -298,5 +298,109 @@ BEGIN;
 
 UPDATE alembic_version SET version_num='0009' WHERE alembic_version.version_num = '0008';
 
+-- Running upgrade 0009 -> 0010
+
+ALTER TABLE credits ADD COLUMN low_balance_threshold BIGINT;
+
+ALTER TABLE credits ADD COLUMN alert_state VARCHAR(10);
+
+ALTER TABLE credits ADD CONSTRAINT ck_credits_alert_state CHECK (alert_state IN ('ok', 'low', 'depleted')) NOT VALID;
+
+ALTER TABLE credits ADD CONSTRAINT ck_credits_threshold_non_negative CHECK (low_balance_threshold >= 0) NOT VALID;
+
+COMMIT;
+
+ALTER TABLE credits VALIDATE CONSTRAINT ck_credits_alert_state;
+
+ALTER TABLE credits VALIDATE CONSTRAINT ck_credits_threshold_non_negative;
+
+BEGIN;
+
+CREATE TABLE events (
+    id BIGSERIAL NOT NULL, 
+    event_type VARCHAR(40) NOT NULL, 
+    user_id BIGINT, 
+    data TEXT NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    CONSTRAINT pk_events PRIMARY KEY (id), 
+    CONSTRAINT fk_events_user_id_users FOREIGN KEY(user_id) REFERENCES users (user_id) ON DELETE RESTRICT, 
+    CONSTRAINT ck_events_event_type CHECK (event_type IN ('credits.changed', 'hold.created', 'hold.released', 'hold.expired', 'balance.low', 'balance.recovered', 'balance.depleted', 'grant.run.completed', 'schema.applied') AND event_type <> 'credits.changed')
+);
+
+CREATE INDEX ix_events_time ON events (created_at, id);
+
+CREATE TABLE webhook_endpoints (
+    id BIGSERIAL NOT NULL, 
+    url VARCHAR(2048) NOT NULL, 
+    description VARCHAR(500), 
+    enabled BOOLEAN DEFAULT true NOT NULL, 
+    secret VARCHAR(100) NOT NULL, 
+    previous_secret VARCHAR(100), 
+    previous_secret_until TIMESTAMP WITH TIME ZONE, 
+    created_by VARCHAR(200) NOT NULL, 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    updated_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    CONSTRAINT pk_webhook_endpoints PRIMARY KEY (id), 
+    CONSTRAINT ck_webhook_endpoints_previous_secret_until CHECK ((previous_secret IS NULL) = (previous_secret_until IS NULL))
+);
+
+CREATE TABLE webhook_subscriptions (
+    endpoint_id BIGINT NOT NULL, 
+    event_type VARCHAR(40) NOT NULL, 
+    CONSTRAINT pk_webhook_subscriptions PRIMARY KEY (endpoint_id, event_type), 
+    CONSTRAINT fk_webhook_subscriptions_endpoint_id_webhook_endpoints FOREIGN KEY(endpoint_id) REFERENCES webhook_endpoints (id) ON DELETE CASCADE, 
+    CONSTRAINT ck_webhook_subscriptions_event_type CHECK (event_type IN ('credits.changed', 'hold.created', 'hold.released', 'hold.expired', 'balance.low', 'balance.recovered', 'balance.depleted', 'grant.run.completed', 'schema.applied'))
+);
+
+CREATE INDEX ix_webhook_subscriptions_type ON webhook_subscriptions (event_type, endpoint_id);
+
+CREATE TABLE webhook_deliveries (
+    id BIGSERIAL NOT NULL, 
+    endpoint_id BIGINT NOT NULL, 
+    entry_id BIGINT, 
+    event_id BIGINT, 
+    status VARCHAR(10) NOT NULL, 
+    attempts INTEGER DEFAULT '0' NOT NULL, 
+    next_attempt_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    last_attempt_at TIMESTAMP WITH TIME ZONE, 
+    last_status_code INTEGER, 
+    last_error VARCHAR(500), 
+    created_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    delivered_at TIMESTAMP WITH TIME ZONE, 
+    CONSTRAINT pk_webhook_deliveries PRIMARY KEY (id), 
+    CONSTRAINT fk_webhook_deliveries_endpoint_id_webhook_endpoints FOREIGN KEY(endpoint_id) REFERENCES webhook_endpoints (id) ON DELETE CASCADE, 
+    CONSTRAINT fk_webhook_deliveries_entry_id_ledger_entries FOREIGN KEY(entry_id) REFERENCES ledger_entries (id) ON DELETE RESTRICT, 
+    CONSTRAINT fk_webhook_deliveries_event_id_events FOREIGN KEY(event_id) REFERENCES events (id) ON DELETE CASCADE, 
+    CONSTRAINT ck_webhook_deliveries_one_source CHECK ((entry_id IS NULL) <> (event_id IS NULL)), 
+    CONSTRAINT ck_webhook_deliveries_status CHECK (status IN ('pending', 'delivered', 'dead')), 
+    CONSTRAINT ck_webhook_deliveries_delivered_iff_at CHECK ((status = 'delivered') = (delivered_at IS NOT NULL)), 
+    CONSTRAINT ck_webhook_deliveries_attempts_non_negative CHECK (attempts >= 0)
+);
+
+CREATE UNIQUE INDEX uq_webhook_deliveries_entry ON webhook_deliveries (endpoint_id, entry_id);
+
+CREATE UNIQUE INDEX uq_webhook_deliveries_event ON webhook_deliveries (endpoint_id, event_id);
+
+CREATE INDEX ix_webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+
+CREATE INDEX ix_webhook_deliveries_event_id ON webhook_deliveries (event_id);
+
+CREATE INDEX ix_webhook_deliveries_created_at ON webhook_deliveries (created_at);
+
+CREATE TABLE webhook_attempts (
+    id BIGSERIAL NOT NULL, 
+    delivery_id BIGINT NOT NULL, 
+    attempted_at TIMESTAMP WITH TIME ZONE NOT NULL, 
+    duration_ms INTEGER NOT NULL, 
+    status_code INTEGER, 
+    error VARCHAR(500), 
+    CONSTRAINT pk_webhook_attempts PRIMARY KEY (id), 
+    CONSTRAINT fk_webhook_attempts_delivery_id_webhook_deliveries FOREIGN KEY(delivery_id) REFERENCES webhook_deliveries (id) ON DELETE CASCADE
+);
+
+CREATE INDEX ix_webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
+
+UPDATE alembic_version SET version_num='0010' WHERE alembic_version.version_num = '0009';
+
 COMMIT;
 

@@ -96,6 +96,35 @@ def load(env, instance_path):
         },
         **_daily_grant(env, max_amount),
         **_holds(env),
+        **_events(env),
+    }
+
+
+def _events(env):
+    """Events, alerts and webhooks (credits_app/events, credits_app/webhooks).
+
+    LOW_BALANCE_THRESHOLD is every user's threshold unless the user has one of their own;
+    0 turns alerts off. A failed delivery is tried again after BASE * 2**(n-1) seconds (at
+    most MAX, with jitter) until WEBHOOKS_MAX_ATTEMPTS tries, then kept as dead: the
+    defaults try for about a day and a half. Receivers on private, loopback or link-local
+    addresses are refused unless WEBHOOKS_ALLOW_PRIVATE_URLS (a receiver on the same host
+    or network, and the tests)."""
+    return {
+        "LOW_BALANCE_THRESHOLD": _int(env, "LOW_BALANCE_THRESHOLD", 0, minimum=0, maximum=BIGINT_MAX),
+        "WEBHOOKS_QUEUE": _queue_name(env, "WEBHOOKS_QUEUE", "credits-webhooks"),
+        "WEBHOOKS_ALLOW_PRIVATE_URLS": _bool(env, "WEBHOOKS_ALLOW_PRIVATE_URLS", False),
+        "WEBHOOKS_TIMEOUT_SECONDS": _int(env, "WEBHOOKS_TIMEOUT_SECONDS", 10, minimum=1, maximum=120),
+        "WEBHOOKS_MAX_ATTEMPTS": _int(env, "WEBHOOKS_MAX_ATTEMPTS", 16, minimum=1, maximum=100),
+        "WEBHOOKS_BACKOFF_BASE_SECONDS": _int(env, "WEBHOOKS_BACKOFF_BASE_SECONDS", 30, minimum=1, maximum=86400),
+        "WEBHOOKS_BACKOFF_MAX_SECONDS": _int(env, "WEBHOOKS_BACKOFF_MAX_SECONDS", 6 * 3600, minimum=1,
+                                             maximum=7 * 86400),
+        "WEBHOOKS_LEASE_SECONDS": _int(env, "WEBHOOKS_LEASE_SECONDS", 120, minimum=5, maximum=3600),
+        "WEBHOOKS_CONCURRENCY": _int(env, "WEBHOOKS_CONCURRENCY", 8, minimum=1, maximum=256),
+        "WEBHOOKS_DISPATCH_CRON": _cron(env, "WEBHOOKS_DISPATCH_CRON", "* * * * *"),
+        "WEBHOOKS_SECRET_OVERLAP_SECONDS": _int(env, "WEBHOOKS_SECRET_OVERLAP_SECONDS", 86400, minimum=0,
+                                                maximum=30 * 86400),
+        "EVENTS_RETENTION_DAYS": _int(env, "EVENTS_RETENTION_DAYS", 30, minimum=1, maximum=3650),
+        "EVENTS_PRUNE_CRON": _cron(env, "EVENTS_PRUNE_CRON", "17 * * * *"),
     }
 
 
@@ -106,6 +135,13 @@ def _holds(env):
     cron = _cron(env, "HOLDS_SWEEP_CRON", "* * * * *")
     return {"HOLD_DEFAULT_TTL_SECONDS": _int(env, "HOLD_DEFAULT_TTL_SECONDS", 900, minimum=1, maximum=maximum),
             "HOLD_MAX_TTL_SECONDS": maximum, "HOLDS_SWEEP_CRON": cron}
+
+
+def _queue_name(env, name, default):
+    queue = env.get(name) or default
+    if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise ConfigError(f"{name} must be letters, digits, '-', '_' or '.', got {queue!r}")
+    return queue
 
 
 def _cron(env, name, default):
@@ -130,9 +166,7 @@ def _daily_grant(env, max_amount):
         delays = [-1]
     if not delays or min(delays) < 0:
         raise ConfigError(f"DAILY_GRANT_RETRY_DELAYS must be comma-separated seconds >= 0, got {raw_delays!r}")
-    queue = env.get("RQ_QUEUE") or "credits"
-    if not queue.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise ConfigError(f"RQ_QUEUE must be letters, digits, '-', '_' or '.', got {queue!r}")
+    queue = _queue_name(env, "RQ_QUEUE", "credits")
     return {
         "DAILY_GRANT_AMOUNT": _int(env, "DAILY_GRANT_AMOUNT", 5, minimum=1, maximum=max_amount),
         "DAILY_GRANT_CRON": cron,

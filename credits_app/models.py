@@ -1,6 +1,6 @@
 """Table definitions mirroring the Alembic migrations (the source of truth): used as Core
 tables by users.py and by `flask db migrate` to diff future migrations."""
-from sqlalchemy import BigInteger, CheckConstraint, Date, ForeignKey, Identity, Index, Integer, String, Text, func, text
+from sqlalchemy import BigInteger, Boolean, CheckConstraint, Date, ForeignKey, Identity, Index, Integer, String, Text, func, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .extensions import db
@@ -28,9 +28,13 @@ class Credit(db.Model):
     credits: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
     last_updated = mapped_column(UTCDateTime, nullable=False, server_default=func.now())
     held: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default="0")
+    low_balance_threshold = mapped_column(BigInteger)  # NULL: the LOW_BALANCE_THRESHOLD setting
+    alert_state = mapped_column(String(10))  # ok, low, depleted (ledger/alerts.py); NULL: off or not yet known
 
     __table_args__ = (CheckConstraint("credits >= 0", name="non_negative"),
-                      CheckConstraint("held >= 0 AND held <= credits", name="held_within_credits"))
+                      CheckConstraint("held >= 0 AND held <= credits", name="held_within_credits"),
+                      CheckConstraint("alert_state IN ('ok', 'low', 'depleted')", name="alert_state"),
+                      CheckConstraint("low_balance_threshold >= 0", name="threshold_non_negative"))
 
 
 class LedgerEntry(db.Model):
@@ -145,3 +149,101 @@ class RevokedToken(db.Model):
     seq = mapped_column(BigId, Identity(always=True), nullable=False)
 
     __table_args__ = (Index("uq_revoked_tokens_seq", "seq", unique=True),)
+
+
+EVENT_TYPES = ("credits.changed", "hold.created", "hold.released", "hold.expired", "balance.low",
+               "balance.recovered", "balance.depleted", "grant.run.completed", "schema.applied")
+_TYPES_IN = "event_type IN (" + ", ".join(f"'{t}'" for t in EVENT_TYPES) + ")"
+
+
+class Event(db.Model):
+    """An event that is not a ledger entry, written in the transaction of its cause
+    (events/). A credits.changed event is its ledger entry."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    event_type: Mapped[str] = mapped_column(String(40), nullable=False)
+    user_id = mapped_column(BigId, ForeignKey("users.user_id", ondelete="RESTRICT"))
+    data: Mapped[str] = mapped_column(Text, nullable=False)  # JSON
+    created_at = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (CheckConstraint(_TYPES_IN + " AND event_type <> 'credits.changed'", name="event_type"),
+                      Index("ix_events_time", "created_at", "id"))
+
+
+class WebhookEndpoint(db.Model):
+    """A receiver of signed events (webhooks/). `previous_secret` still signs, beside
+    `secret`, until `previous_secret_until`: a rotation's overlap."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    url: Mapped[str] = mapped_column(String(2048), nullable=False)
+    description = mapped_column(String(500))
+    enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=true())
+    secret: Mapped[str] = mapped_column(String(100), nullable=False)
+    previous_secret = mapped_column(String(100))
+    previous_secret_until = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(200), nullable=False)
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    updated_at = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (CheckConstraint("(previous_secret IS NULL) = (previous_secret_until IS NULL)",
+                                      name="previous_secret_until"),)
+
+
+class WebhookSubscription(db.Model):
+    __tablename__ = "webhook_subscriptions"
+    endpoint_id: Mapped[int] = mapped_column(BigId, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(40), primary_key=True)
+
+    __table_args__ = (CheckConstraint(_TYPES_IN, name="event_type"),
+                      Index("ix_webhook_subscriptions_type", "event_type", "endpoint_id"))
+
+
+class WebhookDelivery(db.Model):
+    """One event for one endpoint, and where its delivery stands. Written with the event
+    when the endpoint is subscribed; `next_attempt_at` is also the lease of a claimed one."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    endpoint_id: Mapped[int] = mapped_column(BigId, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+                                             nullable=False)
+    entry_id = mapped_column(BigId, ForeignKey("ledger_entries.id", ondelete="RESTRICT"))  # credits.changed
+    event_id = mapped_column(BigId, ForeignKey("events.id", ondelete="CASCADE"))  # any other type
+    status: Mapped[str] = mapped_column(String(10), nullable=False)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, server_default="0")
+    next_attempt_at = mapped_column(UTCDateTime, nullable=False)
+    last_attempt_at = mapped_column(UTCDateTime)
+    last_status_code = mapped_column(Integer)
+    last_error = mapped_column(String(500))
+    created_at = mapped_column(UTCDateTime, nullable=False)
+    delivered_at = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("(entry_id IS NULL) <> (event_id IS NULL)", name="one_source"),
+        CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
+        CheckConstraint("(status = 'delivered') = (delivered_at IS NOT NULL)", name="delivered_iff_at"),
+        CheckConstraint("attempts >= 0", name="attempts_non_negative"),
+        Index("uq_webhook_deliveries_entry", "endpoint_id", "entry_id", unique=True),
+        Index("uq_webhook_deliveries_event", "endpoint_id", "event_id", unique=True),
+        Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'"),
+              sqlite_where=text("status = 'pending'")),
+        Index("ix_webhook_deliveries_event_id", "event_id"),
+        Index("ix_webhook_deliveries_created_at", "created_at"),
+    )
+
+
+class WebhookAttempt(db.Model):
+    """One try of a delivery: when, how long, and what the receiver answered."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(BigId, ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+                                             nullable=False)
+    attempted_at = mapped_column(UTCDateTime, nullable=False)
+    duration_ms: Mapped[int] = mapped_column(Integer, nullable=False)
+    status_code = mapped_column(Integer)
+    error = mapped_column(String(500))
+
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)
