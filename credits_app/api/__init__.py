@@ -1,6 +1,7 @@
 """One blueprint module per resource."""
-from . import auth, credits, grants, holds, ledger, users
+from . import auth, credits, events, grants, holds, ledger, users, webhooks
 from . import schema
+from .webhook_schemas import document_events
 
 
 def register(api):
@@ -11,6 +12,9 @@ def register(api):
     api.register_blueprint(auth.blp)
     api.register_blueprint(grants.blp)
     api.register_blueprint(schema.blp)
+    api.register_blueprint(webhooks.blp)
+    api.register_blueprint(events.blp)
+    document_events(api.spec)
 
 
 def document_limits(api, config):

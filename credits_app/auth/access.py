@@ -39,6 +39,9 @@ RULES = {
     "tokens:issue": {"admin"},
     "tokens:revoke": {"admin"},
     "auth:whoami": {"admin", "service", "user"},
+    "webhooks:manage": {"admin"},
+    "webhooks:read": {"admin"},
+    "events:read": {"admin", "service"},
 }
 SELF_SCOPED = {"credits:read", "holds:read", "auth:whoami"}  # what a `user` token may do, for its own id only
 
