@@ -19,7 +19,7 @@ def fail(error, details=()):
 
 
 def init_app(app):
-    from . import auth, credits, queue, schema, users
+    from . import auth, credits, queue, schema, users, webhooks
 
-    for module in (users, credits, queue, auth, schema):
+    for module in (users, credits, queue, auth, schema, webhooks):
         app.cli.add_command(module.group)
