@@ -20,8 +20,10 @@ from flask import current_app
 from sqlalchemy import bindparam, text
 
 from .. import ledger
+from ..events import outbox
 from ..exceptions import InvalidRequest
 from ..extensions import db
+from ..ledger.records import iso
 from ..types import UTCDateTime, utcnow
 
 RUN_COLUMNS = ("grant_date, status, amount, chunk_size, chunks_total, chunks_done, users_credited, "
@@ -122,11 +124,14 @@ def plan(grant_date, amount=None, scheduled=False):
         if created:
             total = 0 if hwm is None else conn.execute(text(_PLAN_CHUNKS),
                                                        {"gd": grant_date, "hwm": hwm, "size": size}).rowcount
-            conn.execute(
+            run = conn.execute(
                 text("UPDATE daily_grant_runs SET chunks_total = :total, status = :status, finished_at = :finished "
-                     "WHERE grant_date = :gd").bindparams(bindparam("finished", type_=UTCDateTime)),
+                     f"WHERE grant_date = :gd RETURNING {RUN_COLUMNS}").bindparams(
+                    bindparam("finished", type_=UTCDateTime)).columns(started_at=UTCDateTime, finished_at=UTCDateTime),
                 {"total": total, "status": "running" if total else "done", "finished": None if total else utcnow(),
-                 "gd": grant_date})
+                 "gd": grant_date}).one()
+            if not total:  # no users: done as planned
+                _completed(conn, _run(run))
         elif scheduled:
             conn.execute(text("UPDATE daily_grant_runs SET scheduled = :yes WHERE grant_date = :gd "
                               "AND scheduled = :no"), {"gd": grant_date, "yes": True, "no": False})
@@ -165,12 +170,15 @@ def run_chunk(grant_date, amount, lo, hi):
                 bindparam("now", type_=UTCDateTime)), {"n": credited, "now": now, "gd": grant_date, "lo": lo}).rowcount
         if marked:
             # A retry of an unfinished chunk lands here once; a re-run of a finished one never.
-            conn.execute(
+            run = conn.execute(
                 text("UPDATE daily_grant_runs SET chunks_done = chunks_done + 1, users_credited = users_credited + :n, "
                      "status = CASE WHEN chunks_done + 1 = chunks_total THEN 'done' ELSE status END, "
                      "finished_at = CASE WHEN chunks_done + 1 = chunks_total THEN :now ELSE finished_at END "
-                     "WHERE grant_date = :gd").bindparams(bindparam("now", type_=UTCDateTime)),
-                {"n": credited, "now": now, "gd": grant_date})
+                     f"WHERE grant_date = :gd RETURNING {RUN_COLUMNS}").bindparams(bindparam("now", type_=UTCDateTime))
+                .columns(started_at=UTCDateTime, finished_at=UTCDateTime),
+                {"n": credited, "now": now, "gd": grant_date}).one()
+            if run.chunks_done == run.chunks_total:  # this chunk finished the run: once per run
+                _completed(conn, _run(run))
         elif credited:
             # Users credited outside the plan (a chunk re-run after it was marked done, e.g.
             # users who were at the cap then): still count them.
@@ -190,6 +198,14 @@ def mark_failed(grant_date, lo, error):
                  "AND status <> 'done' AND EXISTS (SELECT 1 FROM daily_grant_chunks WHERE grant_date = :gd "
                  "AND lo = :lo AND finished_at IS NULL)"),
             {"gd": parse_date(grant_date), "lo": lo, "error": error[:500]}).rowcount)
+
+
+def _completed(conn, run):
+    """The run's grant.run.completed event, in the transaction that finished it."""
+    outbox.emit(conn, "grant.run.completed", {
+        "grant_date": run.grant_date.isoformat(), "amount": run.amount, "users_credited": run.users_credited,
+        "chunks_total": run.chunks_total, "started_at": iso(run.started_at), "finished_at": iso(run.finished_at),
+        "scheduled": run.scheduled}, at=run.finished_at)
 
 
 def run_date(grant_date):

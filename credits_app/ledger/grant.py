@@ -1,12 +1,15 @@
-"""The daily grant's set-based SQL: one statement credits a whole chunk of users."""
+"""The daily grant's set-based SQL: one statement credits a whole chunk of users, and one
+more moves the alert state of those it lifts."""
 from datetime import date, datetime
 
 from flask import current_app
 from sqlalchemy import bindparam, text
 
 from ..auth.claims import SYSTEM_PREFIX
+from ..events import outbox
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
+from . import alerts
 from .rules import PG_ENTRY_TIME, check_amount, entry_time
 
 
@@ -50,6 +53,34 @@ INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor,
 SELECT c.user_id, 'daily_grant', :amount, c.credits + :amount, :reason, :actor, :gd, :now FROM credits c
 WHERE c.user_id >= :lo AND c.user_id < :hi AND c.credits <= :max_balance - :amount
   AND NOT EXISTS (SELECT 1 FROM ledger_entries l WHERE l.user_id = c.user_id AND l.grant_date = :gd)"""
+# Alerts: the grant moves the stored state (alerts.py) only of the users it credited for this
+# date whose state is low or depleted, so a run costs one indexed pass over the chunk and
+# writes balance.recovered only for those it lifts to their threshold (depleted -> low moves
+# silently), never an event per user granted.
+_PG_GRANT_ALERTS = """
+WITH moved AS (
+    UPDATE credits AS c SET alert_state = {state}
+    WHERE c.user_id >= :lo AND c.user_id < :hi AND c.alert_state IN ('low', 'depleted')
+      AND {state} IS DISTINCT FROM c.alert_state
+      AND EXISTS (SELECT 1 FROM ledger_entries l WHERE l.user_id = c.user_id AND l.grant_date = :gd
+                  AND l.user_id >= :lo AND l.user_id < :hi)
+    RETURNING c.user_id, c.credits, c.held, c.alert_state, {threshold} AS threshold,
+              (SELECT l.id FROM ledger_entries l WHERE l.user_id = c.user_id AND l.grant_date = :gd) AS entry_id
+), recovered AS (
+    INSERT INTO events (event_type, user_id, data, created_at)
+    SELECT 'balance.recovered', user_id, CAST(json_build_object(
+               'user_id', user_id, 'credits', credits, 'held', held, 'available', credits - held,
+               'threshold', threshold, 'entry_id', entry_id, 'hold_id', NULL) AS TEXT), :now
+    FROM moved WHERE alert_state = 'ok'
+    RETURNING id, event_type, created_at
+)
+{deliveries}""".format(state=alerts.pg_state("c.credits - c.held", "COALESCE(c.low_balance_threshold, :low_default)"),
+                       threshold="COALESCE(c.low_balance_threshold, :low_default)",
+                       deliveries=outbox.PG_EVENT_DELIVERIES.format(events="recovered"))
+_SQLITE_GRANT_ALERTING = text("""
+SELECT c.user_id, c.credits, c.held, l.id AS entry_id FROM credits c
+JOIN ledger_entries l ON l.user_id = c.user_id AND l.grant_date = :gd
+WHERE c.user_id >= :lo AND c.user_id < :hi AND c.alert_state IN ('low', 'depleted')""")
 _SQLITE_GRANT_CREDITS = """
 UPDATE credits SET credits = credits + :amount, last_updated = :now
 WHERE user_id IN (SELECT user_id FROM ledger_entries WHERE id > :after_id AND grant_date = :gd)"""
@@ -71,19 +102,23 @@ def grant_daily_chunk(grant_date, amount, lo, hi, *, bookkeeping=None):
     params = {"gd": grant_date, "amount": amount, "lo": lo, "hi": hi, "now": utcnow(),
               "max_balance": current_app.config["MAX_BALANCE"], "actor": GRANT_ACTOR,
               "reason": f"daily grant {grant_date.isoformat()}",
-              "lock_name": f"daily-grant:{grant_date.isoformat()}:{lo}"}
+              "lock_name": f"daily-grant:{grant_date.isoformat()}:{lo}", "low_default": alerts.default_threshold()}
     now_type = bindparam("now", type_=UTCDateTime)
     with db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text(_PG_GRANT_LOCK), params)
             conn.execute(text(_GRANT_ENSURE_CREDITS).bindparams(now_type), params)
             credited = conn.execute(text(_PG_GRANT), params).rowcount
+            if credited:
+                conn.execute(text(_PG_GRANT_ALERTS).bindparams(now_type), params)
         else:
             conn.execute(text(_GRANT_ENSURE_CREDITS).bindparams(now_type), params)
             params["after_id"] = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")).scalar()
             params["now"] = entry_time(conn.execute(_SQLITE_CHUNK_LAST_UPDATED, params).scalar())
             credited = conn.execute(text(_SQLITE_GRANT_LEDGER).bindparams(now_type), params).rowcount
             conn.execute(text(_SQLITE_GRANT_CREDITS).bindparams(now_type), params)
+            for user in conn.execute(_SQLITE_GRANT_ALERTING, params).all():
+                alerts.record(conn, user.user_id, user.credits, user.held, at=params["now"], entry_id=user.entry_id)
         if bookkeeping is not None:
             bookkeeping(conn, credited)
     return credited

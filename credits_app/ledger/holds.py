@@ -33,7 +33,8 @@ from ..exceptions import (CaptureExceedsHold, Conflict, HoldNotFound, HoldNotOpe
                           InvalidRequest, UserNotFound)
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
-from . import changes
+from . import alerts, changes
+from ..events import outbox
 from .records import ENTRY_COLUMNS, entry_from_row, entry_json, iso
 from .rules import PG_ENTRY_TIME, check_amount, check_user_id, entry_time, request_hash
 
@@ -69,10 +70,11 @@ def _statements(dialect):
         "page": _sql(dialect, "SELECT * FROM (" + hold + "WHERE user_id = :uid AND id < :before) AS h "
                               "WHERE :status IS NULL OR status = :status ORDER BY id DESC LIMIT :limit"),
         "expire": _sql(dialect, "UPDATE holds SET status = 'expired', closed_at = expires_at, closed_by = :system "
-                                "WHERE user_id = :uid AND status = 'open' AND expires_at <= {now} RETURNING amount"),
+                                "WHERE user_id = :uid AND status = 'open' AND expires_at <= {now} RETURNING " + _WRITTEN),
         "release_all": _sql(dialect, "UPDATE holds SET status = CASE WHEN expires_at <= {now} THEN 'expired' "
                                      "ELSE 'released' END, closed_at = CASE WHEN expires_at <= {now} THEN expires_at "
-                                     "ELSE {now} END, closed_by = :actor WHERE user_id = :uid AND status = 'open'"),
+                                     "ELSE {now} END, closed_by = :actor WHERE user_id = :uid AND status = 'open' "
+                                     "RETURNING " + _WRITTEN),
         "unheld": _sql(dialect, "UPDATE credits SET held = held - :amount WHERE user_id = :uid "
                                 "RETURNING credits, held, last_updated"),
         "insert": _sql(dialect, "INSERT INTO holds (user_id, amount, status, reason, actor, idempotency_key, "
@@ -118,6 +120,14 @@ def hold_json(row):
 def _balance_json(user_id, balance):
     return {"user_id": user_id, "credits": balance.credits, "held": balance.held,
             "available": balance.credits - balance.held}
+
+
+def _announce(conn, event_type, hold, balance, at):
+    """The hold.* event of `hold` (as written) and the balance after it, in this transaction;
+    and the alerts its new available balance fires."""
+    outbox.emit(conn, event_type, {**_balance_json(hold.user_id, balance), "hold": hold_json(hold)}, at=at,
+                user_id=hold.user_id)
+    alerts.record(conn, hold.user_id, balance.credits, balance.held, at=at, hold_id=hold.id)
 
 
 # ---- operations ----------------------------------------------------------------------------
@@ -256,6 +266,7 @@ def _create(conn, s, op, user_id, amount, ttl, reason):
                                       "key": op.key, "ttl": ttl, "now": now, "entry_id": None,
                                       "expires_at": now + timedelta(seconds=ttl)}).one()
     balance = conn.execute(s["held"], {"uid": user_id, "amount": amount}).one()
+    _announce(conn, "hold.created", hold, balance, hold.created_at)
     return {"hold": hold_json(hold), **_balance_json(user_id, balance)}
 
 
@@ -281,11 +292,16 @@ def _close(conn, s, op, hold_id, status, amount, reason):
                                           "reason": reason if reason is not None else hold.reason,
                                           "actor": op.actor, "key": op.key, "hid": hold_id,
                                           "at": row.last_updated}).one()
-        answer["entry"] = entry_json(entry_from_row(entry))
+        entry = entry_from_row(entry)
+        answer["entry"] = entry_json(entry)
+        outbox.entry_deliveries(conn, entry)  # a capture's credits.changed event is its entry
+        alerts.record(conn, user_id, row.credits, row.held, at=entry.created_at, entry_id=entry.id, hold_id=hold_id)
     else:
         row = conn.execute(s["unheld"], {"uid": user_id, "amount": hold.amount}).one()
     hold = conn.execute(s["close"], {"hid": hold_id, "status": status, "captured": captured, "actor": op.actor,
                                      "now": utcnow(), "entry_id": answer["entry"]["id"] if answer else None}).one()
+    if status == "released":
+        _announce(conn, "hold.released", hold, row, hold.closed_at)
     return {"hold": hold_json(hold), **_balance_json(user_id, row), **answer}
 
 
@@ -295,16 +311,22 @@ def expire_overdue(conn, user_id):
     """Record the user's open holds past their time as expired and take them off `held`;
     returns how much they held. Runs under the balance row's lock (taken before, in the same
     transaction), so it sees every hold of the user."""
-    return sum(_expire(conn, user_id))
+    return sum(hold.amount for hold in _expire(conn, user_id))
 
 
 def _expire(conn, user_id):
-    """The amounts of the user's overdue holds, now recorded as expired and off `held`."""
+    """The user's overdue holds, now recorded as expired, off `held`, and announced."""
     s = _stmts(conn.dialect.name)
-    amounts = conn.execute(s["expire"], {"uid": user_id, "system": EXPIRY_ACTOR, "now": utcnow()}).scalars().all()
-    if amounts:
-        conn.execute(s["unheld"], {"uid": user_id, "amount": sum(amounts)})
-    return amounts
+    expired = conn.execute(s["expire"], {"uid": user_id, "system": EXPIRY_ACTOR, "now": utcnow(),
+                                         "entry_id": None}).all()
+    if expired:
+        balance = conn.execute(s["unheld"], {"uid": user_id, "amount": sum(hold.amount for hold in expired)}).one()
+        recorded = utcnow()  # the event's time is when the expiry is recorded, not the hold's end
+        for hold in expired:
+            outbox.emit(conn, "hold.expired", {**_balance_json(user_id, balance), "hold": hold_json(hold)},
+                        at=recorded, user_id=user_id)
+        alerts.record(conn, user_id, balance.credits, balance.held, at=recorded)
+    return expired
 
 
 def expire_due(user_id):
@@ -319,8 +341,13 @@ def expire_due(user_id):
 
 def release_all(conn, user_id, actor):
     """A reset's part: close every open hold of the user (those past their time as expired,
-    the rest as released). Runs under the balance row's lock; the reset sets `held` to 0."""
-    conn.execute(_stmts(conn.dialect.name)["release_all"], {"uid": user_id, "actor": actor, "now": utcnow()})
+    the rest as released). Runs under the balance row's lock; the reset sets `held` to 0, and
+    the holds' events report the balance as the reset leaves it (0)."""
+    closed = conn.execute(_stmts(conn.dialect.name)["release_all"],
+                          {"uid": user_id, "actor": actor, "now": utcnow(), "entry_id": None}).all()
+    for hold in closed:
+        outbox.emit(conn, f"hold.{hold.status}", {"user_id": user_id, "credits": 0, "held": 0, "available": 0,
+                                                  "hold": hold_json(hold)}, at=utcnow(), user_id=user_id)
 
 
 # Users with open holds past their time, in user order, after a user id (the sweep's cursor).

@@ -5,7 +5,8 @@ import functools
 
 from sqlalchemy import bindparam, text
 
-from . import holds
+from . import alerts, holds
+from ..events import outbox
 from ..types import UTCDateTime, utcnow
 from .fast_path import fetch_one
 from .records import ENTRY_COLUMNS, entry_from_row
@@ -21,21 +22,37 @@ from .rules import ALLOWED, PG_ENTRY_TIME, refusal
 # The entry's time follows the time rule (rules.PG_ENTRY_TIME), under the same lock.
 _PG_CHANGE = """
 WITH cur AS (
-    SELECT user_id, credits, held, last_updated FROM credits WHERE user_id = :uid FOR UPDATE
+    SELECT user_id, credits, held, last_updated, alert_state, COALESCE(low_balance_threshold, :low_default) AS threshold
+    FROM credits WHERE user_id = :uid FOR UPDATE
 ), upd AS (
-    UPDATE credits AS c SET credits = cur.credits + {delta}, held = {held}, last_updated = {entry_time}
+    UPDATE credits AS c SET credits = cur.credits + {delta}, held = {held}, last_updated = {entry_time},
+                            alert_state = {alert_state}
     FROM cur
     WHERE c.user_id = cur.user_id {allowed} {unclaimed}
-    RETURNING c.user_id, c.credits, c.last_updated, {delta} AS amount
+    RETURNING c.user_id, c.credits, c.held, c.last_updated, c.alert_state, {delta} AS amount
 ), led AS (
     INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, idempotency_key, created_at)
     SELECT user_id, :kind, amount, credits, :reason, :actor, :key, last_updated FROM upd
     RETURNING {entry_columns}
+), alert AS (
+    INSERT INTO events (event_type, user_id, data, created_at)
+    SELECT fired.event_type, upd.user_id, CAST(json_build_object(
+               'user_id', upd.user_id, 'credits', upd.credits, 'held', upd.held, 'available', upd.credits - upd.held,
+               'threshold', cur.threshold, 'entry_id', led.id, 'hold_id', NULL) AS TEXT), led.created_at
+    FROM cur JOIN upd ON TRUE JOIN led ON TRUE CROSS JOIN LATERAL {fired} WHERE fired.fires
+    RETURNING id, event_type, created_at
+), alert_deliveries AS (
+    {alert_deliveries}
+), entry_deliveries AS (
+    {entry_deliveries}
 ){overdue}{claim}
 SELECT (SELECT credits FROM cur) AS current_balance, (SELECT held FROM cur) AS current_held,
        {is_overdue} AS overdue, {seen} AS seen, led.*
 FROM (SELECT 1) AS one LEFT JOIN led ON TRUE
 """
+# The change's events commit with it (events/outbox.py): its credits.changed deliveries (the
+# entry is the event), and the alerts its new balance fires from the row's stored state
+# (alerts.py), with their deliveries.
 # A refused debit while some of the user's open holds are past their time (seen in the
 # statement's snapshot): those no longer count (holds.py), so the caller records them as
 # expired and decides again; the refusal is not kept with the key, as it is not final.
@@ -70,6 +87,10 @@ def statement(kind, keyed):
         unclaimed=unclaimed,
         entry_columns=ENTRY_COLUMNS,
         entry_time=PG_ENTRY_TIME.format(previous="cur.last_updated"),
+        alert_state=alerts.pg_state("0" if kind == "reset" else "cur.credits - cur.held + :delta", "cur.threshold"),
+        fired=alerts.pg_fired("cur.alert_state", "upd.alert_state"),
+        alert_deliveries=outbox.PG_EVENT_DELIVERIES.format(events="alert"),
+        entry_deliveries=outbox.PG_ENTRY_DELIVERIES.format(entry="led"),
         claim=_PG_CLAIM.format(unclaimed="WHERE TRUE " + unclaimed + (
             " AND NOT (SELECT yes FROM overdue)" if debit else "")) if keyed else "",
         seen="(SELECT count(*) FROM idempotency_keys WHERE scope = :actor AND key = :key)" if keyed else "0",
@@ -80,7 +101,8 @@ def statement(kind, keyed):
 
 def _params(op):
     params = {"uid": op.user_id, "delta": op.delta, "max_balance": op.max_balance, "kind": op.kind,
-              "reason": op.reason, "actor": op.actor, "key": op.key, "hash": op.request_hash}
+              "reason": op.reason, "actor": op.actor, "key": op.key, "hash": op.request_hash,
+              "low_default": alerts.default_threshold()}
     if op.key is not None:
         params["now"] = utcnow()
     return params

@@ -24,7 +24,8 @@ from ..exceptions import (BalanceLimitExceeded, Conflict, EntryNotFound, Insuffi
                           ReversalExceedsRemaining, UserNotFound)
 from ..extensions import db
 from ..types import UTCDateTime, utcnow
-from . import holds
+from . import alerts, holds
+from ..events import outbox
 from .changes import is_key_conflict, replay
 from .records import ENTRY_COLUMNS, Change, entry_from_row
 from .rules import PG_ENTRY_TIME, Op, check_amount, check_user_id, entry_time, request_hash
@@ -110,6 +111,8 @@ def _apply(engine, op, entry_id):
             updated = conn.execute(_UPDATE[dialect], params).one()
             outcome = entry_from_row(conn.execute(_INSERT, {**params, "balance": updated.credits,
                                                             "at": updated.last_updated}).one())
+            outbox.entry_deliveries(conn, outcome)  # its credits.changed event is the entry
+            alerts.record(conn, op.user_id, updated.credits, held, at=outcome.created_at, entry_id=outcome.id)
         if op.key is not None:
             refused = isinstance(outcome, Conflict)
             conn.execute(_CLAIM, {"actor": op.actor, "key": op.key, "hash": op.request_hash, "now": utcnow(),

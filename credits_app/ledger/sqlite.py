@@ -1,8 +1,10 @@
 """A change on SQLite: the same steps as separate statements inside one BEGIN IMMEDIATE
-transaction, which holds the only write lock, so the balance read in it is the newest."""
+transaction, which holds the only write lock, so the balance read in it is the newest. The
+change's events (its deliveries, its alerts) are written in the same transaction."""
 from sqlalchemy import bindparam, text
 
-from . import holds
+from . import alerts, holds
+from ..events import outbox
 from ..types import UTCDateTime
 from .records import ENTRY_COLUMNS, entry_from_row
 from .rules import allowed, entry_time, refusal
@@ -40,6 +42,9 @@ def apply(engine, op):
                 .columns(created_at=UTCDateTime),
                 {"uid": op.user_id, "kind": op.kind, "delta": delta, "bal": updated.credits, "reason": op.reason,
                  "actor": op.actor, "key": op.key, "now": now}).one())
+            held_after = 0 if op.kind == "reset" else held
+            outbox.entry_deliveries(conn, outcome)  # its credits.changed event is the entry
+            alerts.record(conn, op.user_id, updated.credits, held_after, at=now, entry_id=outcome.id)
         if op.key is not None:
             conn.execute(
                 text("INSERT INTO idempotency_keys (scope, key, request_hash, status_code, refused_balance, "

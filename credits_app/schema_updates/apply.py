@@ -20,6 +20,7 @@ from pglast import ast
 from sqlalchemy import exc, text
 
 from . import guard, probes
+from ..events import outbox
 from ..exceptions import Conflict, DomainError, InvalidRequest
 from ..extensions import db
 
@@ -110,6 +111,9 @@ def apply(sql, *, actor, name=None, dry_run=False):
                     trans.rollback()
                     return _result("dry_run", name, digest, statements, effects, duration_ms, None)
                 change = _record(conn, name, sql, digest, actor, duration_ms, "applied", None)
+                outbox.emit(conn, "schema.applied", {
+                    "change_id": change["id"], "name": name, "checksum": digest, "actor": actor,
+                    "duration_ms": duration_ms, "statements": len(statements)}, at=change["applied_at"])
                 trans.commit()
                 return _result("applied", name, digest, statements, effects, duration_ms, change)
             trans.rollback()

@@ -40,7 +40,8 @@ from .guard_users import EXTENSIBLE_TABLE, USERS_CORE_COLUMNS, Deny as _Deny, us
 # "CREDITS" or a look-alike "Users" table is treated as the real thing.
 CORE_TABLES = frozenset({
     "users", "credits", "ledger_entries", "idempotency_keys", "holds", "daily_grant_runs", "daily_grant_chunks",
-    "schema_changes", "revoked_tokens", "alembic_version",
+    "schema_changes", "revoked_tokens", "alembic_version", "events", "webhook_endpoints", "webhook_subscriptions",
+    "webhook_deliveries", "webhook_attempts",
 })  # a test checks this against every table schema.sql (the migrations) creates
 # Core tables that take external indexes. An allow-list, so a core table added later takes
 # none until someone decides it may: the write-heavy ones update every index on every change.

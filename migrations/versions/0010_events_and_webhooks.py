@@ -22,6 +22,8 @@ Revision ID: 0010
 Revises: 0009
 Create Date: 2026-12-04
 """
+import warnings
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -150,7 +152,17 @@ def downgrade():
     if op.get_context().dialect.name == "postgresql":
         for name in CREDITS_CHECKS:
             op.execute(f"ALTER TABLE credits DROP CONSTRAINT ck_credits_{name}")
-    # SQLite cannot drop a column that has a CHECK: those two stay (NULL) after a downgrade.
-    if op.get_context().dialect.name == "postgresql":
         op.drop_column("credits", "alert_state")
         op.drop_column("credits", "low_balance_threshold")
+        return
+    # SQLite drops a column with a CHECK only by rebuilding the table. Reflecting it reflects
+    # `users` too (a foreign key), whose expression index SQLAlchemy cannot reflect and says
+    # so; that table is not rebuilt, so the index is not touched.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index",
+                                sa.exc.SAWarning)
+        with op.batch_alter_table("credits", recreate="always") as batch:
+            for name in CREDITS_CHECKS:
+                batch.drop_constraint(op.f(f"ck_credits_{name}"), type_="check")
+            batch.drop_column("alert_state")
+            batch.drop_column("low_balance_threshold")
