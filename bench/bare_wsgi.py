@@ -162,7 +162,8 @@ def app(environ, start_response):
     if kind == "holds":
         return _respond(start_response, *_transaction(lambda run: _hold(run, uid, amount)))
     params = {"uid": uid, "delta": amount if kind == "add" else -amount, "now": datetime.now(timezone.utc),
-              "max_balance": 10**15, "kind": kind, "reason": None, "actor": "bare", "key": None, "hash": None}
+              "max_balance": 10**15, "kind": kind, "reason": None, "actor": "bare", "key": None, "hash": None,
+              "low_default": 0}
     row, cols = _query(_CHANGE[kind], params)
     result = dict(zip(cols, row))
     if result["id"] is None:

@@ -265,7 +265,7 @@ def pgbench_scripts(workdir, users):
     def change(kind, delta):
         return pgbench_sql(statement(kind, False), {
             "delta": str(delta), "now": "now()", "max_balance": str(10**15), "kind": f"'{kind}'", "reason": "NULL",
-            "actor": "'pgbench'", "key": "NULL"})
+            "actor": "'pgbench'", "key": "NULL", "low_default": "0"})
 
     random_uid = f"\\set uid random(2, {users})\n"
     scripts = {"read": random_uid + pgbench_sql(BALANCE, {}), "add": random_uid + change("add", 1),
