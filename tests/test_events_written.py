@@ -262,3 +262,35 @@ def test_an_event_time_is_never_before_its_cause(app):
         at = datetime.fromisoformat(at)
     at = at if at.tzinfo else at.replace(tzinfo=timezone.utc)
     assert at == datetime.fromisoformat(entry["created_at"])
+
+
+def test_a_users_threshold_is_set_silently_and_alerts_fire_from_there(app):
+    client = client_as(app)
+    uid = new_user(client)
+    assert client.get(f"/api/credits/{uid}/alerts").get_json() == {
+        "user_id": uid, "low_balance_threshold": None, "threshold": 10, "alert_state": None, "available": 0}
+    _post(client, f"/api/credits/{uid}/add", amount=30)
+    r = client.put(f"/api/credits/{uid}/alerts", json={"low_balance_threshold": 50})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json() == {"user_id": uid, "low_balance_threshold": 50, "threshold": 50, "alert_state": "low",
+                            "available": 30}
+    assert _alerts(app, uid) == []  # a threshold is not a balance change
+    _post(client, f"/api/credits/{uid}/add", amount=25)  # 55: recovered
+    r = client.put(f"/api/credits/{uid}/alerts", json={"low_balance_threshold": 0})  # off
+    assert r.get_json()["alert_state"] is None and r.get_json()["threshold"] == 0
+    _post(client, f"/api/credits/{uid}/deduct", amount=55)  # nothing: alerts are off for this user
+    r = client.put(f"/api/credits/{uid}/alerts", json={"low_balance_threshold": None})  # the setting's again
+    assert r.get_json() == {"user_id": uid, "low_balance_threshold": None, "threshold": 10,
+                            "alert_state": "depleted", "available": 0}
+    assert _alerts(app, uid) == ["balance.recovered"]
+    for bad in ({"low_balance_threshold": -1}, {"low_balance_threshold": "5"}, {"low_balance_threshold": 2**63},
+                {"low_balance_threshold": True}, {}):
+        r = client.put(f"/api/credits/{uid}/alerts", json=bad)
+        assert r.status_code == 422 and r.get_json()["error"]["code"] == "validation_error", bad
+    assert client.put("/api/credits/999999/alerts", json={"low_balance_threshold": 1}).status_code == 404
+    assert client.get("/api/credits/999999/alerts").status_code == 404
+    user = client_as(app, "user", user_id=uid)
+    assert user.get(f"/api/credits/{uid}/alerts").status_code == 200
+    assert user.put(f"/api/credits/{uid}/alerts", json={"low_balance_threshold": 1}).status_code == 403
+    assert client_as(app, "service").put(f"/api/credits/{uid}/alerts",
+                                         json={"low_balance_threshold": 1}).status_code == 200

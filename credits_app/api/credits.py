@@ -10,8 +10,9 @@ from ..auth.access import require
 from ..ledger import Balance
 from .common import (IDEMPOTENCY_KEY, REPLAYED, REPLAYED_HEADER, Blueprint, decode_entry_cursor, encode_entry_cursor,
                      keyed, page, stacked)
-from .schemas import (AmountIn, AsOfArgs, BalanceAsOfOut, ChangeOut, EntryPage, EntryPageArgs, ErrorOut, HistoryArgs,
-                      HistoryOut, ResetIn, ReverseIn, balance_as_of_json, balance_json, change_json)
+from .schemas import (AlertsIn, AlertsOut, AmountIn, AsOfArgs, BalanceAsOfOut, ChangeOut, EntryPage, EntryPageArgs,
+                      ErrorOut, HistoryArgs, HistoryOut, ResetIn, ReverseIn, balance_as_of_json, balance_json,
+                      change_json)
 
 blp = Blueprint("credits", __name__, url_prefix="/api/credits", description="Credit balances and changes")
 
@@ -131,3 +132,26 @@ def history(args, user_id):
                                           points=args["points"])
     return {"user_id": user_id, "since": since, "until": until,
             "points": [{"at": at, "credits": credits} for at, credits in points]}
+
+
+@blp.route("/<int:user_id>/alerts", methods=["GET"])
+@require("credits:read")
+@blp.response(200, AlertsOut)
+@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
+def get_alerts(user_id):
+    """The user's low-balance alert settings and where their available balance stands."""
+    return ledger.alerts.settings(user_id)
+
+
+@blp.route("/<int:user_id>/alerts", methods=["PUT"])
+@require("credits:alerts")
+@blp.arguments(AlertsIn())
+@blp.response(200, AlertsOut)
+@blp.alt_response(400, schema=ErrorOut, description="malformed_json")
+@blp.alt_response(404, schema=ErrorOut, description="user_not_found")
+@blp.alt_response(422, schema=ErrorOut, description="validation_error")
+def put_alerts(body, user_id):
+    """Set the user's own low-balance threshold (null: the LOW_BALANCE_THRESHOLD setting's).
+    balance.low fires when a change takes the available balance below it, balance.depleted
+    at zero, balance.recovered back at or above it; setting a threshold fires nothing."""
+    return ledger.alerts.set_threshold(user_id, body["low_balance_threshold"])

@@ -40,6 +40,23 @@ class ResetIn(Schema):
     reason = text(500)
 
 
+class AlertsIn(Schema):
+    low_balance_threshold = StrictInteger(
+        required=True, allow_none=True, validate=validate.Range(min=0, max=BIGINT_MAX),
+        metadata={"description": "the user's own threshold; 0 turns their alerts off; null: LOW_BALANCE_THRESHOLD "
+                                 "again", "example": 10})
+
+
+class AlertsOut(Schema):
+    user_id = fields.Integer(required=True)
+    low_balance_threshold = fields.Integer(allow_none=True, metadata={"description": "the user's own, if set"})
+    threshold = fields.Integer(required=True, metadata={"description": "the threshold in force (0: alerts off)"})
+    alert_state = fields.String(allow_none=True, validate=validate.OneOf(("ok", "low", "depleted")),
+                                metadata={"description": "where the available balance stood at its last change "
+                                                         "(null: alerts off or not yet known)"})
+    available = fields.Integer(required=True)
+
+
 class ReverseIn(Schema):
     amount = StrictInteger(validate=validate.Range(min=1),
                            metadata={"description": "how much to reverse (default: all that remains), at most "

@@ -27,6 +27,7 @@ RULES = {
     "credits:deduct": {"admin", "service"},
     "credits:reset": {"admin"},  # + service when AUTH_SERVICE_CAN_RESET=true
     "credits:reverse": {"admin"},  # + service when AUTH_SERVICE_CAN_REVERSE=true
+    "credits:alerts": {"admin", "service"},  # a user's low-balance threshold
     "holds:create": {"admin", "service"},
     "holds:capture": {"admin", "service"},
     "holds:release": {"admin", "service"},

@@ -41,7 +41,7 @@ entry), rules (what a change may do, the refusals, the time rule), postgres and 
 dialect's statement), fast_path (the PostgreSQL seam), reads (balance, entries, verify),
 history (as-of, points), export, records, grant (the daily grant's SQL).
 """
-from . import holds
+from . import alerts, holds
 from .changes import add, deduct, reset
 from .export import export
 from .grant import GRANT_ACTOR, grant_daily_chunk
@@ -50,6 +50,6 @@ from .reads import balance, entries, position, purge_idempotency_keys, verify
 from .reversals import over_reversed, reverse
 from .records import ENTRY_COLUMNS, Balance, Change, Entry
 
-__all__ = ["add", "deduct", "reset", "holds", "reverse", "over_reversed", "balance", "entries", "position",
+__all__ = ["add", "deduct", "reset", "alerts", "holds", "reverse", "over_reversed", "balance", "entries", "position",
            "purge_idempotency_keys", "verify", "as_of", "history", "export", "grant_daily_chunk", "GRANT_ACTOR",
            "ENTRY_COLUMNS", "Balance", "Change", "Entry"]

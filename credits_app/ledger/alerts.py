@@ -18,7 +18,11 @@ The daily grant moves states only for the users it lifts to `ok` (grant.py).
 from flask import current_app
 from sqlalchemy import text
 
+from ..config import BIGINT_MAX
 from ..events import outbox
+from ..exceptions import InvalidRequest
+from ..extensions import db
+from .rules import check_user_id
 
 STATES = ("ok", "low", "depleted")
 FIRES = (("balance.low", ("ok",), ("low", "depleted")),
@@ -88,3 +92,54 @@ def pg_fired(old, new):
     """fired() as rows: a VALUES list of (event_type, fires) for the old and new state columns."""
     return "(VALUES " + ", ".join(f"('{event}', {_in(old, before)} AND {_in(new, after)})"
                                   for event, before, after in FIRES) + ") AS fired (event_type, fires)"
+
+
+# ---- a user's threshold ---------------------------------------------------------------------
+
+_OWN = text("SELECT low_balance_threshold, alert_state FROM credits WHERE user_id = :uid")
+_LOCKED = {"postgresql": text("SELECT credits, held FROM credits WHERE user_id = :uid FOR UPDATE"),
+           "sqlite": text("SELECT credits, held FROM credits WHERE user_id = :uid")}
+_SET_OWN = text("UPDATE credits SET low_balance_threshold = :own, alert_state = :state WHERE user_id = :uid")
+
+
+def settings(user_id):
+    """A user's alert settings: {user_id, low_balance_threshold (their own, or None),
+    threshold (the one in force), alert_state, available}. Raises UserNotFound."""
+    from . import reads
+
+    available = reads.balance(user_id).available
+    with db.engine.connect() as conn:
+        row = conn.execute(_OWN, {"uid": user_id}).first()
+    own, current = (row.low_balance_threshold, row.alert_state) if row else (None, None)
+    return _settings(user_id, own, current, available)
+
+
+def set_threshold(user_id, threshold):
+    """Set the user's own threshold (None: the LOW_BALANCE_THRESHOLD setting's again) and
+    return settings(). A new threshold is not a balance change: the stored state is set for
+    it silently, under the row's lock, and later changes fire from there. Raises
+    UserNotFound, InvalidRequest."""
+    from . import changes, holds  # both write alerts through this module
+
+    check_user_id(user_id)
+    if threshold is not None and (not isinstance(threshold, int) or isinstance(threshold, bool)
+                                  or not 0 <= threshold <= BIGINT_MAX):
+        raise InvalidRequest(f"low_balance_threshold must be null or an integer from 0 to {BIGINT_MAX}",
+                             field="low_balance_threshold")
+    engine = db.engine
+    for _ in range(2):
+        with engine.begin() as conn:
+            row = conn.execute(_LOCKED[conn.dialect.name], {"uid": user_id}).first()
+            if row is not None:
+                if row.held and holds.expire_overdue(conn, user_id):  # past their time, they no longer count
+                    row = conn.execute(_LOCKED[conn.dialect.name], {"uid": user_id}).one()
+                current = state(row.credits - row.held, effective(threshold))
+                conn.execute(_SET_OWN, {"uid": user_id, "own": threshold, "state": current})
+                return _settings(user_id, threshold, current, row.credits - row.held)
+        changes.ensure_credits_row(user_id)  # raises UserNotFound
+    raise RuntimeError("credits row for user %s vanished" % user_id)
+
+
+def _settings(user_id, own, current, available):
+    return {"user_id": user_id, "low_balance_threshold": own, "threshold": effective(own), "alert_state": current,
+            "available": available}
