@@ -294,3 +294,18 @@ def test_a_users_threshold_is_set_silently_and_alerts_fire_from_there(app):
     assert user.put(f"/api/credits/{uid}/alerts", json={"low_balance_threshold": 1}).status_code == 403
     assert client_as(app, "service").put(f"/api/credits/{uid}/alerts",
                                          json={"low_balance_threshold": 1}).status_code == 200
+
+
+def test_the_cli_shows_and_sets_a_threshold(app):
+    client = client_as(app)
+    uid = new_user(client)
+    _post(client, f"/api/credits/{uid}/add", amount=7)
+    runner = app.test_cli_runner()
+    shown = runner.invoke(args=["credits", "alerts", str(uid)])
+    assert shown.exit_code == 0 and "threshold 10 (the default)" in shown.output, shown.output
+    changed = runner.invoke(args=["credits", "alerts", str(uid), "--threshold", "5"])
+    assert changed.exit_code == 0 and "threshold 5 (own), state ok, available 7" in changed.output, changed.output
+    back = runner.invoke(args=["credits", "alerts", str(uid), "--default"])
+    assert "threshold 10 (the default), state low" in back.output, back.output
+    assert runner.invoke(args=["credits", "alerts", "999999"]).exit_code != 0
+    assert runner.invoke(args=["credits", "alerts", str(uid), "--threshold", "-1"]).exit_code == 2

@@ -94,6 +94,26 @@ def reverse(user_id, entry_id, amount, reason):
         fail(e, details=("remaining", "requested", "balance"))
 
 
+@group.command("alerts")
+@click.argument("user_id", type=int)
+@click.option("--threshold", type=click.IntRange(0), help="the user's own low-balance threshold (0: off)")
+@click.option("--default", "use_default", is_flag=True, help="use LOW_BALANCE_THRESHOLD again")
+def alerts(user_id, threshold, use_default):
+    """Show USER_ID's low-balance alert settings, or set their threshold."""
+    if threshold is not None and use_default:
+        raise click.UsageError("give --threshold or --default, not both")
+    try:
+        if threshold is None and not use_default:
+            current = ledger.alerts.settings(user_id)
+        else:
+            current = ledger.alerts.set_threshold(user_id, threshold)
+    except DomainError as e:
+        fail(e)
+    own = current["low_balance_threshold"]
+    click.echo(f"user {user_id}: threshold {current['threshold']} ({'own' if own is not None else 'the default'}), "
+               f"state {current['alert_state'] or 'none'}, available {current['available']}")
+
+
 @group.command("purge-keys")
 def purge_keys():
     """Delete Idempotency-Key records older than IDEMPOTENCY_TTL_HOURS (the worker does this
