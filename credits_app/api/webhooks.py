@@ -89,7 +89,8 @@ def rotate_secret(body, endpoint_id):
                                                      "the endpoint does not take)")
 def replay(body, endpoint_id):
     """Send the endpoint's events at or after `since` again: each one's delivery is set
-    pending and due now (made if it was not), with the event's same id."""
+    pending and due now (made if it was not), with the event's same id. A disabled
+    endpoint's deliveries wait until it is enabled."""
     return jsonify(deliveries.replay(endpoint_id, body["since"], types=body.get("types")))
 
 
