@@ -149,3 +149,15 @@ def test_the_openapi_document_describes_every_event_type(app, client):
     assert set(schemas["CreditsChangedData"]["properties"]) == {"user_id", "balance_after", "entry"}
     assert spec["paths"]["/api/events"]["get"]["responses"]["200"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/EventPage"}
+
+
+def test_a_hold_and_its_capture_are_in_the_feed_as_their_causes_wrote_them(app, client):
+    uid = new_user(client)
+    since = utcnow() - timedelta(seconds=1)
+    client.post(f"/api/credits/{uid}/add", json={"amount": 10})
+    made = client.post(f"/api/credits/{uid}/holds", json={"amount": 4}).get_json()
+    captured = client.post(f"/api/holds/{made['hold']['hold_id']}/capture", json={"amount": 3}).get_json()
+    items = _feed(client, since)["items"]
+    assert [e["type"] for e in items] == ["credits.changed", "hold.created", "credits.changed"]
+    assert items[1]["data"] == made  # the hold and the balance after it, as the API answered
+    assert items[2]["data"]["entry"] == captured["entry"] and items[2]["data"]["balance_after"] == 7

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import bindparam, text
+from standardwebhooks import Webhook
 
 from credits_app.events import outbox
 from credits_app.extensions import db
@@ -61,6 +62,11 @@ def test_create_shows_the_secret_once_and_never_again(app, client):
     created = _create(client, types=["hold.created", "credits.changed", "hold.created"], description="billing")
     secret = created["secret"]
     assert secret.startswith("whsec_") and len(base64.b64decode(secret[len("whsec_"):], validate=True)) == 32
+    # The receiver-side library takes it as it is.
+    signer, at = Webhook(secret), utcnow()
+    headers = {"webhook-id": "evt_1", "webhook-timestamp": str(int(at.timestamp())),
+               "webhook-signature": signer.sign("evt_1", at, '{"a": 1}')}
+    assert signer.verify('{"a": 1}', headers) == {"a": 1}
     assert created["event_types"] == ["credits.changed", "hold.created"]  # distinct, in the catalog's order
     assert (created["url"], created["description"], created["enabled"]) == (PUBLIC, "billing", True)
     assert created["created_by"] == "test-admin" and created["previous_secret_until"] is None
