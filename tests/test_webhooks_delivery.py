@@ -347,3 +347,17 @@ def test_pruning_removes_old_finished_deliveries_and_events_and_keeps_what_is_ow
     assert orphans == 0
     assert ledger.entries(uid, limit=5)[0].id == entry.id  # the ledger is never pruned
     assert prune.prune(30) == {"deliveries": 0, "events": 0}
+
+
+def test_ledger_changes_are_delivered_as_credits_changed_with_the_entry_id(app, ctx, receiver):
+    endpoint_id, secret = add_endpoint(receiver.url, types=("credits.changed",))
+    (uid,) = add_users(1)
+    entries = [ledger.add(uid, 7, actor="test").entry, ledger.deduct(uid, 2, actor="test").entry]
+    with dispatching(app):
+        wait_for(lambda: statuses() == ["delivered"] * 2, "both changes")
+    assert sorted(receiver.ids()) == sorted(f"evt_entry_{e.id}" for e in entries)
+    for request in receiver.received():
+        event = Webhook(secret).verify(request.body, request.headers)
+        assert event["type"] == "credits.changed" and event["data"]["user_id"] == uid
+    balances = {Webhook(secret).verify(r.body, r.headers)["data"]["balance_after"] for r in receiver.received()}
+    assert balances == {7, 5}

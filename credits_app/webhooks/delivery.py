@@ -118,7 +118,7 @@ def sql(dialect, template, **columns):
     """`template` for `dialect`, its times bound as UTCDateTime (shared with dispatcher.py)."""
     stmt = text(template.format(**_CLOCK[dialect]))
     times = [bindparam(n, type_=UTCDateTime) for n in ("now", "later", "started", "lease") if f":{n}" in stmt.text]
-    expanding = [bindparam(n, expanding=True) for n in ("ids", "busy", "endpoints") if f":{n}" in stmt.text]
+    expanding = [bindparam(n, expanding=True) for n in ("ids", "busy") if f":{n}" in stmt.text]
     stmt = stmt.bindparams(*times, *expanding)
     return stmt.columns(**columns) if columns else stmt
 

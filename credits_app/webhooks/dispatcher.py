@@ -123,7 +123,7 @@ def due_endpoints(busy):
     engine = db.engine
     with engine.connect().execution_options(read_only=True) as conn:
         return [tuple(r) for r in conn.execute(_statements(engine.dialect.name)["endpoints"], {
-            "busy": sorted(busy) or [0], "scan": SCAN, **delivery.clock()}).all()]
+            "busy": sorted(busy) or [0], "scan": SCAN, **delivery.clock()}).all()]  # ids start at 1
 
 
 def park(endpoint_id):
