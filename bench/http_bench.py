@@ -101,8 +101,8 @@ def load_users(pg, dbname, n):
 
 
 class Gunicorn:
-    def __init__(self, name, app, env, log_path, probe):
-        self.name, self.port = name, free_port()
+    def __init__(self, name, app, env, log_path, probe, cwd=ROOT):
+        self.name, self.port, self.cwd = name, free_port(), cwd
         self.env = dict(env, HOST="127.0.0.1", PORT=str(self.port))
         self.app, self.log_path, self.probe = app, log_path, probe
         self.proc = None
@@ -114,7 +114,7 @@ class Gunicorn:
     def start(self, token):
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", self.app],
-                                     cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+                                     cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -109,16 +109,25 @@ def _events(env):
     defaults try for about a day and a half. Receivers on private, loopback or link-local
     addresses are refused unless WEBHOOKS_ALLOW_PRIVATE_URLS (a receiver on the same host
     or network, and the tests)."""
+    timeout = _int(env, "WEBHOOKS_TIMEOUT_SECONDS", 10, minimum=1, maximum=120)
+    # A claimed delivery's lease must outlast a send (connect and read) with room to record it.
+    lease = _int(env, "WEBHOOKS_LEASE_SECONDS", 120, maximum=3600)
+    if lease < 2 * timeout + 2:
+        raise ConfigError(f"WEBHOOKS_LEASE_SECONDS must be >= 2 * WEBHOOKS_TIMEOUT_SECONDS + 2 ({2 * timeout + 2}), "
+                          f"got {lease}")
+    queue = _queue_name(env, "WEBHOOKS_QUEUE", "credits-webhooks")
+    if queue == _queue_name(env, "RQ_QUEUE", "credits"):  # slow receivers must never hold the grant's worker
+        raise ConfigError(f"WEBHOOKS_QUEUE must differ from RQ_QUEUE, got {queue!r} for both")
     return {
         "LOW_BALANCE_THRESHOLD": _int(env, "LOW_BALANCE_THRESHOLD", 0, minimum=0, maximum=BIGINT_MAX),
-        "WEBHOOKS_QUEUE": _queue_name(env, "WEBHOOKS_QUEUE", "credits-webhooks"),
+        "WEBHOOKS_QUEUE": queue,
         "WEBHOOKS_ALLOW_PRIVATE_URLS": _bool(env, "WEBHOOKS_ALLOW_PRIVATE_URLS", False),
-        "WEBHOOKS_TIMEOUT_SECONDS": _int(env, "WEBHOOKS_TIMEOUT_SECONDS", 10, minimum=1, maximum=120),
+        "WEBHOOKS_TIMEOUT_SECONDS": timeout,
         "WEBHOOKS_MAX_ATTEMPTS": _int(env, "WEBHOOKS_MAX_ATTEMPTS", 16, minimum=1, maximum=100),
         "WEBHOOKS_BACKOFF_BASE_SECONDS": _int(env, "WEBHOOKS_BACKOFF_BASE_SECONDS", 30, minimum=1, maximum=86400),
         "WEBHOOKS_BACKOFF_MAX_SECONDS": _int(env, "WEBHOOKS_BACKOFF_MAX_SECONDS", 6 * 3600, minimum=1,
                                              maximum=7 * 86400),
-        "WEBHOOKS_LEASE_SECONDS": _int(env, "WEBHOOKS_LEASE_SECONDS", 120, minimum=5, maximum=3600),
+        "WEBHOOKS_LEASE_SECONDS": lease,
         "WEBHOOKS_CONCURRENCY": _int(env, "WEBHOOKS_CONCURRENCY", 8, minimum=1, maximum=256),
         "WEBHOOKS_DISPATCH_CRON": _cron(env, "WEBHOOKS_DISPATCH_CRON", "* * * * *"),
         "WEBHOOKS_SECRET_OVERLAP_SECONDS": _int(env, "WEBHOOKS_SECRET_OVERLAP_SECONDS", 86400, minimum=0,

@@ -33,3 +33,17 @@ def test_an_identity_providers_key_needs_an_audience():
     loaded = config.load({**base, "JWT_AUDIENCE": "credits-api"}, "/i")
     assert loaded["JWT_DECODE_AUDIENCE"] == loaded["JWT_ENCODE_AUDIENCE"] == "credits-api"
     assert config.load({"TESTING": "1"}, "/i")["JWT_DECODE_AUDIENCE"] is None  # our own tokens alone: optional
+
+
+def test_webhook_settings_keep_their_rules():
+    base = {"TESTING": "1"}
+    # A claimed delivery's lease outlasts a send (connect and read timeouts) with room to spare.
+    with pytest.raises(ConfigError, match="WEBHOOKS_LEASE_SECONDS must be >= 2 \\* WEBHOOKS_TIMEOUT_SECONDS"):
+        config.load({**base, "WEBHOOKS_TIMEOUT_SECONDS": "60"}, "/i")
+    assert config.load({**base, "WEBHOOKS_TIMEOUT_SECONDS": "60", "WEBHOOKS_LEASE_SECONDS": "122"},
+                       "/i")["WEBHOOKS_LEASE_SECONDS"] == 122
+    # Slow receivers must never hold the daily grant's worker.
+    with pytest.raises(ConfigError, match="WEBHOOKS_QUEUE must differ from RQ_QUEUE"):
+        config.load({**base, "RQ_QUEUE": "jobs", "WEBHOOKS_QUEUE": "jobs"}, "/i")
+    with pytest.raises(ConfigError, match="LOW_BALANCE_THRESHOLD must be >= 0"):
+        config.load({**base, "LOW_BALANCE_THRESHOLD": "-1"}, "/i")

@@ -263,9 +263,8 @@ def test_scheduler_process_catches_up_a_date_missed_while_down(pg, rq_processes)
     # today - 2 and today - 1 are caught up, and today (its 00:00 UTC has passed) with them.
     assert granted == [today - timedelta(days=n) for n in range(4)]
     assert balances() == {uid: 20 for uid in ids} and ledger.verify() == []
-    # The daily grant's entry and the holds sweep's, each once.
-    assert sorted(j.id for j in Scheduler(connection=redis(pg)).get_jobs()) == sorted([schedule.JOB_ID,
-                                                                                     schedule.SWEEP_JOB_ID])
+    # Each cron entry once: the daily grant's, the holds sweep's, the webhooks dispatch's and prune's.
+    assert sorted(j.id for j in Scheduler(connection=redis(pg)).get_jobs()) == sorted(schedule.ENTRY_IDS)
 
 
 def test_a_midnight_tick_lost_with_redis_is_granted_the_same_day(pg, rq_processes):

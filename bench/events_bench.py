@@ -1,0 +1,212 @@
+"""What events and webhooks cost credit traffic (not a test: it prints figures, asserts no speed).
+
+    .venv/bin/python bench/events_bench.py [--against REV] [--users 10000] [--duration 10] [--rounds 3]
+
+One durable throwaway PostgreSQL and one redis-server; the service's gunicorn with the
+production defaults (rate limiter on, as bench/http_bench.py runs it) and alerts on
+(LOW_BALANCE_THRESHOLD=10); its webhooks worker and scheduler running. A DEAD endpoint, a
+TCP listener on the loopback that accepts connections and never answers, is subscribed to
+every event type (WEBHOOKS_ALLOW_PRIVATE_URLS=true). Each round runs every phase (add,
+deduct, mixed: 80% reads, read) once per mode, back to back, in alternating order:
+  - before: REV's service (with --against; a worktree, its own database, no events);
+  - quiet: this tree, the endpoint disabled: every change writes its events (alerts, the
+    delivery lookup) but no delivery;
+  - dead: the endpoint enabled: every change also writes a delivery, and the dispatcher
+    keeps trying the endpoint that never answers (each try waits out the timeout).
+The table shows each mode's median req/s and the median of the rounds' ratios. Checks: in
+each dead run, one credits.changed delivery per change made; none delivered; the dispatcher
+tried the endpoint; `flask credits verify` finds no drift."""
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import psycopg2  # noqa: E402
+
+from bench.http_bench import Gunicorn, flask, flask_env, load_users, wrk  # noqa: E402
+from tests.services import Postgres, Redis  # noqa: E402
+
+PHASES = ("add", "deduct", "mixed", "read")
+
+
+class DeadEndpoint:
+    """Accepts every connection and never answers: the slowest receiver there is."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/hooks"
+
+    def _accept(self):
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])  # kept open, never read, never answered
+            except OSError:
+                return
+
+
+def settled(conn):
+    """counts() once the requests wrk left in flight have finished (two reads alike)."""
+    last = None
+    while True:
+        now = counts(conn)
+        if now == last:
+            return now
+        last = now
+        time.sleep(0.5)
+
+
+def counts(conn):
+    with conn.cursor() as cur:
+        cur.execute("SELECT (SELECT count(*) FROM ledger_entries WHERE kind IN ('add', 'deduct') "
+                    "AND actor <> 'bench-seed'), (SELECT count(*) FROM webhook_deliveries WHERE entry_id IS NOT NULL), "
+                    "(SELECT count(*) FROM webhook_deliveries WHERE status = 'delivered'), "
+                    "(SELECT count(*) FROM webhook_attempts)")
+        return cur.fetchone()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--against", help="a git revision before events, run as the 'before' mode")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--phases", default=",".join(PHASES))
+    args = parser.parse_args()
+    args.wrk_threads = 2
+    phases = args.phases.split(",")
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk not found: apt-get install -y wrk")
+    workdir = tempfile.mkdtemp(prefix="credits-events-bench-")
+    pg, redis, procs, servers, logs = Postgres(durable=True), Redis(), [], {}, []
+    other = os.path.join(workdir, "against") if args.against else None
+    try:
+        pg.start()
+        redis.start()
+        dead = DeadEndpoint()
+        env = flask_env(pg.createdb("credits"), redis.url, {"LOW_BALANCE_THRESHOLD": "10",
+                                                            "WEBHOOKS_ALLOW_PRIVATE_URLS": "true"})
+        trees = {"quiet": (ROOT, env)}
+        if other:
+            subprocess.run(["git", "worktree", "add", "--detach", other, args.against], cwd=ROOT, check=True,
+                           capture_output=True)
+            trees["before"] = (other, flask_env(pg.createdb("before"), redis.url, {"PYTHONPATH": other}))
+        for tree, tree_env in trees.values():
+            migrated = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=tree,
+                                      env=tree_env, capture_output=True, text=True)
+            if migrated.returncode:
+                raise SystemExit(migrated.stderr)
+        load_users(pg, "credits", args.users)
+        if other:
+            load_users(pg, "before", args.users)
+        created = flask(env, "webhooks", "create", dead.url, *[f"--type={t}" for t in (
+            "credits.changed", "balance.low", "balance.recovered", "balance.depleted", "hold.created")])
+        if created.returncode:
+            raise SystemExit(created.stderr)
+        token = flask(env, "auth", "issue-token", "--role", "service", "--sub", "bench", "--ttl", "1d").stdout.strip()
+        for name, (tree, tree_env) in trees.items():
+            servers[name] = Gunicorn(name, "wsgi:app", tree_env, os.path.join(workdir, f"{name}.log"),
+                                     "/api/credits/2", cwd=tree).start(token)
+        servers["dead"] = servers["quiet"]
+        for command in (["-m", "worker", "--queue", "webhooks"], ["-m", "worker.schedule"]):
+            log = open(os.path.join(workdir, f"{command[-1]}.log"), "w")
+            logs.append(log)
+            procs.append(subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT))
+        conn = psycopg2.connect(pg.url("credits"))
+        conn.autocommit = True
+
+        def enable(on):
+            with conn.cursor() as cur:
+                cur.execute("UPDATE webhook_endpoints SET enabled = %s", (on,))
+
+        with open(os.path.join(pg.dir, "data", "postmaster.pid")) as f:
+            roots = {"postgres": int(f.readline())}
+        for server in set(servers.values()):  # warm: imports, pools, first plans
+            wrk(server.url, "mixed", argparse.Namespace(**{**vars(args), "duration": 2}), token, {}, workdir)
+        modes = list(trees) + ["dead"]
+        rps = {(phase, mode): [] for phase in phases for mode in modes}
+        checks = {"one credits.changed delivery per change in every dead run": True}
+        for r in range(args.rounds):
+            for phase in phases:
+                for mode in (modes if r % 2 == 0 else modes[::-1]):
+                    enable(mode == "dead")
+                    before = settled(conn)
+                    server = servers[mode]
+                    result = wrk(server.url, phase, args, token, {**roots, "app": server.proc.pid}, workdir)
+                    rps[(phase, mode)].append(result["rps"])
+                    if mode == "dead":
+                        after = settled(conn)
+                        checks["one credits.changed delivery per change in every dead run"] &= (
+                            after[0] - before[0] == after[1] - before[1])
+                    print(f"{phase:>6} {mode:>6}: {result['rps']:8,.0f} req/s  p50 {result['p50_ms']:6.1f}  "
+                          f"p99 {result['p99_ms']:6.1f} ms  {result['statuses']}", flush=True)
+        # The dispatcher's tries end in the timeout; one change with the endpoint enabled, then
+        # wait for a try to be recorded (the dispatcher parks a disabled endpoint's deliveries).
+        enable(True)
+        flask(env, "credits", "add", "2", "1")
+        deadline = time.monotonic() + 90
+        while counts(conn)[3] == 0 and time.monotonic() < deadline:
+            time.sleep(1)
+        final = counts(conn)
+        checks["nothing delivered to the dead endpoint"] = final[2] == 0
+        checks["the dispatcher tried it"] = final[3] > 0
+        checks["flask credits verify: no drift"] = flask(env, "credits", "verify").returncode == 0
+        conn.close()
+        base = "before" if other else "quiet"
+        print(f"\n{args.users:,} users, concurrency {args.concurrency}, {args.duration} s a run, {args.rounds} rounds, "
+              f"durable PostgreSQL, rate limiter on; req/s (median of rounds); ratios vs {base} (median of rounds)")
+        print(f"{'phase':<8}" + "".join(f"{m:>10}" for m in modes) + "".join(
+            f"{m + '/' + base:>16}" for m in modes if m != base))
+        for phase in phases:
+            line = f"{phase:<8}" + "".join(f"{statistics.median(rps[(phase, m)]):>10,.0f}" for m in modes)
+            for m in modes:
+                if m != base:
+                    ratios = [a / b for a, b in zip(rps[(phase, m)], rps[(phase, base)])]
+                    line += f"{statistics.median(ratios) - 1:>+16.1%}"
+            print(line)
+        print(f"deliveries written {final[1]:,}, delivered {final[2]}, attempts {final[3]}")
+        for name, ok in checks.items():
+            print(f"{'ok  ' if ok else 'FAIL'} {name}")
+        if not all(checks.values()):
+            for log in logs:
+                log.flush()
+                print(f"--- {log.name}\n" + open(log.name).read()[-3000:])
+            raise SystemExit(1)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for server in {id(s): s for s in servers.values()}.values():
+            server.stop()
+        for log in logs:
+            log.close()
+        redis.destroy()
+        pg.destroy()
+        if other:
+            subprocess.run(["git", "worktree", "remove", "--force", other], cwd=ROOT, capture_output=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
