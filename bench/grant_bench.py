@@ -6,6 +6,12 @@ plus a ledger `INSERT ... SELECT` over the same rows in the same run.
 
 The grant runs in its own process (as a job would: the same code the worker runs, chunk
 after chunk, DAILY_GRANT_CHUNK_SIZE users each); its peak RSS comes from wait4().
+
+Then subscribers: runs without any (the endpoint disabled), with an enabled endpoint
+subscribed to every event type, and with it and one user in ten in the `low` alert state
+with a threshold the grant lifts them to (so the grant writes a balance.recovered event and
+its delivery for each of them, 100,000 at 1M users), alternating, two of each on the next
+dates; the table shows each mode's mean and its ratio to the runs without.
 Writes bench/out/grant.md and bench/out/grant.json (or under --out) as well as printing."""
 import argparse
 import json
@@ -96,14 +102,66 @@ def bench(server, n):
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM credits WHERE credits <> 15")
         assert cur.fetchone()[0] == 0, "every user must hold exactly 3 x 5 credits"
+    subscribed = with_subscribers(url, conn, n)
     conn.close()
     floor = (floor1 + floor2) / 2
     print(f"{n:>9,} users  grant {job_s:6.2f} s in the job ({wall_s:6.2f} s with process start, {chunks} chunks)"
           f"  floor {floor:6.2f} s ({floor1:.2f}/{floor2:.2f})  ratio {job_s / floor:4.2f}x"
           f"  peak RSS {rss:6.1f} MiB  re-run of a done date {rerun_s:5.2f} s", flush=True)
+    print(f"{'':>9}        without subscribers {subscribed['plain_s']:.2f} s; with {subscribed['subscribed_s']:.2f} s "
+          f"({subscribed['subscribed_ratio']:.2f}x); with, lifting 1 in 10 ({subscribed['recovered_per_run']:,} "
+          f"balance.recovered events and deliveries) {subscribed['lifted_s']:.2f} s ({subscribed['lifted_ratio']:.2f}x)",
+          flush=True)
     return {"users": n, "grant_s": round(job_s, 2), "wall_s": round(wall_s, 2), "chunks": chunks,
             "floor_s": round(floor, 2), "floor_runs_s": [round(floor1, 2), round(floor2, 2)],
-            "ratio": round(job_s / floor, 2), "peak_rss_mib": round(rss, 1), "rerun_s": round(rerun_s, 2)}
+            "ratio": round(job_s / floor, 2), "peak_rss_mib": round(rss, 1), "rerun_s": round(rerun_s, 2),
+            "subscribers": subscribed}
+
+
+ENDPOINT = """
+INSERT INTO webhook_endpoints (url, enabled, secret, created_by, created_at, updated_at)
+VALUES ('https://hooks.example.com/credits', FALSE, 'whsec_YmVuY2g=', 'bench', now(), now()) RETURNING id"""
+
+
+MODES = ("plain", "subscribed", "lifted")
+
+
+def with_subscribers(url, conn, n):
+    """Grant runs without subscribers (plain), with an enabled endpoint subscribed to every
+    type (subscribed), and with it and one user in ten lifted over their threshold (lifted),
+    alternating, two of each, on the next six dates; seconds in the job, per mode."""
+    with conn.cursor() as cur:
+        cur.execute(ENDPOINT)
+        endpoint = cur.fetchone()[0]
+        cur.execute("INSERT INTO webhook_subscriptions (endpoint_id, event_type) SELECT %s, t FROM unnest(%s) t",
+                    (endpoint, ["credits.changed", "balance.low", "balance.recovered", "balance.depleted",
+                                "grant.run.completed"]))
+    conn.commit()
+    times = {mode: [] for mode in MODES}
+    for i, mode in enumerate(MODES + MODES[::-1]):
+        if mode == "lifted":  # one user in ten low, lifted to their threshold by this grant
+            sql(conn, "UPDATE credits SET alert_state = 'low', low_balance_threshold = credits + 5 "
+                      "WHERE user_id % 10 = 0")
+        sql(conn, "UPDATE webhook_endpoints SET enabled = %s", mode != "plain")
+        vacuum(conn)
+        seconds, _, _, credited, _ = run_job(url, f"2026-01-{4 + i:02d}")
+        assert credited == n, credited
+        times[mode].append(seconds)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM events WHERE event_type = 'balance.recovered'")
+        recovered = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM events WHERE event_type = 'grant.run.completed'")
+        runs = cur.fetchone()[0]
+        cur.execute("SELECT count(*) FROM webhook_deliveries")
+        deliveries = cur.fetchone()[0]
+    # Only the lifted users' events, and one run event per run (the first run's re-run found it done).
+    assert recovered == 2 * (n // 10) and runs == 1 + 2 * len(MODES), (recovered, runs)
+    assert deliveries == recovered + 4, deliveries  # the subscribed and lifted runs' events
+    mean = {mode: sum(t) / len(t) for mode, t in times.items()}
+    return {"plain_s": round(mean["plain"], 2), "subscribed_s": round(mean["subscribed"], 2),
+            "lifted_s": round(mean["lifted"], 2), "subscribed_ratio": round(mean["subscribed"] / mean["plain"], 3),
+            "lifted_ratio": round(mean["lifted"] / mean["plain"], 3), "recovered_per_run": n // 10,
+            "runs_s": {k: [round(x, 2) for x in v] for k, v in times.items()}}
 
 
 def write_report(results, chunk_size, out):
@@ -112,10 +170,13 @@ def write_report(results, chunk_size, out):
     header = (f"Daily grant on a durable PostgreSQL, chunk size {chunk_size}; machine: {os.cpu_count()} x {cpu}; "
               f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     lines = [header, "", "| users | grant s | floor s (UPDATE + ledger INSERT ... SELECT) | ratio | peak RSS MiB "
-             "| re-run of a done date s |", "|---:|---:|---:|---:|---:|---:|"]
+             "| re-run of a done date s | without subscribers s | with s | with, 1 in 10 lifted s |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
+        sub = r["subscribers"]
         lines.append(f"| {r['users']:,} | {r['grant_s']:.2f} | {r['floor_s']:.2f} | {r['ratio']:.2f}x | "
-                     f"{r['peak_rss_mib']:.1f} | {r['rerun_s']:.2f} |")
+                     f"{r['peak_rss_mib']:.1f} | {r['rerun_s']:.2f} | {sub['plain_s']:.2f} | {sub['subscribed_s']:.2f} "
+                     f"({sub['subscribed_ratio']:.2f}x) | {sub['lifted_s']:.2f} ({sub['lifted_ratio']:.2f}x) |")
     table = "\n".join(lines) + "\n"
     print("\n" + table)
     with open(os.path.join(out, "grant.md"), "w") as f:
