@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/events_bench.py [--against REV] [--users 10000] [--duration 10] [--rounds 3]
 
+Writes bench/out/events.json (or under --out) as well as printing.
+
 One durable throwaway PostgreSQL and one redis-server; the service's gunicorn with the
 production defaults (rate limiter on, as bench/http_bench.py runs it) and alerts on
 (LOW_BALANCE_THRESHOLD=10); its webhooks worker and scheduler running. A DEAD endpoint, a
@@ -17,6 +19,7 @@ The table shows each mode's median req/s and the median of the rounds' ratios. C
 each dead run, one credits.changed delivery per change made; none delivered; the dispatcher
 tried the endpoint; `flask credits verify` finds no drift."""
 import argparse
+import json
 import os
 import shutil
 import socket
@@ -88,6 +91,7 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     args = parser.parse_args()
     args.wrk_threads = 2
     phases = args.phases.split(",")
@@ -184,6 +188,11 @@ def main():
         print(f"deliveries written {final[1]:,}, delivered {final[2]}, attempts {final[3]}")
         for name, ok in checks.items():
             print(f"{'ok  ' if ok else 'FAIL'} {name}")
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "events.json"), "w") as f:
+            json.dump({"modes": modes, "rps": {f"{phase} {mode}": runs for (phase, mode), runs in rps.items()},
+                       "deliveries": final[1], "delivered": final[2], "attempts": final[3], "checks": checks}, f,
+                      indent=2)
         if not all(checks.values()):
             for log in logs:
                 log.flush()
