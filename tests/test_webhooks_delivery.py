@@ -20,7 +20,7 @@ from credits_app import ledger
 from credits_app.events import outbox, render
 from credits_app.extensions import db
 from credits_app.types import UTCDateTime, utcnow
-from credits_app.webhooks import delivery, dispatcher, prune
+from credits_app.webhooks import delivery, dispatcher, endpoints, prune
 from tests.redis_fixtures import wait_for
 from tests.test_daily_grant import add_users
 from tests.webhook_receiver import Receiver
@@ -315,6 +315,10 @@ def test_a_disabled_endpoint_gets_nothing_and_its_deliveries_wait(app, ctx, rece
     assert receiver.received() == []
     assert all(d.status == "pending" and d.next_attempt_at > utcnow() for d in deliveries())
     assert delivery.deliver_now(deliveries()[0].id) is None
+    # Enabled again, everything it is owed is due at once, not when its parking ends.
+    endpoints.update(deliveries()[0].endpoint_id, enabled=True)
+    assert all(d.next_attempt_at <= utcnow() for d in deliveries())
+    assert dispatcher.run(1).get("delivered") == 2 and len(receiver.received()) == 2
 
 
 def test_pruning_removes_what_is_older_than_the_retention_and_gives_up_what_is_still_owed(app, ctx, receiver):

@@ -13,13 +13,13 @@ import secrets
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import delete as sql_delete, insert, select, update as sql_update
+from sqlalchemy import bindparam, delete as sql_delete, insert, select, text, update as sql_update
 
 from ..config import BIGINT_MAX
 from ..exceptions import InvalidRequest, NotFound
 from ..extensions import db
 from ..models import EVENT_TYPES, WebhookEndpoint, WebhookSubscription
-from ..types import utcnow
+from ..types import UTCDateTime, utcnow
 from . import urls
 
 ENDPOINTS = WebhookEndpoint.__table__
@@ -82,6 +82,10 @@ def get(endpoint_id):
         return _read(conn, endpoint_id)
 
 
+_DUE_NOW = text("UPDATE webhook_deliveries SET next_attempt_at = :now WHERE endpoint_id = :endpoint "
+                "AND status = 'pending' AND next_attempt_at > :now").bindparams(bindparam("now", type_=UTCDateTime))
+
+
 def update(endpoint_id, **changes):
     """Change the fields given among url, event_types, description (None empties it) and
     enabled; `event_types` replaces the subscriptions. Events already written keep their
@@ -99,12 +103,17 @@ def update(endpoint_id, **changes):
         values["enabled"] = bool(changes["enabled"])
     types = check_event_types(changes["event_types"]) if "event_types" in changes else None
     with db.engine.begin() as conn:
+        was_enabled = conn.execute(select(ENDPOINTS.c.enabled).where(ENDPOINTS.c.id == endpoint_id)).scalar()
         changed = conn.execute(sql_update(ENDPOINTS).where(ENDPOINTS.c.id == endpoint_id).values(**values)).rowcount
         if not changed:
             raise EndpointNotFound(endpoint_id)
         if types is not None:
             conn.execute(sql_delete(SUBSCRIPTIONS).where(SUBSCRIPTIONS.c.endpoint_id == endpoint_id))
             conn.execute(insert(SUBSCRIPTIONS), [{"endpoint_id": endpoint_id, "event_type": t} for t in types])
+        if values.get("enabled") and not was_enabled:
+            # While disabled, the dispatcher parked its due deliveries (dispatcher.park): enabled
+            # again, everything it is owed is due now.
+            conn.execute(_DUE_NOW, {"endpoint": endpoint_id, "now": values["updated_at"]})
         return _read(conn, endpoint_id)
 
 
