@@ -377,13 +377,13 @@ CREATE TABLE webhook_deliveries (
     CONSTRAINT ck_webhook_deliveries_attempts_non_negative CHECK (attempts >= 0)
 );
 
-CREATE UNIQUE INDEX uq_webhook_deliveries_entry ON webhook_deliveries (endpoint_id, entry_id);
+CREATE UNIQUE INDEX uq_webhook_deliveries_entry ON webhook_deliveries (entry_id, endpoint_id);
 
-CREATE UNIQUE INDEX uq_webhook_deliveries_event ON webhook_deliveries (endpoint_id, event_id);
+CREATE UNIQUE INDEX uq_webhook_deliveries_event ON webhook_deliveries (event_id, endpoint_id);
 
 CREATE INDEX ix_webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 
-CREATE INDEX ix_webhook_deliveries_event_id ON webhook_deliveries (event_id);
+CREATE INDEX ix_webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, id);
 
 CREATE INDEX ix_webhook_deliveries_created_at ON webhook_deliveries (created_at);
 

@@ -225,11 +225,11 @@ class WebhookDelivery(db.Model):
         CheckConstraint("status IN ('pending', 'delivered', 'dead')", name="status"),
         CheckConstraint("(status = 'delivered') = (delivered_at IS NOT NULL)", name="delivered_iff_at"),
         CheckConstraint("attempts >= 0", name="attempts_non_negative"),
-        Index("uq_webhook_deliveries_entry", "endpoint_id", "entry_id", unique=True),
-        Index("uq_webhook_deliveries_event", "endpoint_id", "event_id", unique=True),
+        Index("uq_webhook_deliveries_entry", "entry_id", "endpoint_id", unique=True),
+        Index("uq_webhook_deliveries_event", "event_id", "endpoint_id", unique=True),
         Index("ix_webhook_deliveries_due", "next_attempt_at", postgresql_where=text("status = 'pending'"),
               sqlite_where=text("status = 'pending'")),
-        Index("ix_webhook_deliveries_event_id", "event_id"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "id"),
         Index("ix_webhook_deliveries_created_at", "created_at"),
     )
 

@@ -309,3 +309,23 @@ def test_the_cli_shows_and_sets_a_threshold(app):
     assert "threshold 10 (the default), state low" in back.output, back.output
     assert runner.invoke(args=["credits", "alerts", "999999"]).exit_code != 0
     assert runner.invoke(args=["credits", "alerts", str(uid), "--threshold", "-1"]).exit_code == 2
+
+
+def test_deliveries_follow_subscriptions_made_and_removed_between_changes(pg_app):
+    """The change statement without deliveries runs only while nobody subscribes (its guard
+    sees every subscription committed before it): a subscription made or removed between
+    two changes is followed at once, whichever variant the process tried first."""
+    client = client_as(pg_app)
+    uid = new_user(client)
+    _post(client, f"/api/credits/{uid}/add", amount=5)  # nobody subscribes
+    endpoint = _subscribe_all(pg_app)
+    first = _post(client, f"/api/credits/{uid}/add", amount=5)["entry"]  # tried without, stopped, run with
+    second = _post(client, f"/api/credits/{uid}/add", amount=5)["entry"]
+    with pg_app.app_context(), db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM webhook_subscriptions"))
+    _post(client, f"/api/credits/{uid}/add", amount=5)  # tried with: no subscriber, nothing written
+    _post(client, f"/api/credits/{uid}/add", amount=5)
+    assert [d for d in _deliveries(pg_app, endpoint) if d.startswith("evt_entry_")] == [
+        catalog.event_id(entry_id=e["id"]) for e in (first, second)]
+    with pg_app.app_context():
+        assert [e.balance_after for e in ledger.entries(uid, limit=10)] == [25, 20, 15, 10, 5]

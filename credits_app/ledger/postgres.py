@@ -23,7 +23,7 @@ from .rules import ALLOWED, PG_ENTRY_TIME, refusal
 _PG_CHANGE = """
 WITH cur AS (
     SELECT user_id, credits, held, last_updated, alert_state, COALESCE(low_balance_threshold, :low_default) AS threshold
-    FROM credits WHERE user_id = :uid FOR UPDATE
+    FROM credits WHERE user_id = :uid {unsubscribed} FOR UPDATE
 ), upd AS (
     UPDATE credits AS c SET credits = cur.credits + {delta}, held = {held}, last_updated = {entry_time},
                             alert_state = {alert_state}
@@ -41,18 +41,24 @@ WITH cur AS (
                'threshold', cur.threshold, 'entry_id', led.id, 'hold_id', NULL) AS TEXT), led.created_at
     FROM cur JOIN upd ON TRUE JOIN led ON TRUE CROSS JOIN LATERAL {fired} WHERE fired.fires
     RETURNING id, event_type, created_at
-), alert_deliveries AS (
+){deliveries}{overdue}{claim}
+SELECT (SELECT credits FROM cur) AS current_balance, (SELECT held FROM cur) AS current_held,
+       {is_overdue} AS overdue, {seen} AS seen, EXISTS (SELECT 1 FROM webhook_subscriptions) AS subscribed, led.*
+FROM (SELECT 1) AS one LEFT JOIN led ON TRUE
+"""
+# The change's events commit with it (events/outbox.py): the alerts its new balance fires
+# from the row's stored state (alerts.py), and, while any endpoint subscribes to anything,
+# the deliveries of its credits.changed event (the entry is the event) and of its alerts.
+# Without subscriptions (the default) the statement leaves the delivery table alone: each
+# table and index a statement writes is one more lock to take per change. That variant
+# runs only while none exist, as the guard in `cur` checks in the statement's own snapshot:
+# if one does, it changes nothing and says so (`subscribed`), and apply() runs the other.
+_PG_DELIVERIES = """, alert_deliveries AS (
     {alert_deliveries}
 ), entry_deliveries AS (
     {entry_deliveries}
-){overdue}{claim}
-SELECT (SELECT credits FROM cur) AS current_balance, (SELECT held FROM cur) AS current_held,
-       {is_overdue} AS overdue, {seen} AS seen, led.*
-FROM (SELECT 1) AS one LEFT JOIN led ON TRUE
-"""
-# The change's events commit with it (events/outbox.py): its credits.changed deliveries (the
-# entry is the event), and the alerts its new balance fires from the row's stored state
-# (alerts.py), with their deliveries.
+)"""
+_PG_UNSUBSCRIBED = "AND NOT EXISTS (SELECT 1 FROM webhook_subscriptions)"
 # A refused debit while some of the user's open holds are past their time (seen in the
 # statement's snapshot): those no longer count (holds.py), so the caller records them as
 # expired and decides again; the refusal is not kept with the key, as it is not final.
@@ -74,11 +80,17 @@ _PG_CLAIM = """, claim AS (
 
 
 @functools.cache
-def statement(kind, keyed):
-    """The change statement of `kind`, with the Idempotency-Key claim when `keyed`."""
+def statement(kind, keyed, subscribed=False):
+    """The change statement of `kind`, with the Idempotency-Key claim when `keyed`, and
+    with the deliveries of its events when `subscribed` (else only while no endpoint
+    subscribes to anything)."""
     unclaimed = _PG_UNCLAIMED if keyed else ""
     debit = kind == "deduct"
     sql = _PG_CHANGE.format(
+        unsubscribed="" if subscribed else _PG_UNSUBSCRIBED,
+        deliveries=_PG_DELIVERIES.format(alert_deliveries=outbox.PG_EVENT_DELIVERIES.format(events="alert"),
+                                         entry_deliveries=outbox.PG_ENTRY_DELIVERIES.format(entry="led"))
+        if subscribed else "",
         delta="(-cur.credits)" if kind == "reset" else ":delta",
         held="0" if kind == "reset" else "cur.held",  # apply_reset closed the holds first
         overdue=_PG_OVERDUE if debit else "",
@@ -89,8 +101,6 @@ def statement(kind, keyed):
         entry_time=PG_ENTRY_TIME.format(previous="cur.last_updated"),
         alert_state=alerts.pg_state("0" if kind == "reset" else "cur.credits - cur.held + :delta", "cur.threshold"),
         fired=alerts.pg_fired("cur.alert_state", "upd.alert_state"),
-        alert_deliveries=outbox.PG_EVENT_DELIVERIES.format(events="alert"),
-        entry_deliveries=outbox.PG_ENTRY_DELIVERIES.format(entry="led"),
         claim=_PG_CLAIM.format(unclaimed="WHERE TRUE " + unclaimed + (
             " AND NOT (SELECT yes FROM overdue)" if debit else "")) if keyed else "",
         seen="(SELECT count(*) FROM idempotency_keys WHERE scope = :actor AND key = :key)" if keyed else "0",
@@ -108,8 +118,19 @@ def _params(op):
     return params
 
 
+# Whether the last change on each database found subscriptions: which variant to run first.
+# A hint only: a wrong guess costs one more round trip, never a missed delivery.
+_SUBSCRIBED = {}
+
+
 def apply(engine, op):
-    return _outcome(op, fetch_one(engine, statement(op.kind, op.key is not None), _params(op)))
+    keyed, params, database = op.key is not None, _params(op), str(engine.url)
+    subscribed = _SUBSCRIBED.get(database, False)
+    row = fetch_one(engine, statement(op.kind, keyed, subscribed), params)
+    if row.subscribed and not subscribed:  # the guard stopped the change: run it with its deliveries
+        row = fetch_one(engine, statement(op.kind, keyed, True), params)
+    _SUBSCRIBED[database] = row.subscribed
+    return _outcome(op, row)
 
 
 def apply_reset(engine, op):
@@ -123,7 +144,7 @@ def apply_reset(engine, op):
             return "replay"
         conn.execute(text("SELECT 1 FROM credits WHERE user_id = :uid FOR UPDATE"), {"uid": op.user_id})
         holds.release_all(conn, op.user_id, op.actor)
-        return _outcome(op, conn.execute(statement(op.kind, op.key is not None), _params(op)).first())
+        return _outcome(op, conn.execute(statement(op.kind, op.key is not None, True), _params(op)).first())
 
 
 def _outcome(op, row):

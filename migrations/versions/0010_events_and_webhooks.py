@@ -123,12 +123,15 @@ def upgrade():
         sa.CheckConstraint("(status = 'delivered') = (delivered_at IS NOT NULL)", name="delivered_iff_at"),
         sa.CheckConstraint("attempts >= 0", name="attempts_non_negative"),
     )
-    # One delivery per (endpoint, event): a replay sends the same delivery again.
-    op.create_index("uq_webhook_deliveries_entry", "webhook_deliveries", ["endpoint_id", "entry_id"], unique=True)
-    op.create_index("uq_webhook_deliveries_event", "webhook_deliveries", ["endpoint_id", "event_id"], unique=True)
+    # One delivery per (endpoint, event): a replay sends the same delivery again. Event first,
+    # so the same index serves the cascade from `events`. Every index here is written (and
+    # locked) by each change while an endpoint subscribes: only those a query needs.
+    op.create_index("uq_webhook_deliveries_entry", "webhook_deliveries", ["entry_id", "endpoint_id"], unique=True)
+    op.create_index("uq_webhook_deliveries_event", "webhook_deliveries", ["event_id", "endpoint_id"], unique=True)
     op.create_index("ix_webhook_deliveries_due", "webhook_deliveries", ["next_attempt_at"],
                     postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
-    op.create_index("ix_webhook_deliveries_event_id", "webhook_deliveries", ["event_id"])
+    # An endpoint's deliveries, newest first (and the cascade when it is deleted); pruning by age.
+    op.create_index("ix_webhook_deliveries_endpoint", "webhook_deliveries", ["endpoint_id", "id"])
     op.create_index("ix_webhook_deliveries_created_at", "webhook_deliveries", ["created_at"])
 
     op.create_table(
