@@ -329,3 +329,18 @@ def test_deliveries_follow_subscriptions_made_and_removed_between_changes(pg_app
         catalog.event_id(entry_id=e["id"]) for e in (first, second)]
     with pg_app.app_context():
         assert [e.balance_after for e in ledger.entries(uid, limit=10)] == [25, 20, 15, 10, 5]
+
+
+@pytest.mark.parametrize("app_env", [{}])  # LOW_BALANCE_THRESHOLD 0: alerts only for users with their own
+def test_with_alerts_off_by_default_a_users_own_threshold_still_fires(app):
+    client = client_as(app)
+    plain, watched = new_user(client, email="p@example.com"), new_user(client, email="w@example.com")
+    r = client.put(f"/api/credits/{watched}/alerts", json={"low_balance_threshold": 10})
+    assert r.status_code == 200 and r.get_json()["alert_state"] == "depleted"
+    for uid in (plain, watched):
+        _post(client, f"/api/credits/{uid}/add", amount=20)  # watched: recovered
+        _post(client, f"/api/credits/{uid}/deduct", amount=15)  # watched: low
+    assert _alerts(app, plain) == [] and _alerts(app, watched) == ["balance.recovered", "balance.low"]
+    with app.app_context(), db.engine.connect() as conn:
+        states = dict(conn.execute(text("SELECT user_id, alert_state FROM credits")).all())
+    assert states == {plain: None, watched: "low"}

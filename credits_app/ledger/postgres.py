@@ -23,7 +23,7 @@ from .rules import ALLOWED, PG_ENTRY_TIME, refusal
 _PG_CHANGE = """
 WITH cur AS (
     SELECT user_id, credits, held, last_updated, alert_state, COALESCE(low_balance_threshold, :low_default) AS threshold
-    FROM credits WHERE user_id = :uid {unsubscribed} FOR UPDATE
+    FROM credits WHERE user_id = :uid {guard} FOR UPDATE
 ), upd AS (
     UPDATE credits AS c SET credits = cur.credits + {delta}, held = {held}, last_updated = {entry_time},
                             alert_state = {alert_state}
@@ -34,31 +34,37 @@ WITH cur AS (
     INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor, idempotency_key, created_at)
     SELECT user_id, :kind, amount, credits, :reason, :actor, :key, last_updated FROM upd
     RETURNING {entry_columns}
-), alert AS (
+){alert}{deliveries}{overdue}{claim}
+SELECT (SELECT credits FROM cur) AS current_balance, (SELECT held FROM cur) AS current_held,
+       {is_overdue} AS overdue, {seen} AS seen, EXISTS (SELECT 1 FROM webhook_subscriptions) AS subscribed,
+       {own_threshold} AS own_threshold, led.*
+FROM (SELECT 1) AS one LEFT JOIN led ON TRUE
+"""
+# The change's events commit with it (events/outbox.py): the alerts its new balance fires
+# from the row's stored state (alerts.py), and, while any endpoint subscribes to anything,
+# the deliveries of its credits.changed event (the entry is the event) and of its alerts.
+# Each table and index a statement writes is one more lock and node per change, so a part
+# that cannot apply is left out: the deliveries while nobody subscribes (the default), the
+# alerts while LOW_BALANCE_THRESHOLD is 0 (the default) for a user without a threshold of
+# their own. Guards in `cur`, read in the statement's own snapshot, make the lean variants
+# exact: when a part does apply after all, the statement changes nothing and says which
+# (`subscribed`, `own_threshold`), and apply() runs the statement with it.
+_PG_ALERT = """, alert AS (
     INSERT INTO events (event_type, user_id, data, created_at)
     SELECT fired.event_type, upd.user_id, CAST(json_build_object(
                'user_id', upd.user_id, 'credits', upd.credits, 'held', upd.held, 'available', upd.credits - upd.held,
                'threshold', cur.threshold, 'entry_id', led.id, 'hold_id', NULL) AS TEXT), led.created_at
     FROM cur JOIN upd ON TRUE JOIN led ON TRUE CROSS JOIN LATERAL {fired} WHERE fired.fires
     RETURNING id, event_type, created_at
-){deliveries}{overdue}{claim}
-SELECT (SELECT credits FROM cur) AS current_balance, (SELECT held FROM cur) AS current_held,
-       {is_overdue} AS overdue, {seen} AS seen, EXISTS (SELECT 1 FROM webhook_subscriptions) AS subscribed, led.*
-FROM (SELECT 1) AS one LEFT JOIN led ON TRUE
-"""
-# The change's events commit with it (events/outbox.py): the alerts its new balance fires
-# from the row's stored state (alerts.py), and, while any endpoint subscribes to anything,
-# the deliveries of its credits.changed event (the entry is the event) and of its alerts.
-# Without subscriptions (the default) the statement leaves the delivery table alone: each
-# table and index a statement writes is one more lock to take per change. That variant
-# runs only while none exist, as the guard in `cur` checks in the statement's own snapshot:
-# if one does, it changes nothing and says so (`subscribed`), and apply() runs the other.
-_PG_DELIVERIES = """, alert_deliveries AS (
+)"""
+_PG_ALERT_DELIVERIES = """, alert_deliveries AS (
     {alert_deliveries}
-), entry_deliveries AS (
+)"""
+_PG_ENTRY_DELIVERIES = """, entry_deliveries AS (
     {entry_deliveries}
 )"""
 _PG_UNSUBSCRIBED = "AND NOT EXISTS (SELECT 1 FROM webhook_subscriptions)"
+_PG_NO_OWN_THRESHOLD = "AND low_balance_threshold IS NULL"
 # A refused debit while some of the user's open holds are past their time (seen in the
 # statement's snapshot): those no longer count (holds.py), so the caller records them as
 # expired and decides again; the refusal is not kept with the key, as it is not final.
@@ -80,17 +86,25 @@ _PG_CLAIM = """, claim AS (
 
 
 @functools.cache
-def statement(kind, keyed, subscribed=False):
-    """The change statement of `kind`, with the Idempotency-Key claim when `keyed`, and
-    with the deliveries of its events when `subscribed` (else only while no endpoint
-    subscribes to anything)."""
+def statement(kind, keyed, subscribed=False, alerting=False):
+    """The change statement of `kind`, with the Idempotency-Key claim when `keyed`; with
+    the deliveries of its events when `subscribed` (else only while no endpoint subscribes
+    to anything); with its alerts when `alerting` (else only for a user without a threshold
+    of their own, with LOW_BALANCE_THRESHOLD 0). The defaults are the default deployment's."""
     unclaimed = _PG_UNCLAIMED if keyed else ""
     debit = kind == "deduct"
+    deliveries = ""
+    if subscribed:
+        deliveries = _PG_ENTRY_DELIVERIES.format(entry_deliveries=outbox.PG_ENTRY_DELIVERIES.format(entry="led"))
+        if alerting:
+            deliveries += _PG_ALERT_DELIVERIES.format(
+                alert_deliveries=outbox.PG_EVENT_DELIVERIES.format(events="alert"))
     sql = _PG_CHANGE.format(
-        unsubscribed="" if subscribed else _PG_UNSUBSCRIBED,
-        deliveries=_PG_DELIVERIES.format(alert_deliveries=outbox.PG_EVENT_DELIVERIES.format(events="alert"),
-                                         entry_deliveries=outbox.PG_ENTRY_DELIVERIES.format(entry="led"))
-        if subscribed else "",
+        guard=("" if subscribed else _PG_UNSUBSCRIBED) + ("" if alerting else " " + _PG_NO_OWN_THRESHOLD),
+        alert=_PG_ALERT.format(fired=alerts.pg_fired("cur.alert_state", "upd.alert_state")) if alerting else "",
+        own_threshold="FALSE" if alerting else
+        "(SELECT low_balance_threshold IS NOT NULL FROM credits WHERE user_id = :uid)",
+        deliveries=deliveries,
         delta="(-cur.credits)" if kind == "reset" else ":delta",
         held="0" if kind == "reset" else "cur.held",  # apply_reset closed the holds first
         overdue=_PG_OVERDUE if debit else "",
@@ -99,8 +113,8 @@ def statement(kind, keyed, subscribed=False):
         unclaimed=unclaimed,
         entry_columns=ENTRY_COLUMNS,
         entry_time=PG_ENTRY_TIME.format(previous="cur.last_updated"),
-        alert_state=alerts.pg_state("0" if kind == "reset" else "cur.credits - cur.held + :delta", "cur.threshold"),
-        fired=alerts.pg_fired("cur.alert_state", "upd.alert_state"),
+        alert_state=alerts.pg_state("0" if kind == "reset" else "cur.credits - cur.held + :delta", "cur.threshold")
+        if alerting else "NULL",
         claim=_PG_CLAIM.format(unclaimed="WHERE TRUE " + unclaimed + (
             " AND NOT (SELECT yes FROM overdue)" if debit else "")) if keyed else "",
         seen="(SELECT count(*) FROM idempotency_keys WHERE scope = :actor AND key = :key)" if keyed else "0",
@@ -125,10 +139,10 @@ _SUBSCRIBED = {}
 
 def apply(engine, op):
     keyed, params, database = op.key is not None, _params(op), str(engine.url)
-    subscribed = _SUBSCRIBED.get(database, False)
-    row = fetch_one(engine, statement(op.kind, keyed, subscribed), params)
-    if row.subscribed and not subscribed:  # the guard stopped the change: run it with its deliveries
-        row = fetch_one(engine, statement(op.kind, keyed, True), params)
+    subscribed, alerting = _SUBSCRIBED.get(database, False), params["low_default"] > 0
+    row = fetch_one(engine, statement(op.kind, keyed, subscribed, alerting), params)
+    if (row.subscribed and not subscribed) or row.own_threshold:  # a guard stopped the change: run it whole
+        row = fetch_one(engine, statement(op.kind, keyed, row.subscribed, True), params)
     _SUBSCRIBED[database] = row.subscribed
     return _outcome(op, row)
 
@@ -144,7 +158,7 @@ def apply_reset(engine, op):
             return "replay"
         conn.execute(text("SELECT 1 FROM credits WHERE user_id = :uid FOR UPDATE"), {"uid": op.user_id})
         holds.release_all(conn, op.user_id, op.actor)
-        return _outcome(op, conn.execute(statement(op.kind, op.key is not None, True), _params(op)).first())
+        return _outcome(op, conn.execute(statement(op.kind, op.key is not None, True, True), _params(op)).first())
 
 
 def _outcome(op, row):
