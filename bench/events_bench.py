@@ -5,8 +5,8 @@
 Writes bench/out/events.json (or under --out) as well as printing.
 
 One durable throwaway PostgreSQL and one redis-server; the service's gunicorn with the
-production defaults (rate limiter on, as bench/http_bench.py runs it) and alerts on
-(LOW_BALANCE_THRESHOLD=10); its webhooks worker and scheduler running. A DEAD endpoint, a
+production defaults (rate limiter on, as bench/http_bench.py runs it; alerts off unless
+--low-balance-threshold); its webhooks worker and scheduler running. A DEAD endpoint, a
 TCP listener on the loopback that accepts connections and never answers, is subscribed to
 every event type (WEBHOOKS_ALLOW_PRIVATE_URLS=true). Each round runs every phase (add,
 deduct, mixed: 80% reads, read) once per mode, back to back, in alternating order:
@@ -91,6 +91,8 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--low-balance-threshold", type=int, default=0,
+                        help="LOW_BALANCE_THRESHOLD for this tree (default 0, the default: alerts off)")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     args = parser.parse_args()
     args.wrk_threads = 2
@@ -104,7 +106,7 @@ def main():
         pg.start()
         redis.start()
         dead = DeadEndpoint()
-        env = flask_env(pg.createdb("credits"), redis.url, {"LOW_BALANCE_THRESHOLD": "10",
+        env = flask_env(pg.createdb("credits"), redis.url, {"LOW_BALANCE_THRESHOLD": str(args.low_balance_threshold),
                                                             "WEBHOOKS_ALLOW_PRIVATE_URLS": "true"})
         trees = {"quiet": (ROOT, env)}
         if other:
@@ -175,7 +177,8 @@ def main():
         conn.close()
         base = "before" if other else "quiet"
         print(f"\n{args.users:,} users, concurrency {args.concurrency}, {args.duration} s a run, {args.rounds} rounds, "
-              f"durable PostgreSQL, rate limiter on; req/s (median of rounds); ratios vs {base} (median of rounds)")
+              f"durable PostgreSQL, rate limiter on, LOW_BALANCE_THRESHOLD {args.low_balance_threshold}; req/s "
+              f"(median of rounds); ratios vs {base} (median of rounds)")
         print(f"{'phase':<8}" + "".join(f"{m:>10}" for m in modes) + "".join(
             f"{m + '/' + base:>16}" for m in modes if m != base))
         for phase in phases:
