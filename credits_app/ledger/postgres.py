@@ -132,16 +132,22 @@ def _params(op):
     return params
 
 
-# Whether the last change on each database found subscriptions: which variant to run first.
-# A hint only: a wrong guess costs one more round trip, never a missed delivery.
+# Hints, per database, of which variant to run first; a wrong guess costs one more round
+# trip, never a missed event. Subscriptions: as the last change found them. Alerts: once a
+# change meets a user with a threshold of their own, alerts are in use, and every later
+# change in this process runs with them rather than pay a second trip for each such user.
 _SUBSCRIBED = {}
+_ALERTING = set()
 
 
 def apply(engine, op):
     keyed, params, database = op.key is not None, _params(op), str(engine.url)
-    subscribed, alerting = _SUBSCRIBED.get(database, False), params["low_default"] > 0
+    subscribed = _SUBSCRIBED.get(database, False)
+    alerting = params["low_default"] > 0 or database in _ALERTING
     row = fetch_one(engine, statement(op.kind, keyed, subscribed, alerting), params)
     if (row.subscribed and not subscribed) or row.own_threshold:  # a guard stopped the change: run it whole
+        if row.own_threshold:
+            _ALERTING.add(database)
         row = fetch_one(engine, statement(op.kind, keyed, row.subscribed, True), params)
     _SUBSCRIBED[database] = row.subscribed
     return _outcome(op, row)
