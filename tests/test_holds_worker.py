@@ -103,7 +103,7 @@ def test_registering_the_sweep_again_keeps_one_entry_and_a_changed_cron_replaces
     for _ in range(3):  # scheduler restarts
         assert schedule.register_sweep(conn, "* * * * *", QUEUE)[1] is False
         assert schedule.register(conn, "0 0 * * *", 5, QUEUE)[1] is False
-    assert sorted(j.id for j in scheduler.get_jobs()) == sorted(schedule.ENTRY_IDS)
+    assert sorted(j.id for j in scheduler.get_jobs()) == sorted([schedule.JOB_ID, schedule.SWEEP_JOB_ID])
     (entry,) = [j for j in scheduler.get_jobs() if j.id == schedule.SWEEP_JOB_ID]
     assert (entry.func_name, entry.kwargs, entry.origin) == (schedule.SWEEP, {}, QUEUE)
     _, changed = schedule.register_sweep(conn, "*/5 * * * *", QUEUE)
