@@ -3,6 +3,7 @@ throwaway PostgreSQL, against the floor of a bare `UPDATE credits SET credits = 
 plus a ledger `INSERT ... SELECT` over the same rows in the same run.
 
     .venv/bin/python bench/grant_bench.py [N ...] [--out DIR]     (make bench-grant)
+    .venv/bin/python bench/grant_bench.py N --against REV [--rounds 4]
 
 The grant runs in its own process (as a job would: the same code the worker runs, chunk
 after chunk, DAILY_GRANT_CHUNK_SIZE users each); its peak RSS comes from wait4().
@@ -18,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,20 +44,21 @@ INSERT INTO ledger_entries (user_id, kind, amount, balance_after, reason, actor,
 SELECT user_id, 'daily_grant', 5, credits, 'floor', 'bench', %s, now() FROM upd"""
 
 
-def env_for(url):
-    return dict(os.environ, DATABASE_URL=url, TESTING="true", TZ="UTC", PYTHONPATH=ROOT,
+def env_for(url, tree=ROOT):
+    return dict(os.environ, DATABASE_URL=url, TESTING="true", TZ="UTC", PYTHONPATH=tree,
                 JWT_SECRET_KEY="bench-only-secret-key-of-sufficient-length-0123456789")
 
 
-def migrate(url):
-    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=ROOT, env=env_for(url),
+def migrate(url, tree=ROOT):
+    subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=tree, env=env_for(url, tree),
                    check=True, capture_output=True)
 
 
-def run_job(url, day):
-    """The grant in a fresh process: (seconds inside the job, wall seconds, peak RSS MiB, credited)."""
+def run_job(url, day, tree=ROOT):
+    """The grant of `tree`'s code in a fresh process: (seconds inside the job, wall seconds,
+    peak RSS MiB, credited, chunks)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", JOB, day], cwd=ROOT, env=env_for(url),
+    proc = subprocess.Popen([sys.executable, "-c", JOB, day], cwd=tree, env=env_for(url, tree),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _, status, rusage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
@@ -81,14 +84,19 @@ def vacuum(conn):
     conn.autocommit = False
 
 
-def bench(server, n):
-    name = f"bench_{n}"
+def loaded_db(server, name, n, tree=ROOT):
+    """A database migrated by `tree`'s migrations with n users at zero: (its URL, a connection)."""
     url = server.createdb(name)
-    migrate(url)
+    migrate(url, tree)
     conn = psycopg2.connect(server.url(name))
     sql(conn, "INSERT INTO users (email, name) SELECT 'u' || i || '@example.com', 'U' FROM generate_series(1, %s) i", n)
     sql(conn, "INSERT INTO credits (user_id, credits, last_updated) SELECT user_id, 0, now() FROM users")
     vacuum(conn)
+    return url, conn
+
+
+def bench(server, n):
+    url, conn = loaded_db(server, f"bench_{n}", n)
     floor1, rows = sql(conn, FLOOR, "2026-01-01")
     assert rows == n
     vacuum(conn)
@@ -164,6 +172,55 @@ def with_subscribers(url, conn, n):
             "runs_s": {k: [round(x, 2) for x in v] for k, v in times.items()}}
 
 
+def against(server, n, rev, rounds, out):
+    """This tree's grant against REV's (a git worktree, a database migrated by its own
+    migrations), interleaved: each round runs both, in alternating order, each followed by the
+    floor on its own database, so drift on the machine falls on both alike. Prints and writes
+    each tree's grant seconds and grant/floor ratio per round, and this tree's over REV's."""
+    workdir = tempfile.mkdtemp(prefix="credits-grant-against-")
+    other = os.path.join(workdir, "against")
+    subprocess.run(["git", "worktree", "add", "--detach", other, rev], cwd=ROOT, check=True, capture_output=True)
+    trees = {rev: other, "this tree": ROOT}
+    dbs = {}
+    try:
+        for i, (label, tree) in enumerate(trees.items()):
+            dbs[label] = loaded_db(server, f"against_{i}", n, tree)
+        runs = {label: [] for label in trees}
+        for r in range(rounds):
+            for label in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+                url, conn = dbs[label]
+                seconds, _, _, credited, _ = run_job(url, f"2026-02-{1 + 2 * r:02d}", trees[label])
+                assert credited == n, credited
+                vacuum(conn)
+                floor, rows = sql(conn, FLOOR, f"2026-02-{2 + 2 * r:02d}")
+                assert rows == n, rows
+                vacuum(conn)
+                runs[label].append((seconds, floor))
+                print(f"round {r + 1} {label:>10}: grant {seconds:6.2f} s  floor {floor:6.2f} s  "
+                      f"ratio {seconds / floor:4.2f}x", flush=True)
+    finally:
+        for _, conn in dbs.values():
+            conn.close()
+        subprocess.run(["git", "worktree", "remove", "--force", other], cwd=ROOT, capture_output=True)
+    mean = {label: {"grant_s": sum(g for g, _ in rs) / rounds, "ratio": sum(g / f for g, f in rs) / rounds}
+            for label, rs in runs.items()}
+    per_round = [runs["this tree"][r][0] / runs[rev][r][0] for r in range(rounds)]
+    lines = [f"{n:,} users, {rounds} interleaved rounds; grant seconds and grant/floor per tree", "",
+             "| tree | grant s (mean) | grant / floor (mean) |", "|---|---:|---:|"]
+    lines += [f"| {label} | {m['grant_s']:.2f} | {m['ratio']:.2f}x |" for label, m in mean.items()]
+    lines += ["", "this tree's grant / " + rev + "'s, per round: " + ", ".join(f"{x:.3f}" for x in per_round)
+              + f" (mean {sum(per_round) / rounds:.3f})"]
+    table = "\n".join(lines) + "\n"
+    print("\n" + table)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "grant_against.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(out, "grant_against.json"), "w") as f:
+        json.dump({"users": n, "against": rev, "rounds": {k: [[round(g, 3), round(fl, 3)] for g, fl in v]
+                                                          for k, v in runs.items()},
+                   "mean": mean, "this_over_against": per_round}, f, indent=2)
+
+
 def write_report(results, chunk_size, out):
     os.makedirs(out, exist_ok=True)
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
@@ -189,10 +246,16 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("sizes", nargs="*", type=int, default=[100_000, 1_000_000], metavar="N")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
+    parser.add_argument("--against", metavar="REV", help="instead: this tree's grant against REV's, interleaved, "
+                                                         "at the first size")
+    parser.add_argument("--rounds", type=int, default=4, help="with --against: rounds of both trees")
     args = parser.parse_args()
     sizes = args.sizes
     server = Postgres(durable=True).start()  # fsync on: figures worth reporting
     try:
+        if args.against:
+            against(server, sizes[0], args.against, args.rounds, args.out)
+            return
         chunk_size = os.environ.get("DAILY_GRANT_CHUNK_SIZE", "20000 (default)")
         print(f"PostgreSQL durable, chunk size {chunk_size}")
         results = [bench(server, n) for n in sizes]

@@ -65,15 +65,17 @@ def test_grant_bench_credits_every_user_once_per_date(tmp_path):
 
 
 def test_events_bench_runs_with_a_dead_endpoint_and_its_checks_pass(tmp_path):
-    """Every mode answered, one credits.changed delivery per change while the dead endpoint
-    was subscribed, none delivered, and the dispatcher tried it."""
+    """Every mode answered, one credits.changed delivery per change while an endpoint was
+    subscribed; the healthy endpoint received its deliveries, the dead one none, and the
+    dispatcher tried it."""
     _run(["bench/events_bench.py", "--users", "300", "--duration", "1", "--rounds", "1", "--concurrency", "4",
           "--phases", "add,mixed"], tmp_path)
     with open(tmp_path / "events.json") as f:
         report = json.load(f)
-    assert report["modes"] == ["quiet", "dead"] and all(report["checks"].values()), report
+    assert report["modes"] == ["quiet", "healthy", "dead"] and all(report["checks"].values()), report
     assert all(runs and runs[0] > 0 for runs in report["rps"].values()), report
-    assert report["deliveries"] > 0 and report["delivered"] == 0 and report["attempts"] > 0, report
+    assert report["deliveries"] > 0 and report["dead_delivered"] == 0 and report["dead_attempts"] > 0, report
+    assert report["healthy_received"] > 0, report
 
 
 def test_grant_plan_bench_plans_from_the_ids_that_exist(tmp_path):
