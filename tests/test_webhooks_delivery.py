@@ -365,3 +365,40 @@ def test_ledger_changes_are_delivered_as_credits_changed_with_the_entry_id(app, 
         assert event["type"] == "credits.changed" and event["data"]["user_id"] == uid
     balances = {Webhook(secret).verify(r.body, r.headers)["data"]["balance_after"] for r in receiver.received()}
     assert balances == {7, 5}
+
+
+REBINDING_HOST = "rebinding.example"
+
+
+def test_a_name_pointed_at_the_loopback_after_its_check_is_not_followed(receiver, monkeypatch):
+    """DNS rebinding: the receiver's name resolves to a public address when it is checked and
+    to the loopback (where a listener waits) right after. The delivery connects to the
+    address it checked, so nothing reaches the loopback and the name is resolved once."""
+    import socket
+
+    real, asked = socket.getaddrinfo, []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != REBINDING_HOST:
+            return real(host, port, *args, **kwargs)
+        asked.append(host)
+        return real("93.184.215.14" if len(asked) == 1 else "127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    settings = delivery.Settings(timeout=1, max_attempts=3, backoff_base=1, backoff_max=2, lease=6, concurrency=1,
+                                 allow_private=False)
+    status, error = delivery.post(f"http://{REBINDING_HOST}:{receiver.port}/hooks", "{}", {}, settings)
+    assert status is None and "93.184.215.14" in error, error
+    assert receiver.received() == [] and asked == [REBINDING_HOST]
+
+
+def test_a_delivery_to_a_checked_address_still_names_the_host(receiver):
+    """Connecting to the checked address keeps the request as the URL says: its path and
+    query, and the Host header naming the URL's host and port."""
+    timeout = delivery.urllib3.Timeout(connect=2, read=2)
+    url = f"http://receiver.example:{receiver.port}/hooks/in?team=7"
+    response = delivery._post_to("127.0.0.1", url, '{"a": 1}', {"content-type": "application/json"}, timeout)
+    response.close()
+    assert response.status == 200
+    (request,) = receiver.received()
+    assert request.headers["host"] == f"receiver.example:{receiver.port}" and request.body == b'{"a": 1}'

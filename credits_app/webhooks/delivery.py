@@ -23,6 +23,7 @@ import random
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import urllib3
 from flask import current_app
@@ -164,14 +165,18 @@ def _pool():
 
 def post(url, body, headers, settings):
     """POST `body` to `url`: (status code, None) for an answer, (None, error) for none.
-    The host is resolved and checked first (urls.check_resolved)."""
+    The host is resolved and checked first (urls.check_resolved), and the connection goes
+    to the address that was checked."""
     from . import urls
 
+    timeout = urllib3.Timeout(connect=settings.timeout, read=settings.timeout)
     try:
-        urls.check_resolved(url, allow_private=settings.allow_private)
-        response = _pool().request("POST", url, body=body.encode(), headers=headers, redirect=False,
-                                   preload_content=False,
-                                   timeout=urllib3.Timeout(connect=settings.timeout, read=settings.timeout))
+        address = urls.check_resolved(url, allow_private=settings.allow_private)
+        if address is None:
+            response = _pool().request("POST", url, body=body.encode(), headers=headers, redirect=False,
+                                       preload_content=False, timeout=timeout)
+        else:
+            response = _post_to(address, url, body, headers, timeout)
     except urls.UnsafeDestination as e:
         return None, f"unsafe destination: {e}"[:500]
     except (urllib3.exceptions.HTTPError, OSError) as e:
@@ -180,6 +185,22 @@ def post(url, body, headers, settings):
     # must not hold the sender. Closing drops the connection instead of reusing it.
     response.close()
     return response.status, (None if 200 <= response.status < 300 else f"HTTP {response.status}")
+
+
+def _post_to(address, url, body, headers, timeout):
+    """POST to `url` over a connection to `address`: the request still names the URL's host
+    (Host header; for https also the TLS server name and the name the certificate must
+    carry), but the name is not resolved again, so it cannot be pointed elsewhere between
+    the check and the connection."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    tls = {"server_hostname": parts.hostname, "assert_hostname": parts.hostname} if scheme == "https" else None
+    pool = _pool().connection_from_host(address, port=parts.port or (443 if scheme == "https" else 80),
+                                        scheme=scheme, pool_kwargs=tls)
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return pool.urlopen("POST", target, body=body.encode(), headers={**headers, "Host": parts.netloc},
+                        redirect=False, retries=False, assert_same_host=False, preload_content=False,
+                        timeout=timeout)
 
 
 def attempt(claim, settings):

@@ -4,8 +4,9 @@ A receiver's URL is checked when it is set (validate) and its host resolved agai
 every delivery (check_resolved): a name that resolved to a public address when the endpoint
 was created can point at the service's own network later. Every address the name resolves
 to must be public: an attacker who controls one of several answers chooses where a request
-goes. WEBHOOKS_ALLOW_PRIVATE_URLS lifts the address rule for receivers on the same host or
-network (and the tests).
+goes. The delivery then connects to the address that was checked, not to the name (which its
+owner could make resolve elsewhere a moment later). WEBHOOKS_ALLOW_PRIVATE_URLS lifts the
+address rule for receivers on the same host or network (and the tests).
 """
 import ipaddress
 import socket
@@ -36,9 +37,11 @@ def validate(url, *, allow_private):
 
 def check_resolved(url, *, allow_private):
     """Before a delivery: raise UnsafeDestination unless every address `url`'s host resolves
-    to now is public (any address, when `allow_private`)."""
+    to now is public. Returns the address to connect to, one of those checked; None when
+    `allow_private` (any address will do, so the name is connected to as it is)."""
     host, port = _parts(url)
-    _check_addresses(host, port, allow_private, resolve_always=False)
+    addresses = _check_addresses(host, port, allow_private, resolve_always=False)
+    return addresses[0] if addresses else None
 
 
 def _parts(url):
@@ -66,19 +69,24 @@ def _parts(url):
 
 
 def _check_addresses(host, port, allow_private, *, resolve_always):
+    """The addresses `host` resolves to, all of them public; [] when `allow_private` (then
+    resolved only if `resolve_always`, to refuse a name that does not resolve)."""
     if allow_private and not resolve_always:
-        return
+        return []
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError, ValueError):
         raise UnsafeDestination(f"the host {host!r} does not resolve") from None
     if allow_private:
-        return
+        return []
+    addresses = []
     for info in infos:
         address = ipaddress.ip_address(info[4][0].split("%", 1)[0])  # an IPv6 scope id is not part of the address
         if _private(address):
             raise UnsafeDestination(f"the host {host!r} resolves to {address}, a private, loopback, link-local or "
                                     f"otherwise non-public address: {_SETTING}")
+        addresses.append(str(address))
+    return addresses
 
 
 def _private(address):
