@@ -1,7 +1,7 @@
 """credits: a credit-management service. `create_app()` is the only way to build the app."""
 import os
 
-from . import config
+from . import config, console
 from .auth import access, tokens
 from .extensions import configure_sqlite, db, migrate, openapi, ping_idle_connections
 from .ledger import thread_connections
@@ -29,6 +29,7 @@ def create_app(env=None):
     logs.init_app(app)
     metrics.init_app(app)  # before auth, so refused requests are counted and timed too
     health.init_app(app)
+    console.init_app(app)  # /console: a page over the same JSON API, under its own CSP
     tokens.init_app(app)
     access.init_app(app)  # before the limiter: limits are counted per authenticated subject
     rate_limit.init_app(app)
