@@ -68,7 +68,8 @@ def announce_when_ready(honcho, port, timeout=60):
         try:
             with urllib.request.urlopen(url + "/readyz", timeout=2) as answer:
                 if answer.status == 200:
-                    print(f"\nlocal_stack: ready at {url} (API docs: {url}/docs). A token for curl:\n"
+                    print(f"\nlocal_stack: ready at {url} (API docs: {url}/docs, operator console: {url}/console). "
+                          "A token for curl or the console:\n"
                           f"  export TOKEN=$({BIN}/flask --app wsgi auth issue-token --role admin --sub $(whoami))\n"
                           "Ctrl-C stops everything.\n", flush=True)
                     return
