@@ -1,5 +1,5 @@
 """One blueprint module per resource."""
-from . import auth, credits, events, grants, holds, ledger, users, webhooks
+from . import auth, credits, events, grants, holds, ledger, queues, users, webhooks
 from . import schema
 from .webhook_schemas import document_events
 
@@ -14,6 +14,7 @@ def register(api):
     api.register_blueprint(schema.blp)
     api.register_blueprint(webhooks.blp)
     api.register_blueprint(events.blp)
+    api.register_blueprint(queues.blp)
     document_events(api.spec)
 
 

@@ -43,6 +43,8 @@ RULES = {
     "webhooks:manage": {"admin"},
     "webhooks:read": {"admin"},
     "events:read": {"admin", "service"},
+    "queues:read": {"admin"},  # the job queues, their workers, the scheduler's entries, failed jobs
+    "jobs:requeue": {"admin"},
 }
 SELF_SCOPED = {"credits:read", "holds:read", "auth:whoami"}  # what a `user` token may do, for its own id only
 
