@@ -16,7 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from credits_app.auth.access import ROLES, roles_for
+from credits_app.auth.access import ROLES, RULES, roles_for
 from credits_app.extensions import db
 from tests.conftest import TEST_SECRET, client_as, make_app, new_user, token_for
 
@@ -102,11 +102,43 @@ def test_whoami_echoes_the_documented_claims(app):
     r = app.test_client().get("/api/auth/whoami", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 200, r.get_json()
     assert r.get_json() == {"sub": "ann", "role": "user", "user_id": OWN_ID, "jti": claims["jti"],
-                            "iat": claims["iat"], "exp": claims["exp"]}
+                            "iat": claims["iat"], "exp": claims["exp"],
+                            "permissions": ["auth:whoami", "credits:read", "holds:read"]}
     spec = app.test_client().get("/openapi.json").get_json()
     schema = spec["components"]["schemas"]["WhoAmIOut"]["properties"]
-    assert set(schema) == {"sub", "role", "user_id", "jti", "iat", "exp"}
+    assert set(schema) == {"sub", "role", "user_id", "jti", "iat", "exp", "permissions"}
     assert schema["iat"]["type"] == "integer"
+    assert schema["permissions"] == {"type": "array", "items": {"type": "string"},
+                                     "description": schema["permissions"]["description"]}
+
+
+def _permissions(app, role):
+    r = client_as(app, role, user_id=OWN_ID if role == "user" else None).get("/api/auth/whoami")
+    assert r.status_code == 200, r.get_json()
+    return r.get_json()["permissions"]
+
+
+def test_whoami_lists_what_each_role_may_do_as_the_rule_table_says(app):
+    for role in ROLES:
+        held = _permissions(app, role)
+        assert held == sorted(p for p in RULES if role in RULES[p]), role
+    assert "queues:read" in _permissions(app, "admin") and "credits:reset" not in _permissions(app, "service")
+
+
+@pytest.mark.parametrize("switch, permission", [("AUTH_SERVICE_CAN_RESET", "credits:reset"),
+                                                ("AUTH_SERVICE_CAN_REVERSE", "credits:reverse")])
+def test_whoami_permissions_follow_the_configuration(backend, request, tmp_path, switch, permission):
+    """What a service token may do depends on settings: whoami says what this service allows."""
+    from tests.conftest import _fresh_url
+    url = _fresh_url(backend, request, tmp_path)
+    off, on = make_app(url), make_app(url, **{switch: "true"})
+    assert permission not in _permissions(off, "service")
+    assert _permissions(on, "service") == sorted([*_permissions(off, "service"), permission])
+    for role in set(ROLES) - {"service"}:  # the switch is the service's alone
+        assert _permissions(on, role) == _permissions(off, role)
+    for a in (off, on):
+        with a.app_context():
+            db.engine.dispose()
 
 
 def test_service_reset_is_a_config_switch(backend, request, tmp_path):

@@ -1,8 +1,9 @@
 """/api/auth: who am I, and token revocation."""
+from flask import current_app
 from marshmallow import Schema, fields, validate
 
 from ..auth import tokens
-from ..auth.access import ROLES, current_actor, current_claims, require
+from ..auth.access import ROLES, current_actor, current_claims, permissions_of, require
 from ..auth.claims import JTI_MAX, SUBJECT_MAX
 from .common import Blueprint
 from .schemas import NO_NUL, ErrorOut, StrictInteger
@@ -48,14 +49,19 @@ class WhoAmIOut(Schema):
     jti = fields.String()
     iat = fields.Integer(metadata={"description": "issued at (unix time); absent when the token has no iat"})
     exp = fields.Integer(metadata={"description": "expires at (unix time)"})
+    permissions = fields.List(fields.String(), metadata={
+        "description": "the permissions the token's role holds under this service's configuration, sorted (a user "
+                       "token's reads are of its own user only)"})
 
 
 @blp.route("/whoami", methods=["GET"])
 @require("auth:whoami")
 @blp.response(200, WhoAmIOut)
 def whoami():
-    """The claims of the calling token."""
-    return current_claims()
+    """The claims of the calling token, and what its role may do here: a client can hide
+    what the role lacks (the API decides every request all the same)."""
+    claims = current_claims()
+    return {**claims, "permissions": permissions_of(claims["role"], current_app.config)}
 
 
 @blp.route("/tokens", methods=["POST"])

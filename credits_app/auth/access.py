@@ -62,6 +62,11 @@ def roles_for(permission, config=None):
     return roles
 
 
+def permissions_of(role, config=None):
+    """The sorted permissions `role` holds under `config` (the app's; None: the defaults)."""
+    return sorted(permission for permission in RULES if role in roles_for(permission, config))
+
+
 def require(permission):
     """Mark a view as needing `permission`; enforced by `authenticate()` before the view runs
     (and before its body is parsed, so an anonymous caller learns nothing from a 422)."""
