@@ -272,9 +272,10 @@ def _auth(env):
 # protect against a runaway client, and the one client that must never meet them is the
 # platform's own backend: usually one `service` subject carrying every user's traffic. So
 # service and admin tokens get limits far above what a web node serves, user tokens and
-# anonymous callers tight ones.
+# anonymous callers tight ones. A support token is one person at the console: room for a
+# view's burst of reads, not for a script paging through every user's ledger.
 RATE_LIMIT_DEFAULTS = {"admin": "20000/second", "service": "20000/second", "user": "10/second;300/minute",
-                       rate_limit.ANONYMOUS: "20/second;600/minute"}
+                       "support": "20/second;600/minute", rate_limit.ANONYMOUS: "20/second;600/minute"}
 
 
 def _rate_limits(env):

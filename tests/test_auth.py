@@ -51,6 +51,7 @@ def test_role_matrix_follows_the_rule_table(app):
     client = app.test_client()
     with app.app_context():
         new_user(client_as(app), "own@example.com")
+    assert {"admin", "service", "user", "support"} <= set(ROLES)
     tokens = {role: token_for(app, role, user_id=OWN_ID if role == "user" else None) for role in ROLES}
     checked = 0
     for method, path, permission in _api_routes(app):

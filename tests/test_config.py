@@ -47,3 +47,13 @@ def test_webhook_settings_keep_their_rules():
         config.load({**base, "RQ_QUEUE": "jobs", "WEBHOOKS_QUEUE": "jobs"}, "/i")
     with pytest.raises(ConfigError, match="LOW_BALANCE_THRESHOLD must be >= 0"):
         config.load({**base, "LOW_BALANCE_THRESHOLD": "-1"}, "/i")
+
+
+def test_the_support_role_has_its_own_rate_limit():
+    base = {"TESTING": "1"}
+    assert config.load(base, "/i")["RATELIMITS"]["support"] == config.RATE_LIMIT_DEFAULTS["support"]
+    assert config.load({**base, "RATELIMIT_SUPPORT": "5/second"}, "/i")["RATELIMITS"]["support"] == "5/second"
+    assert config.load({**base, "RATELIMIT_DEFAULT": "7/second"}, "/i")["RATELIMITS"]["support"] == "7/second"
+    for bad in ("lots", "0/second", ""):
+        with pytest.raises(ConfigError, match="RATELIMIT_SUPPORT"):
+            config.load({**base, "RATELIMIT_SUPPORT": bad}, "/i")

@@ -195,7 +195,8 @@ def test_each_role_has_its_own_limit_and_rate_limit_default_is_the_fallback(tmp_
                                                                                              "50/second")
     limits = make_app(url, RATELIMIT_DEFAULT="50/second", RATELIMIT_USER="2/second",
                       RATELIMIT_ANONYMOUS="1/second").config["RATELIMITS"]
-    assert limits == {"admin": "50/second", "service": "50/second", "user": "2/second", "anonymous": "1/second"}
+    assert limits == {"admin": "50/second", "service": "50/second", "user": "2/second", "support": "50/second",
+                      "anonymous": "1/second"}
 
 
 def test_refused_requests_count_too(backend, request, tmp_path, storage):

@@ -17,12 +17,13 @@ from . import claims as claim_rules, tokens
 from ..exceptions import Forbidden, Unauthorized
 from .roles import ROLES
 
-# permission -> roles that hold it. `user` tokens only ever read their own user id.
+# permission -> roles that hold it. `user` tokens only ever read their own user id; `support`
+# tokens read any user's and change nothing.
 RULES = {
     "users:create": {"admin", "service"},
-    "users:read": {"admin", "service"},
+    "users:read": {"admin", "service", "support"},
     "users:update": {"admin", "service"},
-    "credits:read": {"admin", "service", "user"},
+    "credits:read": {"admin", "service", "user", "support"},
     "credits:add": {"admin", "service"},
     "credits:deduct": {"admin", "service"},
     "credits:reset": {"admin"},  # + service when AUTH_SERVICE_CAN_RESET=true
@@ -31,17 +32,17 @@ RULES = {
     "holds:create": {"admin", "service"},
     "holds:capture": {"admin", "service"},
     "holds:release": {"admin", "service"},
-    "holds:read": {"admin", "service", "user"},  # a user's own holds (api/holds.py checks a hold's owner)
+    "holds:read": {"admin", "service", "user", "support"},  # a user's own holds (api/holds.py checks a hold's owner)
     "ledger:export": {"admin"},
-    "grants:read": {"admin"},
+    "grants:read": {"admin", "support"},
     "grants:run": {"admin"},
     "schema:read": {"admin"},
     "schema:apply": {"admin"},
     "tokens:issue": {"admin"},
     "tokens:revoke": {"admin"},
-    "auth:whoami": {"admin", "service", "user"},
+    "auth:whoami": {"admin", "service", "user", "support"},
     "webhooks:manage": {"admin"},
-    "webhooks:read": {"admin"},
+    "webhooks:read": {"admin", "support"},
     "events:read": {"admin", "service"},
     "queues:read": {"admin"},  # the job queues, their workers, the scheduler's entries, failed jobs
     "jobs:requeue": {"admin"},
