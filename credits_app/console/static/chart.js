@@ -2,8 +2,8 @@
 // refuse, and every label a text node.
 
 const SVG = "http://www.w3.org/2000/svg";
-const WIDTH = 800;
-const HEIGHT = 220;
+const WIDTH = 1200; // about the width it is shown at, so labels keep their CSS size
+const HEIGHT = 240;
 const PAD = { left: 64, right: 16, top: 24, bottom: 30 };
 
 function svg(tag, attrs, text) {
@@ -19,19 +19,20 @@ function frame(label) {
   return root;
 }
 
-/** Round numbers for an axis from 0 to at least `max`. */
-function ticks(max) {
+/** Round numbers for an axis from 0 to at least `max` (whole ones for counts). */
+function ticks(max, whole) {
   if (max <= 0) return [0, 1];
   const raw = max / 4;
   const step = Math.pow(10, Math.floor(Math.log10(raw)));
-  const nice = [1, 2, 5, 10].map((m) => m * step).find((s) => s >= raw);
+  let nice = [1, 2, 5, 10].map((m) => m * step).find((s) => s >= raw);
+  if (whole) nice = Math.max(1, Math.round(nice));
   const out = [];
   for (let v = 0; v < max + nice; v += nice) out.push(v);
   return out;
 }
 
-function yAxis(root, top, label) {
-  const values = ticks(top);
+function yAxis(root, top, label, whole) {
+  const values = ticks(top, whole);
   const max = values[values.length - 1];
   const y = (v) => PAD.top + (HEIGHT - PAD.top - PAD.bottom) * (1 - v / max);
   for (const v of values) {
@@ -43,12 +44,12 @@ function yAxis(root, top, label) {
   return y;
 }
 
-function day(ms) {
-  return new Date(ms).toISOString().slice(0, 10);
-}
-
-function minute(ms) {
-  return new Date(ms).toISOString().slice(0, 16).replace("T", " ");
+/** An instant as a label, as fine as the chart's span needs. */
+function timeLabel(ms, span) {
+  const iso = new Date(ms).toISOString();
+  if (span < 3600e3) return iso.slice(11, 19);
+  if (span < 2 * 86400e3) return iso.slice(5, 16).replace("T", " ");
+  return iso.slice(0, 10);
 }
 
 /** A step line of a balance over time: points are {at: ISO instant, credits}, oldest first,
@@ -63,11 +64,9 @@ export function balanceChart(points, label) {
   const t0 = series[0].t;
   const t1 = Math.max(series[series.length - 1].t, t0 + 1);
   const x = (t) => PAD.left + (WIDTH - PAD.left - PAD.right) * ((t - t0) / (t1 - t0));
-  const y = yAxis(root, Math.max(...series.map((p) => p.v)), "credits");
-  const short = t1 - t0 < 2 * 86400e3;
-  for (const t of [t0, (t0 + t1) / 2, t1]) {
-    root.append(svg("text", { x: x(t), y: HEIGHT - 8, class: "tick", "text-anchor": "middle" },
-      short ? minute(t) : day(t)));
+  const y = yAxis(root, Math.max(...series.map((p) => p.v)), "credits", true);
+  for (const [t, anchor] of [[t0, "start"], [(t0 + t1) / 2, "middle"], [t1, "end"]]) {
+    root.append(svg("text", { x: x(t), y: HEIGHT - 8, class: "tick", "text-anchor": anchor }, timeLabel(t, t1 - t0)));
   }
   // Each point is the balance at the end of its span: hold the previous value until then.
   let d = `M ${x(t0)} ${y(series[0].v)}`;
@@ -77,17 +76,19 @@ export function balanceChart(points, label) {
   root.append(svg("path", { d, class: "line" }));
   const last = series[series.length - 1];
   const dot = svg("circle", { cx: x(last.t), cy: y(last.v), r: 4, class: "dot" });
-  dot.append(svg("title", {}, `${minute(last.t)} UTC: ${last.v.toLocaleString("en-US")} credits`));
+  dot.append(svg("title", {}, `${new Date(last.t).toISOString().slice(0, 19).replace("T", " ")} UTC: ` +
+    `${last.v.toLocaleString("en-US")} credits`));
   root.append(dot);
   root.setAttribute("data-last", String(last.v));
   root.setAttribute("data-points", String(series.length));
   return root;
 }
 
-/** Bars, one per day: days are {date: "YYYY-MM-DD", value (null: no bar), status, title}. */
-export function dayBars(days, label, unit) {
+/** Bars, one per day: days are {date: "YYYY-MM-DD", value (null: no bar), status, title};
+ *  `whole`: the values are counts. */
+export function dayBars(days, label, unit, whole) {
   const root = frame(label);
-  const y = yAxis(root, Math.max(0, ...days.map((d) => d.value || 0)), unit);
+  const y = yAxis(root, Math.max(0, ...days.map((d) => d.value || 0)), unit, whole);
   const width = (WIDTH - PAD.left - PAD.right) / Math.max(days.length, 1);
   days.forEach((d, i) => {
     const left = PAD.left + i * width;

@@ -14,6 +14,7 @@ const VIEWS = { user, grants, events, schema, queues };
 const main = document.getElementById("view");
 let who = null; // whoami of the signed-in token
 let life = null; // the current view's timers, ended when another view replaces it
+let routing = 0; // counts route() calls: only the newest may draw after waiting for whoami
 
 /** A view's lifetime: timers it starts stop when the operator leaves it. */
 function newLife() {
@@ -72,13 +73,16 @@ function showSignIn(message) {
 
 async function route() {
   endView();
+  const mine = ++routing;
   if (!token()) {
     showSignIn(null);
     return;
   }
   if (!who) {
     try {
-      who = await api("GET", "/api/auth/whoami");
+      const answer = await api("GET", "/api/auth/whoami");
+      if (mine !== routing) return;
+      who = answer;
     } catch (error) {
       // A 401 has already cleared the token and shown the sign-in with the API's message.
       if (error.status !== 401) {

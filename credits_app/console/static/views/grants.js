@@ -48,7 +48,7 @@ export function render(root, ctx) {
       (seconds(d.run) === null ? "" : `, ${seconds(d.run).toFixed(2)} s`) : `${d.date}: no run`;
     fill(charts,
       dayBars(days.map((d) => ({ date: d.date, value: d.run ? d.run.users_credited : null,
-        status: d.run && d.run.status, title: title(d) })), "Users credited per day", "users"),
+        status: d.run && d.run.status, title: title(d) })), "Users credited per day", "users", true),
       dayBars(days.map((d) => ({ date: d.date, value: d.run ? seconds(d.run) : null,
         status: d.run && d.run.status, title: title(d) })), "Duration per day (seconds)", "seconds"),
       el("p", { class: "legend" }, el("span", { class: "swatch done" }), "done ",

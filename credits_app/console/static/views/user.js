@@ -149,8 +149,8 @@ function showUser(page, ctx, userId) {
   function ledgerFilters() {
     const boxes = KINDS.map((kind) => el("label", { class: "check" },
       el("input", { type: "checkbox", name: "kind", value: kind }), kind));
-    const since = el("input", { name: "since", placeholder: "since (2026-01-31 or RFC 3339)", autocomplete: "off" });
-    const until = el("input", { name: "until", placeholder: "until", autocomplete: "off" });
+    const since = el("input", { name: "since", placeholder: "since, e.g. 2026-01-31", autocomplete: "off" });
+    const until = el("input", { name: "until", placeholder: "until, e.g. 2026-02-01T12:00:00Z", autocomplete: "off" });
     const form = el("form", { class: "filters", id: "ledger-filters" },
       el("fieldset", {}, el("legend", {}, "kinds (none: all)"), boxes),
       el("fieldset", {}, el("legend", {}, "time, UTC: after since, up to until"), since, until),
@@ -239,6 +239,7 @@ function amountOf(values) {
   return amount;
 }
 
+const credits = (n) => `${number(n)} credit${n === 1 ? "" : "s"}`;
 const changed = (answer) => `Done: the balance is now ${number(answer.credits)} (entry #${answer.entry.id}).`;
 const REASON = { name: "reason", label: "Reason", type: "text", required: true, placeholder: "why (kept on the ledger)" };
 
@@ -249,7 +250,7 @@ function addSpec(userId) {
     prepare: (v) => {
       const amount = amountOf(v);
       return { method: "POST", path: `/api/credits/${userId}/add`, body: { amount, reason: v.reason },
-        summary: `Add ${number(amount)} credits to user ${userId}, reason: “${v.reason}”.` };
+        summary: `Add ${credits(amount)} to user ${userId}, reason: “${v.reason}”.` };
     },
     done: changed,
   };
@@ -262,7 +263,7 @@ function deductSpec(userId) {
     prepare: (v) => {
       const amount = amountOf(v);
       return { method: "POST", path: `/api/credits/${userId}/deduct`, body: { amount, reason: v.reason },
-        summary: `Deduct ${number(amount)} credits from user ${userId}, reason: “${v.reason}”.` };
+        summary: `Deduct ${credits(amount)} from user ${userId}, reason: “${v.reason}”.` };
     },
     done: changed,
   };
@@ -299,7 +300,7 @@ function releaseSpec(hold) {
   return {
     name: "release", title: `Release hold #${hold.hold_id}`, permission: "holds:release", fields: [],
     prepare: () => ({ method: "POST", path: `/api/holds/${hold.hold_id}/release`, body: {},
-      summary: `Release hold #${hold.hold_id}: its ${number(hold.amount)} credits are available again.` }),
+      summary: `Release hold #${hold.hold_id}: its ${credits(hold.amount)} are available again.` }),
     done: (answer) => `Done: hold #${answer.hold.hold_id} is ${answer.hold.status}; ` +
       `${number(answer.available)} credits available.`,
   };
