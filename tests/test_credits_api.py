@@ -1,5 +1,6 @@
 """Credits API on both backends: balances, changes, refusals, ledger history."""
 import json
+import re
 from datetime import timezone
 
 from hypothesis import given, settings
@@ -9,7 +10,7 @@ from sqlalchemy import text
 from credits_app.api.schemas import BalanceAsOfOut, ChangeOut, balance_json, change_json
 from credits_app.extensions import db
 from credits_app.ledger import Balance, Change, Entry
-from tests.conftest import new_user
+from tests.conftest import client_as, new_user
 
 
 def test_new_user_has_zero_balance(client):
@@ -172,3 +173,120 @@ def test_hot_path_answers_are_what_their_documented_schemas_dump(entry, balance)
     change = Change(entry)
     assert change_json(change) == ChangeOut().dump(change)
     assert json.dumps(change_json(change), sort_keys=True) == json.dumps(ChangeOut().dump(change), sort_keys=True)
+
+
+# ---- the ledger filtered by kind ---------------------------------------------------------------
+
+def _mixed_ledger(app, client):
+    """A user with an entry of every kind, interleaved; returns (user_id, every entry newest first)."""
+    from datetime import date
+
+    from credits_app import grants
+
+    uid = new_user(client, "kinds@example.com")
+    steps = [("add", {"amount": 50}), ("deduct", {"amount": 3}), ("add", {"amount": 4}), ("deduct", {"amount": 1})]
+    entries = [client.post(f"/api/credits/{uid}/{kind}", json=body).get_json()["entry"] for kind, body in steps]
+    reversal = client.post(f"/api/credits/{uid}/entries/{entries[1]['id']}/reverse", json={"reason": "refund"})
+    assert reversal.status_code == 200, reversal.get_json()
+    hold = client.post(f"/api/credits/{uid}/holds", json={"amount": 6}).get_json()["hold"]["hold_id"]
+    assert client.post(f"/api/holds/{hold}/capture", json={"amount": 2}).status_code == 200
+    with app.app_context():
+        grants.run_date(date(2026, 1, 1))
+    for kind, body in (("add", {"amount": 7}), ("deduct", {"amount": 2}), ("add", {"amount": 1})):
+        assert client.post(f"/api/credits/{uid}/{kind}", json=body).status_code == 200
+    assert client.patch(f"/api/credits/{uid}/reset", json={"reason": "closing"}).status_code == 200
+    assert client.post(f"/api/credits/{uid}/add", json={"amount": 9}).status_code == 200
+    every = client.get(f"/api/credits/{uid}/transactions?limit=200").get_json()["items"]
+    assert {e["kind"] for e in every} == {"add", "deduct", "reset", "daily_grant", "reversal", "capture"}
+    return uid, every
+
+
+def _pages(client, uid, kinds, limit, **window):
+    seen, pages, cursor = [], 0, None
+    while True:
+        query = {"kind": list(kinds), "limit": limit, **window, **({"cursor": cursor} if cursor else {})}
+        r = client.get(f"/api/credits/{uid}/transactions", query_string=query)
+        assert r.status_code == 200, r.get_json()
+        body = r.get_json()
+        assert len(body["items"]) <= limit
+        seen += body["items"]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return seen, pages
+
+
+def test_transactions_filtered_by_kind_page_across_the_other_kinds(app, client):
+    uid, every = _mixed_ledger(app, client)
+    for kinds in (["add"], ["deduct"], ["add", "deduct"], ["reset"], ["daily_grant", "capture", "reversal"],
+                  ["deduct", "deduct"], sorted({e["kind"] for e in every})):
+        expected = [e for e in every if e["kind"] in kinds]
+        for limit in (1, 2, 3, 50):
+            seen, pages = _pages(client, uid, kinds, limit)
+            assert seen == expected, (kinds, limit)
+            assert pages == max(1, -(-len(expected) // limit)), (kinds, limit)  # no empty page at the end
+
+
+def test_transactions_filtered_by_kind_within_a_window(app, client):
+    uid, every = _mixed_ledger(app, client)
+    oldest_first = every[::-1]
+    since, until = oldest_first[1]["created_at"], oldest_first[-3]["created_at"]  # (2nd, 3rd newest]
+    window = oldest_first[2:-2][::-1]
+    for kinds in (["add"], ["deduct", "reset"], ["capture"]):
+        expected = [e for e in window if e["kind"] in kinds]
+        for limit in (1, 2, 50):
+            assert _pages(client, uid, kinds, limit, since=since, until=until)[0] == expected, (kinds, limit)
+    # A cursor of the unfiltered ledger continues a filtered page where that entry stood.
+    first = client.get(f"/api/credits/{uid}/transactions?limit=4").get_json()
+    rest = client.get(f"/api/credits/{uid}/transactions",
+                      query_string={"kind": "add", "cursor": first["next_cursor"]}).get_json()["items"]
+    assert rest == [e for e in every[4:] if e["kind"] == "add"]
+
+
+def test_transactions_refuse_a_kind_that_is_not_the_ledgers(client):
+    uid = new_user(client)
+    for bad in ("refund", "", "ADD", "add,deduct"):
+        r = client.get(f"/api/credits/{uid}/transactions", query_string={"kind": ["add", bad]})
+        assert r.status_code == 422, bad
+        error = r.get_json()["error"]
+        assert error["code"] == "validation_error" and list(error["details"]["fields"]) == ["kind"], error
+    assert client.get("/api/credits/999/transactions?kind=add").get_json()["error"]["code"] == "user_not_found"
+    assert client.get(f"/api/credits/{uid}/transactions?kind=reset").get_json() == {"items": [], "next_cursor": None}
+
+
+def test_the_kind_filter_knows_every_kind_the_ledger_allows():
+    from credits_app.ledger.reads import KINDS
+    from credits_app.models import LedgerEntry
+
+    (check,) = [c for c in LedgerEntry.__table__.constraints if c.name and c.name.endswith("kind")]
+    assert set(KINDS) == set(re.findall(r"'(\w+)'", str(check.sqltext)))
+
+
+def test_a_kind_page_follows_the_users_index_range(pg_app):
+    """However rare the kind, the page's ids come from ix_ledger_user_time's range, in order,
+    each kept or dropped by its kind: never a scan of the whole ledger, nor of ix_ledger_time."""
+    from credits_app.ledger import reads
+
+    client = client_as(pg_app)
+    heavy, other = new_user(client, "heavy@example.com"), new_user(client, "other@example.com")
+    with pg_app.app_context():
+        with db.engine.begin() as conn:
+            for uid in (heavy, other):
+                conn.execute(text(
+                    "INSERT INTO ledger_entries (user_id, kind, amount, balance_after, actor, created_at) "
+                    "SELECT :uid, CASE WHEN g % 100 = 0 THEN 'deduct' ELSE 'add' END, "
+                    "CASE WHEN g % 100 = 0 THEN -1 ELSE 1 END, g, 'bulk', "
+                    "timestamptz '2026-01-01' + g * interval '1 second' + :uid * interval '1 microsecond' "
+                    "FROM generate_series(1, 30000) g"), {"uid": uid})
+            conn.execute(text("ANALYZE ledger_entries"))
+        explain = text("EXPLAIN " + reads._KIND_ENTRIES.element.text).bindparams(
+            *reads._KIND_ENTRIES.element._bindparams.values())
+        for kinds in (["reset"], ["deduct"], ["add", "deduct"]):
+            params = {"uid": heavy, "since": reads.EARLIEST, "at": reads.LATEST, "id": 2**63 - 1, "limit": 51,
+                      "kinds": kinds}
+            with db.engine.connect() as conn:
+                plan = "\n".join(conn.execute(explain, params).scalars())
+            assert "Index Only Scan Backward using ix_ledger_user_time" in plan, plan
+            assert "Seq Scan" not in plan and "ix_ledger_time " not in plan and "Hash Join" not in plan, plan
+        assert [e.kind for e in reads.entries(heavy, limit=3, kinds=["deduct"])] == ["deduct"] * 3
+        assert reads.entries(heavy, limit=3, kinds=["reset"]) == []

@@ -111,11 +111,14 @@ def reverse(body, user_id, entry_id):
 @blp.response(200, EntryPage)
 @blp.alt_response(400, schema=ErrorOut, description="invalid_cursor")
 @blp.alt_response(404, schema=ErrorOut, description="user_not_found")
+@blp.alt_response(422, schema=ErrorOut, description="validation_error (a kind that is not the ledger's, a limit, "
+                                                     "an instant)")
 def transactions(args, user_id):
-    """Ledger entries, newest first, optionally within (since, until]. Pass `next_cursor`
-    back as `cursor` (with the same since and until) for the next page."""
+    """Ledger entries, newest first, optionally within (since, until] and of some kinds
+    only. Pass `next_cursor` back as `cursor` (with the same since, until and kinds) for the
+    next page."""
     rows = ledger.entries(user_id, limit=args["limit"] + 1, before=decode_entry_cursor(args["cursor"]),
-                          since=args.get("since"), until=args.get("until"))
+                          since=args.get("since"), until=args.get("until"), kinds=args.get("kind"))
     return page(rows, args["limit"], lambda e: e, encode=encode_entry_cursor)
 
 

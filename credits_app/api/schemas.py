@@ -5,6 +5,7 @@ from datetime import datetime, timezone
 from marshmallow import Schema, fields, validate
 
 from ..config import BIGINT_MAX
+from ..ledger.reads import KINDS
 from ..ledger.records import entry_json, iso
 
 NO_NUL = validate.Regexp(r"^[^\x00]*$", error="must not contain NUL characters")
@@ -67,7 +68,7 @@ class ReverseIn(Schema):
 class EntryOut(Schema):
     id = fields.Integer()
     user_id = fields.Integer()
-    kind = fields.String(metadata={"enum": ["add", "deduct", "reset", "daily_grant", "reversal", "capture"]})
+    kind = fields.String(metadata={"enum": list(KINDS)})
     amount = fields.Integer(metadata={"description": "signed: positive adds, negative removes"})
     balance_after = fields.Integer()
     reason = fields.String(allow_none=True)
@@ -167,7 +168,8 @@ class BalanceAsOfOut(BalanceOut):
 
 
 class EntryPageArgs(PageArgs, WindowArgs):
-    pass
+    kind = fields.List(fields.String(validate=validate.OneOf(KINDS)), metadata={
+        "description": "only entries of these kinds (repeat it: kind=add&kind=deduct); default all"})
 
 
 class HistoryArgs(Schema):

@@ -51,21 +51,39 @@ _ENTRIES = text(f"""
         ORDER BY created_at DESC, id DESC LIMIT :limit)
     ORDER BY created_at DESC, id DESC""").bindparams(
     *(bindparam(name, type_=UTCDateTime) for name in ("since", "at"))).columns(created_at=UTCDateTime)
+# The same page of the entries of some kinds: the same index-only range, each id's kind then
+# looked up by primary key and the id kept when its kind is asked for, until the page is
+# full. The kind is read in a scalar subquery, which the planner cannot turn into a join:
+# as a join it may scan the whole ledger for a rare kind instead of following the user's
+# range. A rare kind costs one lookup per entry of the window it is looked for in.
+_KIND_ENTRIES = text(f"""
+    SELECT {ENTRY_COLUMNS} FROM ledger_entries WHERE id IN (
+        SELECT id FROM ledger_entries i WHERE user_id = :uid AND created_at > :since AND (created_at, id) < (:at, :id)
+            AND (SELECT kind FROM ledger_entries k WHERE k.id = i.id) IN :kinds
+        ORDER BY created_at DESC, id DESC LIMIT :limit)
+    ORDER BY created_at DESC, id DESC""").bindparams(
+    *(bindparam(name, type_=UTCDateTime) for name in ("since", "at")), bindparam("kinds", expanding=True)).columns(
+    created_at=UTCDateTime)
+# The ledger's kinds (ledger_entries' CHECK constraint `kind`).
+KINDS = ("add", "deduct", "reset", "daily_grant", "reversal", "capture")
 EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
 LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
 
 
-def entries(user_id, *, limit, before=None, since=None, until=None):
+def entries(user_id, *, limit, before=None, since=None, until=None, kinds=None):
     """Ledger entries of a user, newest first: those with since < created_at <= until, after
-    the position `before` ((created_at, id) of the previous page's last entry). Raises
-    UserNotFound."""
+    the position `before` ((created_at, id) of the previous page's last entry), of one of
+    `kinds` when given (None: all). Raises UserNotFound."""
     check_user_id(user_id)
     # `until` (inclusive) is a position too: the page starts at the earlier of the two, so
     # the index range starts where the page does.
     at, entry_id = min(before or (LATEST, BIGINT_MAX), (until or LATEST, BIGINT_MAX))
     params = {"uid": user_id, "since": since or EARLIEST, "at": at, "id": entry_id, "limit": limit}
+    stmt = _ENTRIES
+    if kinds:
+        stmt, params["kinds"] = _KIND_ENTRIES, sorted(set(kinds))
     with db.engine.connect() as conn:
-        rows = conn.execute(_ENTRIES, params).all()
+        rows = conn.execute(stmt, params).all()
         if not rows and conn.execute(text("SELECT 1 FROM users WHERE user_id = :uid"), {"uid": user_id}).first() is None:
             raise UserNotFound(user_id)
     return [entry_from_row(r) for r in rows]
