@@ -293,6 +293,40 @@ def test_admin_finds_a_user_by_email_adds_and_sees_balance_chart_and_ledger_upda
     assert_no_browser_problems(browser)
 
 
+def test_the_ledger_pages_and_filters_by_time_as_the_api_does(browser, stack):
+    uid = stack.new_user("pat.console@example.com", "Pat")
+    for n in range(1, 26):
+        assert stack.api("POST", f"/api/credits/{uid}/add", {"amount": n, "reason": f"entry {n}"})[0] == 200
+    sign_in(browser, stack, stack.admin)
+    browser.get(stack.web.url + f"/console#/user/{uid}")
+    wait_text(browser, "#balance-credits", lambda t: t == "325", "no balance")
+
+    def amounts(d):
+        rows = d.find_elements(By.CSS_SELECTOR, "#ledger tbody tr[data-entry]")
+        return [r.find_element(By.CSS_SELECTOR, "td.num:nth-child(4)").text for r in rows]
+    wait(browser, lambda d: amounts(d) == [f"+{n}" for n in range(25, 5, -1)], "not the newest 20 entries")
+    clickable(browser, "#ledger-older").click()
+    wait(browser, lambda d: amounts(d) == [f"+{n}" for n in range(5, 0, -1)], "not the older 5 entries")
+    assert not browser.find_element(By.ID, "ledger-older").is_enabled()  # no next_cursor
+    clickable(browser, "#ledger-newer").click()
+    wait(browser, lambda d: amounts(d)[:1] == ["+25"], "not back at the newest page")
+
+    # Time: the API judges the instant; its words are shown, then a window after every entry.
+    since = find(browser, "#ledger-filters input[name='since']")
+    since.send_keys("yesterday")
+    clickable(browser, "#ledger-apply").click()
+    status, refusal = stack.api("GET", f"/api/credits/{uid}/transactions?since=yesterday")
+    assert status == 422
+    wait_text(browser, "#ledger .error", lambda t: refusal["error"]["message"] in t, "the API's refusal not shown")
+    since.clear()
+    since.send_keys("2999-01-01")
+    clickable(browser, "#ledger-apply").click()
+    wait_text(browser, "#ledger td.empty", lambda t: t == "no entries", "the window was not applied")
+    clickable(browser, "#ledger-clear").click()
+    wait(browser, lambda d: len(amounts(d)) == 20, "clearing the filters did not show the entries again")
+    assert_no_browser_problems(browser)
+
+
 def test_a_double_clicked_deduct_applies_once(browser, stack):
     uid = stack.new_user("dee.console@example.com", "Dee")
     assert stack.api("POST", f"/api/credits/{uid}/add", {"amount": 100, "reason": "start"})[0] == 200
@@ -368,9 +402,7 @@ def test_a_support_token_reads_but_is_refused_a_change_with_the_apis_message(bro
     assert wait_text(browser, "#balance-credits", bool, "no balance") == "9"
     find(browser, "#ledger tbody tr[data-kind='add']")
 
-    add = clickable(browser, "#action-add")
-    if "permissions" in stack.api("GET", "/api/auth/whoami", token=support)[1]:
-        assert "lacks" in add.get_attribute("class")  # marked, yet the API decides
+    assert "lacks" in clickable(browser, "#action-add").get_attribute("class")  # marked, yet the API decides
     act(browser, "#action-add", amount=1, reason="support tries")
     clickable(browser, "#action-confirm").click()
     status, refusal = stack.api("POST", f"/api/credits/{uid}/add", {"amount": 1}, token=support)
@@ -379,6 +411,12 @@ def test_a_support_token_reads_but_is_refused_a_change_with_the_apis_message(bro
     assert refusal["error"]["message"] in shown and "HTTP 403" in shown
     assert stack.balance(uid) == 9 and len(stack.entries(uid)) == 1
     screenshot(browser, "user-support-refused")
+
+    # A view it may not read shows the API's refusal (and the note that the role lacks it).
+    clickable(browser, "#nav a[href='#/queues']").click()
+    refused = stack.api("GET", "/api/queues", token=support)[1]["error"]["message"]
+    wait_text(browser, "#queues-overview .error", lambda t: refused in t, "the queues refusal not shown")
+    assert "lacks queues:read" in text_of(browser, "#view .note")
     assert_no_browser_problems(browser)
 
 
