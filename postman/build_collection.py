@@ -9,7 +9,9 @@ refused, replay idempotently, reverse part of the deduct (and be refused more th
 reset, page the ledger, read the balance as of an entry's time
 and its history, export the ledger (CSV and NDJSON), hold credits (replay the hold, be
 refused more than is available), capture part of the hold (the rest is released), release
-another hold, read and list holds, dry-run and apply a schema change,
+another hold, read and list holds, set a low-balance threshold and cross it both ways (reading
+balance.low and balance.recovered from the events feed), create, rotate and delete a webhook
+endpoint (and be refused a loopback one), dry-run and apply a schema change,
 trigger the daily grant and see it in the ledger. Every request carries pm.test assertions."""
 import argparse
 import json
@@ -310,6 +312,7 @@ pm.test("four entries, each with the export's columns; the amounts sum to the ba
     pm.expect(entries[2].id).to.eql(Number(pm.collectionVariables.get("reversalEntryId")));
 }});"""),
         *holds(u),
+        *alerts_and_events(u),
         request("Schema update: dry run (admin)", "POST", "/api/schema/apply", auth=ADMIN_AUTH,
                 body={"name": "postman-dry-{{runId}}", "dry_run": True,
                       "sql": "ALTER TABLE users ADD COLUMN IF NOT EXISTS postman_dry_run text"},
@@ -554,6 +557,97 @@ pm.test("the capture naming its hold, then the add", function () {
     ]
 
 
+def alerts_and_events(u):
+    """A low-balance threshold at the balance, a deduct under it and an add back over it
+    (balance.low, then balance.recovered, read from the polling feed); a webhook endpoint
+    created disabled (no demo event leaves the service), listed, rotated and deleted; a
+    loopback URL refused. The balance ends where it began (38, none held)."""
+    return [
+        request("Set a low-balance threshold", "PUT", u + "/alerts", body={"low_balance_threshold": 38},
+                description="balance.low fires when a change takes the available balance below the threshold, "
+                            "balance.depleted at zero, balance.recovered when it is back at or above it. Setting "
+                            "a threshold fires nothing: the answer says where the balance stands. null: the "
+                            "LOW_BALANCE_THRESHOLD setting's; 0: off.",
+                tests=status(200) + """
+const a = pm.response.json();
+pm.test("threshold 38 in force, the balance at it: ok", function () {
+    pm.expect(a.user_id).to.eql(Number(pm.collectionVariables.get("userId")));
+    pm.expect([a.low_balance_threshold, a.threshold, a.alert_state, a.available]).to.eql([38, 38, "ok", 38]);
+});
+// The user's creation (the service's clock, not this machine's) bounds the feed below.
+pm.collectionVariables.set("alertsSinceQuery", encodeURIComponent(pm.collectionVariables.get("userCreatedAt")));"""),
+        request("Deduct under the threshold", "POST", u + "/deduct", body={"amount": 1, "reason": "under the threshold"},
+                tests=status(200) + """
+pm.test("37 credits", function () { pm.expect(pm.response.json().credits).to.eql(37); });"""),
+        request("Add back over it", "POST", u + "/add", body={"amount": 1, "reason": "back at the threshold"},
+                tests=status(200) + """
+pm.test("38 credits", function () { pm.expect(pm.response.json().credits).to.eql(38); });"""),
+        request("Read the alert settings", "GET", u + "/alerts", tests=status(200) + """
+const a = pm.response.json();
+pm.test("back at the threshold: ok", function () {
+    pm.expect([a.threshold, a.alert_state, a.available]).to.eql([38, "ok", 38]);
+});"""),
+        request("Poll the user's alert events", "GET",
+                "/api/events?since={{alertsSinceQuery}}&types=balance.low,balance.recovered&limit=100",
+                description="Every event at or after `since`, oldest first, each as a webhook delivers it (an id "
+                            "that never changes, a type, a timestamp, data). For clients that poll instead of "
+                            "taking webhooks; `next_cursor` pages on.",
+                tests=status(200) + """
+const mine = pm.response.json().items.filter(e => e.data.user_id === Number(pm.collectionVariables.get("userId")));
+pm.test("balance.low at 37, then balance.recovered at 38, threshold 38", function () {
+    pm.expect(mine.map(e => e.type)).to.eql(["balance.low", "balance.recovered"]);
+    pm.expect(mine.map(e => [e.data.available, e.data.threshold])).to.eql([[37, 38], [38, 38]]);
+    mine.forEach(function (e) { pm.expect(e.id).to.match(/^evt_\\d+$/); });
+});"""),
+        request("Threshold back to the default", "PUT", u + "/alerts", body={"low_balance_threshold": None},
+                tests=status(200) + """
+pm.test("no threshold of the user's own", function () {
+    pm.expect(pm.response.json().low_balance_threshold).to.eql(null);
+});"""),
+        request("Create a webhook endpoint (admin)", "POST", "/api/webhooks/endpoints", auth=ADMIN_AUTH,
+                body={"url": "https://93.184.215.14/credits-hooks", "event_types": ["balance.low", "balance.recovered"],
+                      "description": "postman demo {{runId}}", "enabled": False},
+                description="The secret (`whsec_...`) signs every delivery (Standard Webhooks) and is shown this "
+                            "once. The URL's host must resolve to public addresses only (unless "
+                            "WEBHOOKS_ALLOW_PRIVATE_URLS). Created disabled here, so the demo sends nothing.",
+                tests=status(201) + """
+const e = pm.response.json();
+pm.test("disabled, subscribed to two types, with its secret", function () {
+    pm.expect(e.secret).to.match(/^whsec_/);
+    pm.expect(e.enabled).to.eql(false);
+    pm.expect(e.event_types.slice().sort()).to.eql(["balance.low", "balance.recovered"]);
+});
+pm.collectionVariables.set("endpointId", e.endpoint_id);"""),
+        request("A loopback URL is refused: 422", "POST", "/api/webhooks/endpoints", auth=ADMIN_AUTH,
+                body={"url": "http://127.0.0.1:8000/hooks", "event_types": ["balance.low"]},
+                tests=status(422) + ERROR_SHAPE + """
+pm.test("the url names the rule and the setting that lifts it", function () {
+    const e = pm.response.json().error;
+    pm.expect(e.code).to.eql("validation_error");
+    pm.expect(JSON.stringify(e.details)).to.include("WEBHOOKS_ALLOW_PRIVATE_URLS");
+});"""),
+        request("Rotate the endpoint's secret (admin)", "POST", "/api/webhooks/endpoints/{{endpointId}}/rotate-secret",
+                auth=ADMIN_AUTH, body={},
+                description="A new secret, shown once; the old one keeps signing beside it for the overlap.",
+                tests=status(200) + """
+const e = pm.response.json();
+pm.test("a new secret, the old one until previous_secret_until", function () {
+    pm.expect(e.secret).to.match(/^whsec_/);
+    pm.expect(e.previous_secret_until).to.be.a("string");
+});"""),
+        request("The endpoint's deliveries (admin)", "GET", "/api/webhooks/deliveries?endpoint={{endpointId}}",
+                auth=ADMIN_AUTH,
+                description="Each delivery with its status (pending, delivered, dead), tries and their history; "
+                            "`status=dead` lists the dead letters, which POST .../deliveries/<id>/retry sends again.",
+                tests=status(200) + """
+pm.test("none: an endpoint gets the events after it is created and enabled", function () {
+    pm.expect(pm.response.json().items).to.eql([]);
+});"""),
+        request("Delete the endpoint (admin)", "DELETE", "/api/webhooks/endpoints/{{endpointId}}", auth=ADMIN_AUTH,
+                tests=status(204)),
+    ]
+
+
 def collection(examples=None):
     items = flow()
     if examples:
@@ -566,7 +660,7 @@ def collection(examples=None):
             item["response"] = [examples[item["name"]]]
     variables = ["serviceToken", "runId", "email", "userId", "userCreatedAt", "addEntryAt", "addEntryAtQuery",
                  "addBalanceAfter", "deductEntryId", "deductEntryAt", "deductEntryAtQuery", "reversalEntryId", "cursor",
-                 "holdId", "captureEntryId", "releaseHoldId", "grantDate", "grantPolls", "schemaSupported", "todayPlanned"]
+                 "holdId", "captureEntryId", "releaseHoldId", "alertsSinceQuery", "endpointId", "grantDate", "grantPolls", "schemaSupported", "todayPlanned"]
     return {
         "info": {"name": "credits", "_postman_id": "6f1b2a8e-credits-0000-0000-000000000001",
                  "description": "The credits service end to end. Set baseUrl and adminToken in the environment "
