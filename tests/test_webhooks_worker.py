@@ -145,3 +145,35 @@ def test_the_cron_entries_fire_into_the_webhooks_queue_and_the_prune_job_runs_th
     burst(rq_processes, pg, "rq.cli", "worker", name)
     pruned = Job.fetch(schedule.PRUNE_JOB_ID, connection=redis).return_value()
     assert pruned == {"deliveries": 0, "undelivered": 0, "events": 0}
+
+
+def _stopped_within(proc, seconds):
+    try:
+        proc.wait(seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def test_a_warm_shutdown_ends_a_dispatcher_run_early_and_it_finishes_cleanly(pg, webhooks_worker, receiver):
+    """SIGTERM (a deploy, Ctrl-C under `make run`) lets the running job finish, as RQ's warm
+    shutdown does, and tells the dispatcher, which ends its run at once instead of after
+    the rest of its minute: the worker is gone in seconds and the job counts as finished."""
+    worker = webhooks_worker()
+    job = webhooks_queue(pg).enqueue(schedule.DISPATCH, kwargs={"seconds": 300})
+    wait_for(lambda: job.get_status(refresh=True) == "started", "the dispatcher run to start")
+    worker.terminate()
+    assert _stopped_within(worker, 30), "the worker waited out the dispatcher's run"
+    assert job.get_status(refresh=True) == "finished"
+    assert isinstance(job.return_value(), dict)  # the run's counts
+
+
+def test_a_warm_shutdown_lets_any_other_job_finish_its_work(pg, webhooks_worker):
+    """The same signal reaches a job that cannot end early (here a plain sleep): it ignores it
+    and finishes, and only then does the worker stop."""
+    worker = webhooks_worker()
+    job = webhooks_queue(pg).enqueue("time.sleep", 4)
+    wait_for(lambda: job.get_status(refresh=True) == "started", "the job to start")
+    worker.terminate()
+    assert _stopped_within(worker, 60)
+    assert job.get_status(refresh=True) == "finished"

@@ -6,9 +6,14 @@ The app is built once here, in the parent; rq forks a work horse per job, and ea
 drops the inherited connection pool before its first query (worker.jobs._context).
 On RQ_QUEUE, RQ's own scheduler runs beside it (`with_scheduler`) so delayed retries are
 re-queued; the webhooks jobs are never retried by RQ (the next cron fire runs them again).
+
+A warm shutdown (the first SIGTERM or Ctrl-C) lets the running job finish, as RQ's does, and
+also tells it (jobs.STOP_SIGNAL): the webhooks dispatcher, which otherwise runs for most of a
+minute, then ends its run, so a deploy or a `make run` stop does not wait for it.
 """
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -31,6 +36,16 @@ def main(argv=None):
 
     from worker import jobs
 
+    class StoppingWorker(Worker):
+        def setup_work_horse_signals(self):
+            super().setup_work_horse_signals()
+            signal.signal(jobs.STOP_SIGNAL, signal.SIG_IGN)  # until a job that can end early handles it
+
+        def handle_warm_shutdown_request(self):
+            super().handle_warm_shutdown_request()
+            if self.horse_pid:
+                self.kill_horse(sig=jobs.STOP_SIGNAL)
+
     config = jobs.preload().config
     if not config["REDIS_URL"]:
         sys.exit("REDIS_URL is not set: the worker needs Redis")
@@ -39,8 +54,8 @@ def main(argv=None):
     # the whole stack down with it): wait for it. Once working, rq rides out outages itself.
     while True:
         try:
-            Worker([Queue(config[QUEUES[which]], connection=connection)], connection=connection,
-                   work_horse_killed_handler=jobs.horse_killed).work(with_scheduler=which == "grant")
+            StoppingWorker([Queue(config[QUEUES[which]], connection=connection)], connection=connection,
+                           work_horse_killed_handler=jobs.horse_killed).work(with_scheduler=which == "grant")
             return
         except (RedisConnectionError, RedisTimeoutError) as e:
             print(f"redis unavailable ({e}); starting again in 2 s", file=sys.stderr, flush=True)

@@ -7,6 +7,8 @@ before its first query, so no socket is shared across the fork.
 import functools
 import logging
 import os
+import signal
+import threading
 import time
 
 from flask import current_app
@@ -18,6 +20,11 @@ from credits_app.extensions import db
 from credits_app.webhooks import dispatcher, prune
 
 log = logging.getLogger("credits.job")
+
+# A warm shutdown's word to the job running in the work horse (worker/__main__.py): a job
+# that can end early (the webhooks dispatcher) ends when it gets it; every other job ignores
+# it and finishes.
+STOP_SIGNAL = signal.SIGUSR1
 
 _app = None
 _pid = None
@@ -114,7 +121,16 @@ def dispatch_webhooks(seconds=None):
     for `seconds` (default: dispatcher.RUN_SECONDS, a minute's fire), then return the counts
     of outcomes. A run that dies leaves its claims due again when their lease ends."""
     with _context():
-        return dispatcher.run(dispatcher.RUN_SECONDS if seconds is None else seconds)
+        return dispatcher.run(dispatcher.RUN_SECONDS if seconds is None else seconds, stop=_stop_on_signal())
+
+
+def _stop_on_signal():
+    """An Event set when the worker asks the running job to end early (STOP_SIGNAL). Signals
+    reach only a process's main thread, so elsewhere (a job run on a thread) it stays unset."""
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(STOP_SIGNAL, lambda *_: stop.set())
+    return stop
 
 
 @logged
