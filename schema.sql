@@ -402,5 +402,11 @@ CREATE INDEX ix_webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
 
 UPDATE alembic_version SET version_num='0010' WHERE alembic_version.version_num = '0009';
 
+-- Running upgrade 0010 -> 0011
+
+ALTER TABLE holds ADD COLUMN close_reason VARCHAR(500);
+
+UPDATE alembic_version SET version_num='0011' WHERE alembic_version.version_num = '0010';
+
 COMMIT;
 

@@ -99,6 +99,7 @@ class Hold(db.Model):
     expires_at = mapped_column(UTCDateTime, nullable=False)
     closed_at = mapped_column(UTCDateTime)
     closed_by = mapped_column(String(200))
+    close_reason = mapped_column(String(500))  # a release's reason (a capture's is on its entry)
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
