@@ -124,7 +124,7 @@ def test_holds_move_the_available_balance_and_announce_themselves(app):
     _post(client, f"/api/credits/{uid}/add", amount=1)  # state known: ok
     first = _post(client, f"/api/credits/{uid}/holds", 201, amount=25)  # available 6: low
     second = _post(client, f"/api/credits/{uid}/holds", 201, amount=6, ttl_seconds=1)  # available 0: depleted
-    _post(client, f"/api/holds/{first['hold']['hold_id']}/release")  # available 25: recovered
+    _post(client, f"/api/holds/{first['hold']['hold_id']}/release", reason="job cancelled")  # available 25: recovered
     with app.app_context():
         past = utcnow() - timedelta(seconds=1)
         db.session.execute(text("UPDATE holds SET created_at = :earlier, expires_at = :past WHERE id = :h"),
@@ -134,10 +134,13 @@ def test_holds_move_the_available_balance_and_announce_themselves(app):
     events = _events(app, uid)
     assert [t for t, _ in events] == ["hold.created", "balance.low", "hold.created", "balance.depleted",
                                       "hold.released", "balance.recovered", "hold.expired"]
-    created, expired = events[0][1], events[-1][1]
+    created, released, expired = events[0][1], events[4][1], events[-1][1]
     assert created | {"hold": None} == {"user_id": uid, "credits": 31, "held": 25, "available": 6, "hold": None}
     assert created["hold"]["hold_id"] == first["hold"]["hold_id"] and created["hold"]["status"] == "open"
+    assert created["hold"]["close_reason"] is None
+    assert (released["hold"]["status"], released["hold"]["close_reason"]) == ("released", "job cancelled")
     assert expired["hold"]["status"] == "expired" and (expired["held"], expired["available"]) == (0, 31)
+    assert expired["hold"]["close_reason"] is None
 
 
 def test_a_reset_closes_holds_with_their_events(app):
@@ -145,9 +148,10 @@ def test_a_reset_closes_holds_with_their_events(app):
     uid = new_user(client)
     _post(client, f"/api/credits/{uid}/add", amount=30)
     hold = _post(client, f"/api/credits/{uid}/holds", 201, amount=5)["hold"]
-    _post(client, f"/api/credits/{uid}/reset")
+    _post(client, f"/api/credits/{uid}/reset", reason="account closed")
     released = [data for t, data in _events(app, uid) if t == "hold.released"]
     assert len(released) == 1 and released[0]["hold"]["hold_id"] == hold["hold_id"]
+    assert released[0]["hold"]["close_reason"] is None  # the reset's reason is on its entry
     assert (released[0]["credits"], released[0]["available"]) == (0, 0)
     assert _alerts(app, uid)[-1] == "balance.depleted"
 

@@ -54,6 +54,7 @@ def test_hold_then_partial_capture_releases_the_rest(app):
     assert (entry["kind"], entry["amount"], entry["balance_after"], entry["hold_id"]) == ("capture", -12, 88,
                                                                                           hold["hold_id"])
     assert entry["reason"] == "render job" and body["hold"]["entry_id"] == entry["id"]
+    assert body["hold"]["close_reason"] is None  # a capture's reason is on its entry
     assert client.get(f"/api/holds/{hold['hold_id']}").get_json() == body["hold"]
     # Closed once: a second capture or a release is refused, and says why.
     for action in ("capture", "release"):
@@ -91,9 +92,53 @@ def test_release_makes_the_credits_available_again(app):
     assert r.status_code == 200, r.get_json()
     body = r.get_json()
     assert (body["credits"], body["held"], body["available"], body["hold"]["status"]) == (10, 0, 10, "released")
-    assert "entry" not in body
+    assert "entry" not in body and body["hold"]["close_reason"] is None  # no body: no reason, as before
     assert client.post(f"/api/credits/{uid}/deduct", json={"amount": 10}).status_code == 200
     _books(app)
+
+
+def test_a_release_keeps_its_reason_on_the_hold(app):
+    client = client_as(app)
+    uid = new_user(client)
+    _add(client, uid, 10)
+    hold_id = _hold(client, uid, 4, reason="render job")["hold"]["hold_id"]
+    key = {"Idempotency-Key": "release-1"}
+    r = client.post(f"/api/holds/{hold_id}/release", json={"reason": "job cancelled"}, headers=key)
+    assert r.status_code == 200, r.get_json()
+    hold = r.get_json()["hold"]
+    assert (hold["status"], hold["reason"], hold["close_reason"]) == ("released", "render job", "job cancelled")
+    assert client.get(f"/api/holds/{hold_id}").get_json() == hold
+    assert client.get(f"/api/credits/{uid}/holds?status=released").get_json()["items"] == [hold]
+    with app.app_context(), db.engine.connect() as conn:
+        assert conn.execute(text("SELECT close_reason FROM holds WHERE id = :h"), {"h": hold_id}).scalar() == \
+            "job cancelled"
+    # The same key and reason replay the answer; the key with another reason, or none, is misuse.
+    replay = client.post(f"/api/holds/{hold_id}/release", json={"reason": "job cancelled"}, headers=key)
+    assert replay.status_code == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.get_json() == r.get_json()
+    for other in ({"reason": "another"}, {}):
+        reused = client.post(f"/api/holds/{hold_id}/release", json=other, headers=key)
+        assert reused.status_code == 422 and reused.get_json()["error"]["code"] == "idempotency_key_reused", other
+    assert client.get(f"/api/holds/{hold_id}").get_json()["close_reason"] == "job cancelled"
+    # An empty object is as no body: a release without a reason.
+    second = _hold(client, uid, 2)["hold"]["hold_id"]
+    r = client.post(f"/api/holds/{second}/release", json={})
+    assert r.status_code == 200 and r.get_json()["hold"]["close_reason"] is None
+    _books(app)
+
+
+@pytest.mark.parametrize("reason", ["x" * 501, "a\x00b", 5])
+def test_a_bad_release_reason_is_a_clear_422_and_releases_nothing(app, reason):
+    client = client_as(app)
+    uid = new_user(client)
+    _add(client, uid, 10)
+    hold_id = _hold(client, uid, 4)["hold"]["hold_id"]
+    r = client.post(f"/api/holds/{hold_id}/release", json={"reason": reason})
+    assert r.status_code == 422, r.get_json()
+    assert "reason" in r.get_json()["error"]["details"]["fields"]
+    assert client.get(f"/api/holds/{hold_id}").get_json()["status"] == "open"
+    assert client.post(f"/api/holds/{hold_id}/release", json={"reason": "x" * 500}).get_json()["hold"][
+        "close_reason"] == "x" * 500
 
 
 def test_capture_more_than_held_is_refused(app):
@@ -119,6 +164,7 @@ def test_an_expired_hold_does_not_count_and_cannot_be_captured(app):
     assert (_balance(client, uid)["held"], _balance(client, uid)["available"]) == (0, 40)
     assert client.get(f"/api/holds/{hold['hold_id']}").get_json()["status"] == "expired"
     listed = client.get(f"/api/credits/{uid}/holds?status=expired").get_json()["items"]
+    assert listed[0]["close_reason"] is None
     assert [h["hold_id"] for h in listed] == [hold["hold_id"]]
     assert client.get(f"/api/credits/{uid}/holds?status=open").get_json()["items"] == []
     r = client.post(f"/api/holds/{hold['hold_id']}/capture")
@@ -158,8 +204,9 @@ def test_the_sweep_records_expired_holds(app):
         assert holds.sweep() == 0
     for uid in users:
         assert (_balance(client, uid)["held"], _balance(client, uid)["available"]) == (3, 7)
-        statuses = sorted(h["status"] for h in client.get(f"/api/credits/{uid}/holds").get_json()["items"])
-        assert statuses == ["expired", "open"]
+        items = client.get(f"/api/credits/{uid}/holds").get_json()["items"]
+        listed = sorted((h["status"], h["close_reason"]) for h in items)
+        assert listed == [("expired", None), ("open", None)]
     _books(app)
 
 
@@ -173,7 +220,8 @@ def test_reset_closes_every_hold_and_is_never_refused(app):
     assert r.status_code == 200 and r.get_json()["credits"] == 0
     assert _balance(client, uid) | {"last_updated": None} == {"user_id": uid, "credits": 0, "held": 0, "available": 0,
                                                                 "last_updated": None}
-    assert {h["status"] for h in client.get(f"/api/credits/{uid}/holds").get_json()["items"]} == {"released"}
+    closed = client.get(f"/api/credits/{uid}/holds").get_json()["items"]
+    assert {(h["status"], h["close_reason"]) for h in closed} == {("released", None)}  # the reason is on the entry
     assert client.post(f"/api/holds/{first['hold_id']}/capture").status_code == 409
     _books(app)
 

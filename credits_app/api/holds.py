@@ -90,5 +90,6 @@ def capture(body, hold_id):
 @blp.arguments(ReleaseIn(), required=False)
 @_keyed(200, "hold_not_open, hold_expired", "hold_not_found")
 def release(body, hold_id):
-    """Release an open hold: what it kept is available again."""
-    return _answer(lambda **kw: holds.release(hold_id, **kw))
+    """Release an open hold: what it kept is available again. A `reason` is kept on the
+    hold as `close_reason`."""
+    return _answer(lambda **kw: holds.release(hold_id, reason=body.get("reason"), **kw))

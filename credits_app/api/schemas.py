@@ -222,7 +222,7 @@ class CaptureIn(Schema):
 
 
 class ReleaseIn(Schema):
-    pass
+    reason = text(500)  # kept on the hold as close_reason
 
 
 class HoldOut(Schema):
@@ -238,6 +238,8 @@ class HoldOut(Schema):
     created_at = fields.DateTime()
     expires_at = fields.DateTime()
     closed_at = fields.DateTime(allow_none=True)
+    close_reason = fields.String(allow_none=True, metadata={
+        "description": "the reason given with a release (null otherwise: a capture's is on its entry)"})
     entry_id = fields.Integer(allow_none=True, metadata={"description": "the capture's ledger entry"})
 
 

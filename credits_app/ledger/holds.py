@@ -55,14 +55,14 @@ def _sql(dialect, sql, *times):
 
 # A hold as written by the statement that wrote it: its status is the one just set.
 _WRITTEN = ("id, user_id, amount, status, captured, reason, actor, idempotency_key, created_at, expires_at, "
-            "closed_at, CAST(:entry_id AS BIGINT) AS entry_id")
+            "closed_at, close_reason, CAST(:entry_id AS BIGINT) AS entry_id")
 
 
 def _statements(dialect):
     # A hold's status as it is now: an open hold past its time is expired, recorded or not.
     hold = ("SELECT id, user_id, amount, CASE WHEN status = 'open' AND expires_at <= {now} THEN 'expired' "
-            "ELSE status END AS status, captured, reason, actor, idempotency_key, created_at, expires_at, "
-            "closed_at, (SELECT id FROM ledger_entries WHERE hold_id = holds.id) AS entry_id FROM holds ")
+            "ELSE status END AS status, captured, reason, actor, idempotency_key, created_at, expires_at, closed_at, "
+            "close_reason, (SELECT id FROM ledger_entries WHERE hold_id = holds.id) AS entry_id FROM holds ")
     return {
         "lock": _sql(dialect, "SELECT credits, held, last_updated FROM credits WHERE user_id = :uid{lock}"),
         "hold": _sql(dialect, hold + "WHERE id = :hid"),
@@ -84,7 +84,8 @@ def _statements(dialect):
         "held": _sql(dialect, "UPDATE credits SET held = held + :amount WHERE user_id = :uid "
                               "RETURNING credits, held, last_updated"),
         "close": _sql(dialect, "UPDATE holds SET status = :status, captured = :captured, closed_at = {now}, "
-                               "closed_by = :actor WHERE id = :hid AND status = 'open' RETURNING " + _WRITTEN),
+                               "closed_by = :actor, close_reason = :close_reason WHERE id = :hid AND status = 'open' "
+                               "RETURNING " + _WRITTEN),
         "capture": _sql(dialect, "UPDATE credits SET credits = credits - :amount, held = held - :held, "
                                  "last_updated = " + (PG_ENTRY_TIME.format(previous="last_updated")
                                                       if dialect == "postgresql" else ":at")
@@ -114,7 +115,8 @@ def hold_json(row):
     return {"hold_id": row.id, "user_id": row.user_id, "amount": row.amount, "status": row.status,
             "captured": row.captured, "reason": row.reason, "actor": row.actor,
             "idempotency_key": row.idempotency_key, "created_at": iso(row.created_at),
-            "expires_at": iso(row.expires_at), "closed_at": iso(row.closed_at), "entry_id": row.entry_id}
+            "expires_at": iso(row.expires_at), "closed_at": iso(row.closed_at), "close_reason": row.close_reason,
+            "entry_id": row.entry_id}
 
 
 def _balance_json(user_id, balance):
@@ -159,12 +161,13 @@ def capture(hold_id, amount=None, *, actor, reason=None, idempotency_key=None):
     return _run(op, lambda conn, s: _close(conn, s, op, hold_id, "captured", amount, reason))
 
 
-def release(hold_id, *, actor, idempotency_key=None):
-    """Release an open hold: its credits are available again. Raises HoldNotFound,
+def release(hold_id, *, actor, idempotency_key=None, reason=None):
+    """Release an open hold: its credits are available again. `reason` is kept on the hold
+    (`close_reason`), written by the statement that closes it. Raises HoldNotFound,
     HoldNotOpen (also `hold_expired`) and the key errors."""
     _check_hold_id(hold_id)
-    op = _Op(actor, idempotency_key, request_hash("release", hold_id, None, None))
-    return _run(op, lambda conn, s: _close(conn, s, op, hold_id, "released", None, None))
+    op = _Op(actor, idempotency_key, request_hash("release", hold_id, None, reason))
+    return _run(op, lambda conn, s: _close(conn, s, op, hold_id, "released", None, reason))
 
 
 def get(hold_id):
@@ -271,7 +274,9 @@ def _create(conn, s, op, user_id, amount, ttl, reason):
 
 
 def _close(conn, s, op, hold_id, status, amount, reason):
-    """Capture (`amount` of it) or release an open hold, decided on the locked row."""
+    """Capture (`amount` of it) or release an open hold, decided on the locked row. A
+    capture's `reason` goes on its entry (the hold's own by default); a release's, having no
+    entry, on the hold as `close_reason`."""
     user_id = conn.execute(s["owner"], {"hid": hold_id}).scalar()  # a hold's user never changes
     if user_id is None:
         raise HoldNotFound(hold_id)
@@ -299,7 +304,8 @@ def _close(conn, s, op, hold_id, status, amount, reason):
     else:
         row = conn.execute(s["unheld"], {"uid": user_id, "amount": hold.amount}).one()
     hold = conn.execute(s["close"], {"hid": hold_id, "status": status, "captured": captured, "actor": op.actor,
-                                     "now": utcnow(), "entry_id": answer["entry"]["id"] if answer else None}).one()
+                                     "close_reason": reason if status == "released" else None, "now": utcnow(),
+                                     "entry_id": answer["entry"]["id"] if answer else None}).one()
     if status == "released":
         _announce(conn, "hold.released", hold, row, hold.closed_at)
     return {"hold": hold_json(hold), **_balance_json(user_id, row), **answer}
