@@ -146,8 +146,9 @@ def test_hold_capture_and_release(app, runner):
     assert line.startswith(f"hold {first} of user {uid}: captured 12 of 30 at ")
     entry_id = int(re.search(r"entry (\d+): capture -12\)$", balance).group(1))
     assert balance == f"user {uid}: 88 credits, 20 held, 68 available (entry {entry_id}: capture -12)"
-    r = runner.invoke(args=["credits", "release", str(second)])
+    r = runner.invoke(args=["credits", "release", str(second), "--reason", "job cancelled"])
     assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0].endswith("; release reason: job cancelled")
     assert r.output.splitlines()[1] == f"user {uid}: 88 credits, 0 held, 88 available"
     with app.app_context():
         b = ledger.balance(uid)
@@ -155,6 +156,7 @@ def test_hold_capture_and_release(app, runner):
         captured, released = holds.get(first), holds.get(second)
         assert (captured["status"], captured["captured"], captured["entry_id"]) == ("captured", 12, entry_id)
         assert (released["status"], released["actor"], captured["actor"]) == ("released", "cli", "cli")
+        assert (released["close_reason"], captured["close_reason"]) == ("job cancelled", None)
         (entry,) = [e for e in ledger.entries(uid, limit=10) if e.kind == "capture"]
         assert (entry.amount, entry.hold_id, entry.reason, entry.actor) == (-12, first, "render job", "cli")
     r = runner.invoke(args=["credits", "verify"])
@@ -202,8 +204,11 @@ def test_keyed_hold_commands_take_effect_once(app, runner):
     assert "replayed:" in r.output
     hold_id, _ = _hold(runner, uid, 5)
     for _ in range(2):
-        r = runner.invoke(args=["credits", "release", str(hold_id), "--idempotency-key", "rel-1"])
+        r = runner.invoke(args=["credits", "release", str(hold_id), "--reason", "done", "--idempotency-key", "rel-1"])
         assert r.exit_code == 0, r.output
+    assert "replayed:" in r.output
+    r = runner.invoke(args=["credits", "release", str(hold_id), "--reason", "other", "--idempotency-key", "rel-1"])
+    assert r.exit_code == 1 and "idempotency_key_reused" in r.output
     with app.app_context():
         b = ledger.balance(uid)
         assert (b.credits, b.held) == (75, 0)

@@ -37,6 +37,8 @@ def _hold_line(hold):
     else:  # released, or expired (recorded or not yet)
         what = f"{hold['amount']} at {hold['closed_at'] or hold['expires_at']}"
     reason = f"; reason: {hold['reason']}" if hold["reason"] else ""
+    if hold["close_reason"]:
+        reason += f"; release reason: {hold['close_reason']}"
     return f"hold {hold['hold_id']} of user {hold['user_id']}: {status} {what}{reason}"
 
 
@@ -82,10 +84,11 @@ def capture(hold_id, amount, reason, key):
 
 @_command("release")
 @click.argument("hold_id", type=int)
+@click.option("--reason", help="recorded on the hold (close_reason)")
 @_key_option
-def release(hold_id, key):
+def release(hold_id, reason, key):
     """Release an open hold: what it kept is available again."""
-    _run(holds.release, hold_id, idempotency_key=key)
+    _run(holds.release, hold_id, reason=reason, idempotency_key=key)
 
 
 @_command("show-hold")
