@@ -9,8 +9,8 @@ refused, replay idempotently, reverse part of the deduct (and be refused more th
 reset, page the ledger, read the balance as of an entry's time
 and its history, export the ledger (CSV and NDJSON), hold credits (replay the hold, be
 refused more than is available), capture part of the hold (the rest is released), release
-another hold, read and list holds, set a low-balance threshold and cross it both ways (reading
-balance.low and balance.recovered from the events feed), create, rotate and delete a webhook
+another hold with a reason, read and list holds, set a low-balance threshold and cross it
+both ways (reading balance.low and balance.recovered from the events feed), create, rotate and delete a webhook
 endpoint (and be refused a loopback one), dry-run and apply a schema change,
 trigger the daily grant and see it in the ledger. Every request carries pm.test assertions."""
 import argparse
@@ -401,7 +401,7 @@ pm.test(expected + " credits, none held", function () {
 HOLD_KEY = [{"key": "Idempotency-Key", "value": "postman-hold-{{runId}}"}]
 HOLD_FIELDS = """
 const HOLD_FIELDS = ["hold_id", "user_id", "amount", "status", "captured", "reason", "actor", "idempotency_key",
-                     "created_at", "expires_at", "closed_at", "entry_id"];"""
+                     "created_at", "expires_at", "closed_at", "close_reason", "entry_id"];"""
 
 
 def holds(u):
@@ -428,7 +428,7 @@ pm.test("an open hold of 30 for 600 seconds, with its key", function () {
     pm.expect(h).to.have.all.keys(HOLD_FIELDS);
     pm.expect([h.status, h.amount, h.reason, h.actor]).to.eql(["open", 30, "render job", "postman-service"]);
     pm.expect(h.idempotency_key).to.eql("postman-hold-" + pm.collectionVariables.get("runId"));
-    pm.expect([h.captured, h.closed_at, h.entry_id]).to.eql([null, null, null]);
+    pm.expect([h.captured, h.closed_at, h.close_reason, h.entry_id]).to.eql([null, null, null, null]);
     pm.expect(new Date(h.expires_at) - new Date(h.created_at)).to.eql(600 * 1000);
 });
 pm.collectionVariables.set("holdId", b.hold.hold_id);"""),
@@ -495,10 +495,10 @@ pm.test("hold_not_open: it is captured", function () {
 });"""),
         request("Get the hold", "GET", "/api/holds/{{holdId}}", tests=status(200) + HOLD_FIELDS + """
 const h = pm.response.json();
-pm.test("captured: 12 of 30, by the capture entry", function () {
+pm.test("captured: 12 of 30, by the capture entry (whose reason it is: no close_reason)", function () {
     pm.expect(h).to.have.all.keys(HOLD_FIELDS);
     pm.expect(h.hold_id).to.eql(Number(pm.collectionVariables.get("holdId")));
-    pm.expect([h.status, h.amount, h.captured]).to.eql(["captured", 30, 12]);
+    pm.expect([h.status, h.amount, h.captured, h.close_reason]).to.eql(["captured", 30, 12, null]);
     pm.expect(h.entry_id).to.eql(Number(pm.collectionVariables.get("captureEntryId")));
 });"""),
         request("Balance after the capture", "GET", u, tests=status(200) + """
@@ -515,12 +515,16 @@ pm.test("10 held, 28 available", function () {
 });
 pm.collectionVariables.set("releaseHoldId", b.hold.hold_id);"""),
         request("Release the hold", "POST", "/api/holds/{{releaseHoldId}}/release",
-                description="What the hold kept is available again; no ledger entry is written.",
-                tests=status(200) + """
+                body={"reason": "job cancelled by the customer"},
+                description="What the hold kept is available again; no ledger entry is written. The optional "
+                            "`reason` is kept on the hold as `close_reason`.",
+                tests=status(200) + HOLD_FIELDS + """
 const b = pm.response.json();
-pm.test("released: nothing captured, no entry", function () {
+pm.test("released with its reason: nothing captured, no entry", function () {
+    pm.expect(b.hold).to.have.all.keys(HOLD_FIELDS);
     pm.expect(b.hold.hold_id).to.eql(Number(pm.collectionVariables.get("releaseHoldId")));
     pm.expect([b.hold.status, b.hold.captured, b.hold.entry_id]).to.eql(["released", null, null]);
+    pm.expect([b.hold.reason, b.hold.close_reason]).to.eql(["cancelled job", "job cancelled by the customer"]);
     pm.expect(b.hold.closed_at).to.be.a("string");
     pm.expect(b).to.not.have.property("entry");
 });
@@ -535,7 +539,8 @@ const p = pm.response.json();
 pm.test("the released hold, then the captured one, and no further page", function () {
     pm.expect(p.items.map(h => h.hold_id)).to.eql([Number(pm.collectionVariables.get("releaseHoldId")),
                                                   Number(pm.collectionVariables.get("holdId"))]);
-    pm.expect(p.items.map(h => h.status)).to.eql(["released", "captured"]);
+    pm.expect(p.items.map(h => [h.status, h.close_reason])).to.eql(
+        [["released", "job cancelled by the customer"], ["captured", null]]);
     pm.expect(p.next_cursor).to.eql(null);
 });"""),
         request("The user's captured holds", "GET", u + "/holds?status=captured", tests=status(200) + """
