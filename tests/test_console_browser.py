@@ -270,11 +270,19 @@ def test_admin_finds_a_user_by_email_adds_and_sees_balance_chart_and_ledger_upda
     assert status == 201, hold
     clickable(browser, "#refresh").click()
     wait_text(browser, "#balance-held", lambda t: t == "5", "the hold did not show")
-    clickable(browser, f"#holds button.release[data-hold='{hold['hold']['hold_id']}']").click()
+    hold_id = hold["hold"]["hold_id"]
+    clickable(browser, f"#holds button.release[data-hold='{hold_id}']").click()
+    clickable(browser, "#action-review").click()  # a release, as every change here, needs a reason
+    wait_text(browser, "#action-slot .status.error", lambda t: "reason is required" in t, "released without a reason")
+    find(browser, "#action-slot input[name='reason']").send_keys("order cancelled")
     clickable(browser, "#action-review").click()
+    assert "reason: “order cancelled”" in text_of(browser, "#action-slot .summary")
     clickable(browser, "#action-confirm").click()
     assert "is released" in done_text(browser)
     wait_text(browser, "#balance-available", lambda t: t == "25", "the release did not refresh the balance")
+    wait_text(browser, "#holds tbody td.close-reason", lambda t: t == "order cancelled", "no release reason shown")
+    status, released = stack.api("GET", f"/api/holds/{hold_id}")
+    assert status == 200 and (released["status"], released["close_reason"]) == ("released", "order cancelled")
 
     # Reverse part of the add: a reversal entry naming it.
     act(browser, f"#ledger button.reverse[data-entry='{entry['id']}']", amount=10, reason="partly given in error")

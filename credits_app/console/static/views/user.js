@@ -1,5 +1,5 @@
 // The user view: find a user; their balance, its chart, ledger and holds; and the changes an
-// operator makes (add, deduct, reset, reverse an entry, release a hold).
+// operator makes (add, deduct, reset, reverse an entry, release a hold), each with a reason.
 
 import { actionPanel } from "../action.js";
 import { api } from "../api.js";
@@ -216,6 +216,8 @@ function showUser(page, ctx, userId) {
         { label: "expires (UTC)", value: (h) => time(h.expires_at) },
         { label: "reason", value: (h) => h.reason === null ? "" : h.reason, class: "reason" },
         { label: "actor", value: (h) => h.actor },
+        { label: "release reason", value: (h) => h.close_reason === null ? "" : h.close_reason,
+          class: "reason close-reason" },
         { label: "", value: (h) => h.status !== "open" ? "" : actionButton("Release…", "holds:release", ctx,
           () => open(releaseSpec(h)), { class: "small release", "data-hold": h.hold_id }) },
       ], result.items, { empty: "no holds" }),
@@ -296,11 +298,14 @@ function reverseSpec(userId, entry) {
 }
 
 function releaseSpec(hold) {
-  // The API records no reason for a release (its body is empty): the confirmation is the step.
+  // The API keeps a release's reason on the hold (close_reason): optional there, required here as for
+  // every other change an operator makes.
   return {
-    name: "release", title: `Release hold #${hold.hold_id}`, permission: "holds:release", fields: [],
-    prepare: () => ({ method: "POST", path: `/api/holds/${hold.hold_id}/release`, body: {},
-      summary: `Release hold #${hold.hold_id}: its ${credits(hold.amount)} are available again.` }),
+    name: "release", title: `Release hold #${hold.hold_id}`, permission: "holds:release",
+    fields: [{ ...REASON, placeholder: "why (kept on the hold)" }],
+    prepare: (v) => ({ method: "POST", path: `/api/holds/${hold.hold_id}/release`, body: { reason: v.reason },
+      summary: `Release hold #${hold.hold_id}: its ${credits(hold.amount)} are available again, ` +
+        `reason: “${v.reason}”.` }),
     done: (answer) => `Done: hold #${answer.hold.hold_id} is ${answer.hold.status}; ` +
       `${number(answer.available)} credits available.`,
   };
