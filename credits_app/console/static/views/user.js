@@ -82,8 +82,8 @@ function showUser(page, ctx, userId) {
     slot.scrollIntoView({ block: "nearest" });
   };
   const buttons = el("div", { class: "buttons" },
-    actionButton("Add…", "credits:add", ctx, () => open(addSpec(userId)), { id: "action-add" }),
-    actionButton("Deduct…", "credits:deduct", ctx, () => open(deductSpec(userId)), { id: "action-deduct" }),
+    actionButton("Add…", "credits:add", ctx, () => open(changeSpec("add", userId)), { id: "action-add" }),
+    actionButton("Deduct…", "credits:deduct", ctx, () => open(changeSpec("deduct", userId)), { id: "action-deduct" }),
     actionButton("Reset…", "credits:reset", ctx, () => open(resetSpec(userId)), { id: "action-reset" }),
     el("button", { type: "button", id: "refresh", onclick: refresh }, "Refresh"));
 
@@ -245,27 +245,16 @@ const credits = (n) => `${number(n)} credit${n === 1 ? "" : "s"}`;
 const changed = (answer) => `Done: the balance is now ${number(answer.credits)} (entry #${answer.entry.id}).`;
 const REASON = { name: "reason", label: "Reason", type: "text", required: true, placeholder: "why (kept on the ledger)" };
 
-function addSpec(userId) {
+// Add and deduct: the same form, one verb apart.
+function changeSpec(kind, userId) {
+  const [verb, toFrom] = kind === "add" ? ["Add", "to"] : ["Deduct", "from"];
   return {
-    name: "add", title: `Add credits to user ${userId}`, permission: "credits:add",
+    name: kind, title: `${verb} credits ${toFrom} user ${userId}`, permission: `credits:${kind}`,
     fields: [{ name: "amount", label: "Amount", type: "number", required: true }, REASON],
     prepare: (v) => {
       const amount = amountOf(v);
-      return { method: "POST", path: `/api/credits/${userId}/add`, body: { amount, reason: v.reason },
-        summary: `Add ${credits(amount)} to user ${userId}, reason: “${v.reason}”.` };
-    },
-    done: changed,
-  };
-}
-
-function deductSpec(userId) {
-  return {
-    name: "deduct", title: `Deduct credits from user ${userId}`, permission: "credits:deduct",
-    fields: [{ name: "amount", label: "Amount", type: "number", required: true }, REASON],
-    prepare: (v) => {
-      const amount = amountOf(v);
-      return { method: "POST", path: `/api/credits/${userId}/deduct`, body: { amount, reason: v.reason },
-        summary: `Deduct ${credits(amount)} from user ${userId}, reason: “${v.reason}”.` };
+      return { method: "POST", path: `/api/credits/${userId}/${kind}`, body: { amount, reason: v.reason },
+        summary: `${verb} ${credits(amount)} ${toFrom} user ${userId}, reason: “${v.reason}”.` };
     },
     done: changed,
   };
