@@ -127,7 +127,8 @@ def _capture(run, hold_id, amount):
     credits, held, at = run("capture", {"uid": uid, "amount": amount, "held": hold[2]})
     entry = run("entry", {"uid": uid, "delta": -amount, "balance": credits, "reason": None, "actor": "bare",
                           "key": None, "hid": hold_id, "at": at})
-    run("close", {"hid": hold_id, "status": "captured", "captured": amount, "actor": "bare", "entry_id": entry[0]})
+    run("close", {"hid": hold_id, "status": "captured", "captured": amount, "actor": "bare", "entry_id": entry[0],
+                   "close_reason": None})
     return "200 OK", {"user_id": uid, "credits": credits, "held": held, "available": credits - held,
                       "entry": {"id": entry[0], "kind": "capture", "amount": -amount, "hold_id": hold_id}}
 

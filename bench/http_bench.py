@@ -252,7 +252,7 @@ def hold_script():
                                  "reason": "NULL", "actor": actor, "key": "NULL", "hid": ":h_id",
                                  "at": ":c_last_updated"}, gset="e_"),
         pgbench_sql(s["close"], {"hid": ":h_id", "status": "'captured'", "captured": str(CAPTURE), "actor": actor,
-                                 "entry_id": ":e_id"}),
+                                 "entry_id": ":e_id", "close_reason": "NULL"}),
         "COMMIT;"])
 
 
