@@ -37,6 +37,12 @@ cross-check: a hold row per 201, a captured hold and a capture entry of 1 per 20
 the balances down by as much, nothing refused, `held` equal to what the open holds keep;
 the holds wrk left open when it stopped (at most one per connection) are then released
 through the service, after which nothing may be held.
+With `--against REV` a third gunicorn serves REV's tree (a git worktree, on its own database
+migrated by its own code and loaded alike) and each round runs this tree and REV back to back,
+in alternating order: the report gives this tree's req/s over REV's as the median of the
+rounds' ratios with their range, and each tree's app CPU per request. Use it to compare two
+revisions end to end (`--no-floors --phases read,add,deduct,mixed --rounds 5`); choose phases
+REV serves.
 Writes bench/out/http.md and bench/out/http.json and prints the table."""
 import argparse
 import json
@@ -84,8 +90,8 @@ def flask_env(url, redis_url, extra=None, rate_limit=True):
     return env
 
 
-def flask(env, *args):
-    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=ROOT, env=env,
+def flask(env, *args, tree=ROOT):
+    return subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", *args], cwd=tree, env=env,
                           capture_output=True, text=True)
 
 
@@ -429,6 +435,47 @@ def release_open_holds(server, token, conn):
     return len(ids)
 
 
+# --- another revision ------------------------------------------------------------------------
+
+def start_against(rev, pg, redis, args, workdir):
+    """REV's tree as a git worktree, serving its own database ("against", migrated by REV's
+    own code, loaded as this tree's) through its own gunicorn.conf.py, on Redis database 1;
+    returns (its Gunicorn, its service token)."""
+    tree = os.path.join(workdir, "against")
+    subprocess.run(["git", "worktree", "add", "--detach", tree, rev], cwd=ROOT, check=True, capture_output=True)
+    url = pg.createdb("against")
+    env = flask_env(url, redis.url.rsplit("/", 1)[0] + "/1", {"PYTHONPATH": tree},
+                    rate_limit=args.rate_limit == "on")
+    migrated = flask(env, "db", "upgrade", tree=tree)
+    if migrated.returncode != 0:
+        raise SystemExit(f"{rev}: flask db upgrade failed:\n{migrated.stderr}")
+    load_users(pg, "against", args.users)
+    token = flask(env, "auth", "issue-token", "--role", "service", "--sub", "bench", "--ttl", "1d",
+                  tree=tree).stdout.strip()
+    server = Gunicorn("against", "wsgi:app", env, os.path.join(args.out, "against.log"), "/api/credits/2",
+                      cwd=tree).start(token)
+    return server, token
+
+
+def remove_worktree(tree):
+    subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, capture_output=True)
+    subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
+
+
+def app_cpu_us(run):
+    """The service's CPU (its gunicorn's processes) per request, in µs."""
+    return run["cpu_pct"].get("app", 0) * 1e4 / run["requests_per_s"] if run.get("requests_per_s") else 0.0
+
+
+def against_summary(rounds):
+    """This tree over REV: the median of the rounds' req/s ratios, their range, and each
+    tree's median app CPU per request."""
+    ratios = sorted(r["app"]["rps"] / r["against"]["rps"] for r in rounds)
+    return {"ratio": statistics.median(ratios), "min": ratios[0], "max": ratios[-1],
+            "app_cpu_us": statistics.median(app_cpu_us(r["app"]) for r in rounds),
+            "against_cpu_us": statistics.median(app_cpu_us(r["against"]) for r in rounds)}
+
+
 # --- report ---------------------------------------------------------------------------------
 
 def machine():
@@ -467,7 +514,7 @@ def markdown(report):
              "|---|---|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for phase in report["phases"]:
         runs = report["results"][phase]
-        for target in ("pgbench", "bare", "app"):
+        for target in ("pgbench", "bare", "app", "against"):
             r = runs.get(target)
             if r is None:
                 continue
@@ -487,6 +534,15 @@ def markdown(report):
                   f"(HTTP requests/s: {per_request}); pgbench's pair is one run of its script (two transactions). "
                   "wrk's latencies are per request (a hold or a capture), pgbench's per pair. The bare-WSGI floor "
                   "and pgbench run only the statements the pair needs (bench/bare_wsgi.py)."]
+    if report.get("against"):
+        lines += ["", f"This tree against {report['against']} ('against'), each round both back to back in "
+                  "alternating order: req/s ratio (median of the rounds, their range) and app CPU per request "
+                  "(median, µs):", ""]
+        for phase in report["phases"]:
+            s = report["vs_against"][phase]
+            lines.append(f"- {phase}: ×{s['ratio']:.3f} ({s['min']:.3f}..{s['max']:.3f}); CPU "
+                         f"{s['app_cpu_us']:,.0f} vs {s['against_cpu_us']:,.0f} µs "
+                         f"({s['app_cpu_us'] / s['against_cpu_us'] - 1:+.1%})")
     lines.append("")
     failed = [f"{phase}: {name}" for phase, checks in report["checks"].items() for name, ok in checks.items() if not ok]
     lines.append("Cross-checks: " + ("all passed (" + ", ".join(report["checks_summary"]) + ")" if not failed
@@ -509,6 +565,8 @@ def main():
     parser.add_argument("--no-floors", action="store_true", help="only the service (quick before/after)")
     parser.add_argument("--rate-limit", choices=("on", "off"), default="on",
                         help="on (default): limiter counting in Redis at 1,000,000/s per subject; off: disabled")
+    parser.add_argument("--against", metavar="REV",
+                        help="also serve REV's tree (a git worktree) and run it beside this one in every round")
     parser.add_argument("--out", default=os.path.join(ROOT, "bench", "out"))
     args = parser.parse_args()
     phases = [p for p in args.phases.split(",") if p]
@@ -539,6 +597,11 @@ def main():
             bare = Gunicorn("bare", "bench.bare_wsgi:app", flask_env(pg.url("floor"), redis.url),
                             os.path.join(args.out, "bare.log"), "/api/credits/2").start(token)
             servers.append(bare)
+        against = None
+        tokens = {"app": token, "bare": token}
+        if args.against:
+            against, tokens["against"] = start_against(args.against, pg, redis, args, workdir)
+            servers.append(against)
         with open(os.path.join(pg.dir, "data", "postmaster.pid")) as f:
             pg_pid = int(f.readline())
         scripts = pgbench_scripts(workdir, args.users)
@@ -557,22 +620,26 @@ def main():
                   "rate_limit": ("on, 1000000/second per subject (Redis storage): counted, never refuses"
                                  if args.rate_limit == "on" else "off (RATELIMIT_ENABLED=false)"),
                   "postgres": "durable: fsync=on, synchronous_commit=on (defaults)", "load_users_s": round(load_s, 2),
-                  "phases": phases, "results": {}, "checks": {}, "loadavg": {}}
+                  "phases": phases, "results": {}, "checks": {}, "loadavg": {}, "against": args.against,
+                  "vs_against": {}}
         print(f"stack up: {args.users:,} users loaded in {load_s:.1f} s; gunicorn {gunicorn_settings}; "
               f"load average {report['loadavg_before']}", flush=True)
         # Warm both servers (imports, pools, first plans) outside the measurements.
         for server in servers:
             warm = argparse.Namespace(**{**vars(args), "duration": 2})
             for phase in ("mixed", "hold") if "hold" in phases else ("mixed",):
-                wrk(server.url, phase, warm, token, {}, workdir)
+                wrk(server.url, phase, warm, tokens[server.name], {}, workdir)
         if "hold" in phases:
             release_open_holds(app, token, conns["credits"])
         for phase in phases:
             # Rounds of floor, floor, service back to back: a neighbour's burst on this shared
             # machine then hits one round, not one target, and the median round is reported.
             rounds, checks = [], {}
-            for _ in range(args.rounds):
+            for round_no in range(args.rounds):
                 runs = {}
+                if against and round_no % 2 == 1:  # REV first in odd rounds, after this tree in even ones
+                    runs["against"] = wrk(against.url, phase, args, tokens["against"],
+                                          {"app": against.proc.pid, "postgres": pg_pid}, workdir)
                 if not args.no_floors:
                     runs["pgbench"] = pgbench(pg, "floor", phase, scripts, args, {"postgres": pg_pid}, workdir)
                     runs["bare"] = wrk(bare.url, phase, args, token, {"app": bare.proc.pid, "postgres": pg_pid},
@@ -590,6 +657,9 @@ def main():
                     end = snapshot(conns["credits"])
                     run_checks["the holds left open released (200), then nothing held"] = (
                         runs["app"]["released_after"] is not None and end["open_holds"] == 0 and end["held"] == 0)
+                if against and round_no % 2 == 0:
+                    runs["against"] = wrk(against.url, phase, args, tokens["against"],
+                                          {"app": against.proc.pid, "postgres": pg_pid}, workdir)
                 for name, ok in run_checks.items():
                     checks[name] = checks.get(name, True) and ok
                 for target, r in runs.items():
@@ -599,6 +669,8 @@ def main():
                           f"cpu {r['cpu_pct']}", flush=True)
                 rounds.append(runs)
             report["results"][phase] = median_round(rounds)
+            if against:
+                report["vs_against"][phase] = against_summary(rounds)
             report["checks"][phase] = checks
             report["loadavg"][phase] = " ".join(f"{x:.2f}" for x in os.getloadavg())
         verify = flask(env, "credits", "verify")
@@ -621,6 +693,8 @@ def main():
     finally:
         for server in servers:
             server.stop()
+        if args.against and os.path.isdir(os.path.join(workdir, "against")):
+            remove_worktree(os.path.join(workdir, "against"))
         redis.destroy()
         pg.destroy()
         shutil.rmtree(workdir, ignore_errors=True)

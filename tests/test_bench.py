@@ -53,6 +53,28 @@ def test_http_bench_runs_every_phase_and_its_cross_checks_pass(tmp_path):
     assert table.count("| app |") == 6 and "| hold (pairs/s) | app |" in table, table
 
 
+def test_http_bench_against_a_revision_serves_both_trees_in_every_round(tmp_path):
+    """--against HEAD: REV's tree in a worktree, on its own database, run beside this one in
+    every round; the report compares them and the worktree is gone afterwards."""
+    out = _run(["bench/http_bench.py", "--users", "300", "--duration", "1", "--rounds", "2", "--concurrency", "4",
+                "--no-floors", "--phases", "read,add", "--against", "HEAD"], tmp_path)
+    with open(tmp_path / "http.json") as f:
+        report = json.load(f)
+    assert report["against"] == "HEAD"
+    for phase in ("read", "add"):
+        runs = report["results"][phase]
+        assert set(runs) == {"app", "against"}, runs
+        assert len(runs["against"]["rps_runs"]) == 2 and all(rps > 0 for rps in runs["against"]["rps_runs"]), runs
+        assert set(runs["against"]["statuses"]) == {"200"}, runs["against"]
+        summary = report["vs_against"][phase]
+        assert summary["min"] <= summary["ratio"] <= summary["max"] and summary["ratio"] > 0, summary
+        assert summary["app_cpu_us"] > 0 and summary["against_cpu_us"] > 0, summary
+    assert "This tree against HEAD" in out
+    subprocess.run(["git", "worktree", "prune"], cwd=ROOT)
+    listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
+    assert "credits-bench-" not in listed, listed
+
+
 def test_grant_bench_credits_every_user_once_per_date(tmp_path):
     """The grant bench asserts its own invariants (every user credited, a re-run credits no
     one twice, each balance exactly 3 x 5); several chunks here, as in production."""
