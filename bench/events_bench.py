@@ -25,6 +25,7 @@ each healthy and dead run, one credits.changed delivery per change made; every d
 the healthy endpoint delivered in the end, none to the dead one; the dispatcher tried the
 dead endpoint; `flask credits verify` finds no drift."""
 import argparse
+import contextlib
 import http.server
 import json
 import os
@@ -43,6 +44,7 @@ sys.path.insert(0, ROOT)
 import psycopg2  # noqa: E402
 
 from bench.http_bench import Gunicorn, flask, flask_env, load_users, wrk  # noqa: E402
+from bench.worktree import worktree  # noqa: E402
 from tests.services import Postgres, Redis  # noqa: E402
 
 PHASES = ("add", "deduct", "mixed", "read")
@@ -137,7 +139,8 @@ def main():
         raise SystemExit("wrk not found: apt-get install -y wrk")
     workdir = tempfile.mkdtemp(prefix="credits-events-bench-")
     pg, redis, procs, servers, logs = Postgres(durable=True), Redis(), [], {}, []
-    other = os.path.join(workdir, "against") if args.against else None
+    other = None  # REV's tree, with --against
+    trees_checked_out = contextlib.ExitStack()
     try:
         pg.start()
         redis.start()
@@ -145,9 +148,8 @@ def main():
         env = flask_env(pg.createdb("credits"), redis.url, {"LOW_BALANCE_THRESHOLD": str(args.low_balance_threshold),
                                                             "WEBHOOKS_ALLOW_PRIVATE_URLS": "true"})
         trees = {"quiet": (ROOT, env)}
-        if other:
-            subprocess.run(["git", "worktree", "add", "--detach", other, args.against], cwd=ROOT, check=True,
-                           capture_output=True)
+        if args.against:
+            other = trees_checked_out.enter_context(worktree(args.against))
             trees["before"] = (other, flask_env(pg.createdb("before"), redis.url, {"PYTHONPATH": other}))
         for tree, tree_env in trees.values():
             migrated = subprocess.run([sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"], cwd=tree,
@@ -274,8 +276,7 @@ def main():
             log.close()
         redis.destroy()
         pg.destroy()
-        if other:
-            subprocess.run(["git", "worktree", "remove", "--force", other], cwd=ROOT, capture_output=True)
+        trees_checked_out.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +26,7 @@ sys.path.insert(0, ROOT)
 
 import psycopg2  # noqa: E402
 
+from bench.worktree import worktree  # noqa: E402
 from tests.services import Postgres  # noqa: E402
 
 JOB = """
@@ -177,31 +177,28 @@ def against(server, n, rev, rounds, out):
     migrations), interleaved: each round runs both, in alternating order, each followed by the
     floor on its own database, so drift on the machine falls on both alike. Prints and writes
     each tree's grant seconds and grant/floor ratio per round, and this tree's over REV's."""
-    workdir = tempfile.mkdtemp(prefix="credits-grant-against-")
-    other = os.path.join(workdir, "against")
-    subprocess.run(["git", "worktree", "add", "--detach", other, rev], cwd=ROOT, check=True, capture_output=True)
-    trees = {rev: other, "this tree": ROOT}
     dbs = {}
-    try:
-        for i, (label, tree) in enumerate(trees.items()):
-            dbs[label] = loaded_db(server, f"against_{i}", n, tree)
-        runs = {label: [] for label in trees}
-        for r in range(rounds):
-            for label in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
-                url, conn = dbs[label]
-                seconds, _, _, credited, _ = run_job(url, f"2026-02-{1 + 2 * r:02d}", trees[label])
-                assert credited == n, credited
-                vacuum(conn)
-                floor, rows = sql(conn, FLOOR, f"2026-02-{2 + 2 * r:02d}")
-                assert rows == n, rows
-                vacuum(conn)
-                runs[label].append((seconds, floor))
-                print(f"round {r + 1} {label:>10}: grant {seconds:6.2f} s  floor {floor:6.2f} s  "
-                      f"ratio {seconds / floor:4.2f}x", flush=True)
-    finally:
-        for _, conn in dbs.values():
-            conn.close()
-        subprocess.run(["git", "worktree", "remove", "--force", other], cwd=ROOT, capture_output=True)
+    with worktree(rev) as other:
+        trees = {rev: other, "this tree": ROOT}
+        try:
+            for i, (label, tree) in enumerate(trees.items()):
+                dbs[label] = loaded_db(server, f"against_{i}", n, tree)
+            runs = {label: [] for label in trees}
+            for r in range(rounds):
+                for label in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
+                    url, conn = dbs[label]
+                    seconds, _, _, credited, _ = run_job(url, f"2026-02-{1 + 2 * r:02d}", trees[label])
+                    assert credited == n, credited
+                    vacuum(conn)
+                    floor, rows = sql(conn, FLOOR, f"2026-02-{2 + 2 * r:02d}")
+                    assert rows == n, rows
+                    vacuum(conn)
+                    runs[label].append((seconds, floor))
+                    print(f"round {r + 1} {label:>10}: grant {seconds:6.2f} s  floor {floor:6.2f} s  "
+                          f"ratio {seconds / floor:4.2f}x", flush=True)
+        finally:
+            for _, conn in dbs.values():
+                conn.close()
     mean = {label: {"grant_s": sum(g for g, _ in rs) / rounds, "ratio": sum(g / f for g, f in rs) / rounds}
             for label, rs in runs.items()}
     per_round = [runs["this tree"][r][0] / runs[rev][r][0] for r in range(rounds)]

@@ -45,6 +45,7 @@ revisions end to end (`--no-floors --phases read,add,deduct,mixed --rounds 5`); 
 REV serves.
 Writes bench/out/http.md and bench/out/http.json and prints the table."""
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -63,6 +64,7 @@ sys.path.insert(0, ROOT)
 
 import psycopg2  # noqa: E402
 
+from bench.worktree import worktree  # noqa: E402
 from tests.services import Postgres, Redis, free_port  # noqa: E402
 
 LUA = os.path.join(ROOT, "bench", "credits.lua")
@@ -437,12 +439,10 @@ def release_open_holds(server, token, conn):
 
 # --- another revision ------------------------------------------------------------------------
 
-def start_against(rev, pg, redis, args, workdir):
-    """REV's tree as a git worktree, serving its own database ("against", migrated by REV's
-    own code, loaded as this tree's) through its own gunicorn.conf.py, on Redis database 1;
-    returns (its Gunicorn, its service token)."""
-    tree = os.path.join(workdir, "against")
-    subprocess.run(["git", "worktree", "add", "--detach", tree, rev], cwd=ROOT, check=True, capture_output=True)
+def start_against(tree, rev, pg, redis, args):
+    """REV's tree (checked out in `tree`) serving its own database ("against", migrated by
+    REV's own code, loaded as this tree's) through its own gunicorn.conf.py, on Redis
+    database 1; returns (its Gunicorn, its service token)."""
     url = pg.createdb("against")
     env = flask_env(url, redis.url.rsplit("/", 1)[0] + "/1", {"PYTHONPATH": tree},
                     rate_limit=args.rate_limit == "on")
@@ -455,11 +455,6 @@ def start_against(rev, pg, redis, args, workdir):
     server = Gunicorn("against", "wsgi:app", env, os.path.join(args.out, "against.log"), "/api/credits/2",
                       cwd=tree).start(token)
     return server, token
-
-
-def remove_worktree(tree):
-    subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, capture_output=True)
-    subprocess.run(["git", "worktree", "prune"], cwd=ROOT, capture_output=True)
 
 
 def app_cpu_us(run):
@@ -577,6 +572,7 @@ def main():
     pg = Postgres(durable=True)  # fsync and synchronous_commit on: figures worth reporting
     redis = Redis()
     servers = []
+    trees = contextlib.ExitStack()  # REV's worktree, with --against
     try:
         pg.start()
         redis.start()
@@ -600,7 +596,8 @@ def main():
         against = None
         tokens = {"app": token, "bare": token}
         if args.against:
-            against, tokens["against"] = start_against(args.against, pg, redis, args, workdir)
+            tree = trees.enter_context(worktree(args.against))
+            against, tokens["against"] = start_against(tree, args.against, pg, redis, args)
             servers.append(against)
         with open(os.path.join(pg.dir, "data", "postmaster.pid")) as f:
             pg_pid = int(f.readline())
@@ -637,9 +634,11 @@ def main():
             rounds, checks = [], {}
             for round_no in range(args.rounds):
                 runs = {}
-                if against and round_no % 2 == 1:  # REV first in odd rounds, after this tree in even ones
+                def run_against():
                     runs["against"] = wrk(against.url, phase, args, tokens["against"],
                                           {"app": against.proc.pid, "postgres": pg_pid}, workdir)
+                if against and round_no % 2 == 1:  # REV first in odd rounds, after this tree in even ones
+                    run_against()
                 if not args.no_floors:
                     runs["pgbench"] = pgbench(pg, "floor", phase, scripts, args, {"postgres": pg_pid}, workdir)
                     runs["bare"] = wrk(bare.url, phase, args, token, {"app": bare.proc.pid, "postgres": pg_pid},
@@ -658,8 +657,7 @@ def main():
                     run_checks["the holds left open released (200), then nothing held"] = (
                         runs["app"]["released_after"] is not None and end["open_holds"] == 0 and end["held"] == 0)
                 if against and round_no % 2 == 0:
-                    runs["against"] = wrk(against.url, phase, args, tokens["against"],
-                                          {"app": against.proc.pid, "postgres": pg_pid}, workdir)
+                    run_against()
                 for name, ok in run_checks.items():
                     checks[name] = checks.get(name, True) and ok
                 for target, r in runs.items():
@@ -693,8 +691,7 @@ def main():
     finally:
         for server in servers:
             server.stop()
-        if args.against and os.path.isdir(os.path.join(workdir, "against")):
-            remove_worktree(os.path.join(workdir, "against"))
+        trees.close()
         redis.destroy()
         pg.destroy()
         shutil.rmtree(workdir, ignore_errors=True)

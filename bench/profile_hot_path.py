@@ -13,6 +13,7 @@ Python and driver, not the database's). With --against, each measured batch runs
 tree in alternation, each tree in its own process on the same database, so a neighbour's
 load burst hits all alike. `--profile KIND` adds a cProfile of that kind."""
 import argparse
+import contextlib
 import io
 import json
 import logging
@@ -21,7 +22,6 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,16 +108,13 @@ def main():
     args = parser.parse_args()
     sys.path.insert(0, ROOT)
     from http_bench import flask, flask_env, load_users
+    from worktree import worktree
     from tests.services import Postgres, Redis
     pg, redis = Postgres(durable=True).start(), Redis().start()
-    trees, children, worktrees = {}, {}, []
+    trees, children, checked_out = {}, {}, contextlib.ExitStack()
     try:
         for rev in args.against:
-            tmp = tempfile.mkdtemp(prefix="credits-rev-")
-            subprocess.run(["git", "worktree", "add", "--detach", tmp, rev], cwd=ROOT, check=True,
-                           capture_output=True)
-            worktrees.append(tmp)
-            trees[rev if rev not in trees else f"{rev}#{len(trees) + 1}"] = tmp
+            trees[rev if rev not in trees else f"{rev}#{len(trees) + 1}"] = checked_out.enter_context(worktree(rev))
         trees["this tree"] = ROOT
         url = pg.createdb("credits")
         env = flask_env(url, redis.url, dict(e.split("=", 1) for e in args.env))
@@ -162,8 +159,7 @@ def main():
         for child in (c for group in children.values() for c in group):
             child.stdin.close()
             child.wait(30)
-        for tmp in worktrees:
-            subprocess.run(["git", "worktree", "remove", "--force", tmp], cwd=ROOT, capture_output=True)
+        checked_out.close()
         redis.destroy()
         pg.destroy()
 

@@ -10,6 +10,7 @@ dearer". Each round runs every phase once per tree, in alternating order, so a n
 load burst hits both alike; the table shows each tree's median transactions per second and
 the median of the rounds' ratios (this tree / REV)."""
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from bench.http_bench import load_users, pgbench  # noqa: E402
+from bench.worktree import worktree  # noqa: E402
 from tests.services import Postgres  # noqa: E402
 
 PHASES = ("read", "add", "deduct", "hot", "mixed")
@@ -54,11 +56,10 @@ def main():
     args = parser.parse_args()
     phases = args.phases.split(",")
     workdir = tempfile.mkdtemp(prefix="credits-statement-cost-")
-    other = os.path.join(workdir, "against")
-    subprocess.run(["git", "worktree", "add", "--detach", other, args.against], cwd=ROOT, check=True,
-                   capture_output=True)
+    trees_checked_out = contextlib.ExitStack()
     pg = Postgres(durable=True)  # fsync and synchronous_commit on, as production
     try:
+        other = trees_checked_out.enter_context(worktree(args.against))
         pg.start()
         trees = {"this tree": ROOT, args.against: other}
         scripts = {}
@@ -89,7 +90,7 @@ def main():
                   f"{statistics.median(ratios):>9.1%}   " + " ".join(f"{x:.0%}" for x in ratios))
     finally:
         pg.destroy()
-        subprocess.run(["git", "worktree", "remove", "--force", other], cwd=ROOT, capture_output=True)
+        trees_checked_out.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -72,7 +72,7 @@ def test_http_bench_against_a_revision_serves_both_trees_in_every_round(tmp_path
     assert "This tree against HEAD" in out
     subprocess.run(["git", "worktree", "prune"], cwd=ROOT)
     listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert "credits-bench-" not in listed, listed
+    assert "credits-rev-" not in listed, listed
 
 
 def test_grant_bench_credits_every_user_once_per_date(tmp_path):
@@ -154,4 +154,4 @@ def test_statement_cost_runs_each_trees_statements_on_its_own_schema():
     assert all(float(row[1]) > 0 and float(row[2]) > 0 for row in rows), result.stdout
     subprocess.run(["git", "worktree", "prune"], cwd=ROOT)
     listed = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True).stdout
-    assert "credits-statement-cost-" not in listed, listed
+    assert "credits-rev-" not in listed, listed
